@@ -1,0 +1,197 @@
+//! The state of the run on this thread: trace, fault counters, random streams, disks and nodes.
+//!
+//! A run is single-threaded (madsim runs every task on the thread that called `block_on`), so its state lives
+//! in a thread-local installed for the run's duration. Each `RefCell` is borrowed only inside a synchronous call,
+//! never across an `.await`, and never while another part of the context is being called into.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::disk::{DiskConfig, DiskSet};
+use crate::fault::{FaultCounts, FaultKind};
+use crate::rng::{Purpose, SimRng};
+use crate::seed::Seed;
+use crate::trace::{EventKind, NodeId, Trace, TraceMode};
+
+/// One run at a time per process: SQLite's PRNG and std's hash keys are process- or thread-global, so
+/// concurrent runs in one process would perturb each other.
+static RUN_LOCK: Mutex<()> = Mutex::new(());
+
+/// Takes the process-wide run lock. A run that panicked while holding it does not poison later runs.
+pub(crate) fn lock_runs() -> MutexGuard<'static, ()> {
+    RUN_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Per-node facts the context needs to stamp events and read clocks.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeInfo {
+    /// Offset of this node's wall clock from simulated true time, in nanoseconds.
+    pub(crate) clock_skew_ns: i64,
+}
+
+pub(crate) struct RunCtx {
+    pub(crate) seed: Seed,
+    pub(crate) trace: RefCell<Trace>,
+    pub(crate) faults: RefCell<FaultCounts>,
+    pub(crate) sometimes: RefCell<BTreeMap<String, u64>>,
+    rngs: Vec<RefCell<SimRng>>,
+    pub(crate) disks: RefCell<DiskSet>,
+    pub(crate) nodes: Vec<NodeInfo>,
+    /// madsim node → our node, for stamping events with the node of the running task.
+    #[cfg(madsim)]
+    pub(crate) madsim_nodes: RefCell<BTreeMap<madsim::task::NodeId, NodeId>>,
+    #[cfg(madsim)]
+    pub(crate) net: RefCell<crate::net::NetState>,
+    #[cfg(madsim)]
+    pub(crate) world: RefCell<crate::world::WorldState>,
+    /// Simulated time when the scenario's main future finished.
+    pub(crate) sim_end: std::cell::Cell<Option<Duration>>,
+    /// The node of a run without madsim ([`crate::LocalWorld`]).
+    pub(crate) fixed_node: Option<NodeId>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<RunCtx>>> = const { RefCell::new(None) };
+}
+
+impl RunCtx {
+    pub(crate) fn new(
+        seed: Seed,
+        mode: TraceMode,
+        nodes: Vec<NodeInfo>,
+        disk: DiskConfig,
+        fixed_node: Option<NodeId>,
+    ) -> RunCtx {
+        let node_count = nodes.len() as u32;
+        RunCtx {
+            seed,
+            trace: RefCell::new(Trace::new(mode)),
+            faults: RefCell::new(FaultCounts::default()),
+            sometimes: RefCell::new(BTreeMap::new()),
+            rngs: Purpose::ALL.iter().map(|p| RefCell::new(SimRng::new(seed, *p))).collect(),
+            disks: RefCell::new(DiskSet::new(disk, node_count)),
+            nodes,
+            #[cfg(madsim)]
+            madsim_nodes: RefCell::new(BTreeMap::new()),
+            #[cfg(madsim)]
+            net: RefCell::new(crate::net::NetState::default()),
+            #[cfg(madsim)]
+            world: RefCell::new(crate::world::WorldState::new(0, None)),
+            sim_end: std::cell::Cell::new(None),
+            fixed_node,
+        }
+    }
+
+    pub(crate) fn rng<T>(&self, purpose: Purpose, f: impl FnOnce(&mut SimRng) -> T) -> T {
+        let idx = Purpose::ALL.iter().position(|p| *p == purpose).expect("every purpose has a stream");
+        f(&mut self.rngs[idx].borrow_mut())
+    }
+
+    /// The node whose task is running now, if any.
+    pub(crate) fn current_node(&self) -> Option<NodeId> {
+        if let Some(n) = self.fixed_node {
+            return Some(n);
+        }
+        #[cfg(madsim)]
+        {
+            let id = madsim::runtime::Handle::try_current().ok().map(|_| madsim::plugin::node())?;
+            self.madsim_nodes.borrow().get(&id).copied()
+        }
+        #[cfg(not(madsim))]
+        None
+    }
+
+    /// Simulated time since the start of the run.
+    pub(crate) fn now(&self) -> Duration {
+        #[cfg(madsim)]
+        {
+            madsim::time::TimeHandle::try_current().map(|t| t.elapsed()).unwrap_or_default()
+        }
+        #[cfg(not(madsim))]
+        Duration::ZERO
+    }
+
+    pub(crate) fn record(&self, node: Option<NodeId>, kind: EventKind) {
+        let at = self.now();
+        if tracing::enabled!(target: "dosim::sim", tracing::Level::DEBUG) {
+            let node = node.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+            tracing::debug!(target: "dosim::sim", sim_time = ?at, %node, "{kind}");
+        }
+        self.trace.borrow_mut().record(at, node, kind);
+    }
+
+    pub(crate) fn count_fault(&self, kind: FaultKind) {
+        self.faults.borrow_mut().add(kind, 1);
+    }
+}
+
+/// Installs `ctx` as this thread's run until the guard drops.
+pub(crate) struct Installed {
+    _private: (),
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.borrow_mut().take());
+    }
+}
+
+pub(crate) fn install(ctx: Rc<RunCtx>) -> Installed {
+    CURRENT.with(|c| {
+        let mut slot = c.borrow_mut();
+        assert!(slot.is_none(), "a simulation run is already installed on this thread");
+        *slot = Some(ctx);
+    });
+    Installed { _private: () }
+}
+
+/// The run on this thread, if any.
+pub(crate) fn try_current() -> Option<Rc<RunCtx>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// The run on this thread.
+///
+/// # Panics
+/// Outside a run: simulated facilities only exist inside one.
+pub(crate) fn current() -> Rc<RunCtx> {
+    try_current().expect("this needs a running simulation (inside Sim::run or a LocalWorld)")
+}
+
+/// Records a named value in the trace of the current run. Outside a run it does nothing.
+///
+/// Use it for values that must be the same on every replay of a seed: it is how a scenario makes its
+/// observable state part of the determinism check.
+pub fn note(key: &str, value: impl std::fmt::Display) {
+    if let Some(ctx) = try_current() {
+        let node = ctx.current_node();
+        ctx.record(node, EventKind::Note { key: key.to_string(), value: value.to_string() });
+    }
+}
+
+/// Marks that a rare branch was reached ("sometimes" coverage). The run report counts each name, so a
+/// campaign can check that every branch it cares about was reached under some seed.
+pub fn sometimes(name: &str) {
+    if let Some(ctx) = try_current() {
+        *ctx.sometimes.borrow_mut().entry(name.to_string()).or_default() += 1;
+    }
+}
+
+/// Draws from the run's random stream for `purpose`.
+///
+/// # Panics
+/// Outside a run.
+pub fn random<T>(purpose: Purpose, f: impl FnOnce(&mut SimRng) -> T) -> T {
+    current().rng(purpose, f)
+}
+
+/// The seed of the current run.
+///
+/// # Panics
+/// Outside a run.
+pub fn current_seed() -> Seed {
+    current().seed
+}

@@ -1,0 +1,54 @@
+//! The deterministic world of dosim: seeded nodes, network, disks and faults on madsim, with a canonical event
+//! trace per run.
+//!
+//! `sim` knows nothing of Durable Objects. It offers:
+//! - [`Sim`]: a run of nodes under a seed, network, disk and fault plan, on madsim's simulated executor and clock;
+//! - [`net`]: datagrams between nodes with latency, loss, duplication, reordering, partitions and clogs;
+//! - [`disk`]: `SimDisk`, a crash-consistent disk per node that survives restarts;
+//! - [`sqlite`]: a SQLite VFS on `SimDisk`;
+//! - [`Trace`]: every event of a run, and its hash;
+//! - [`harness`] and [`determinism`]: seeds, replay and the determinism check for tests.
+//!
+//! Everything that needs madsim's executor is compiled only with `--cfg madsim`; the disk, SQLite and trace
+//! also work in a plain build through [`LocalWorld`].
+
+mod clock;
+mod context;
+#[cfg(madsim)]
+pub mod determinism;
+pub mod disk;
+mod fault;
+#[cfg(madsim)]
+pub mod harness;
+mod local;
+#[cfg(madsim)]
+mod log;
+#[cfg(madsim)]
+pub mod net;
+mod report;
+#[cfg(madsim)]
+mod world;
+mod ratio;
+mod rng;
+mod seed;
+pub mod sqlite;
+mod trace;
+
+pub use clock::{true_unix_now, unix_now, LOCAL_EPOCH_UNIX_SECS};
+pub use context::{current_seed, note, random, sometimes};
+pub use fault::{
+    Direction, DiskFaultAt, DiskFaultKind, Fault, FaultCounts, FaultKind, FaultPlan, PlanError,
+    RandomFaults, ScriptedFault, UnknownFault, RANDOM_FAULT_KINDS,
+};
+pub use disk::{CrashMode, DiskConfig, LatencyRange};
+pub use local::LocalWorld;
+pub use report::{Failure, FailureKind, RunFailure, RunReport, REPORT_TAIL_EVENTS};
+#[cfg(madsim)]
+pub use world::{NodeConfig, NodeState, Program, Sim, SimBuilder, SimError, World, TIME_LIMIT_DEFAULT};
+pub use ratio::{Ratio, RatioError};
+pub use rng::{Purpose, SimRng};
+pub use seed::{Seed, SeedError};
+pub use trace::{
+    Addr, CrashOutcome, DiskOp, DropReason, Event, EventKind, NodeAction, NodeId, Trace, TraceMode,
+    TRACE_TAIL_MAX,
+};
