@@ -651,6 +651,14 @@ pub fn file_size(h: &FileHandle) -> Result<u64, DiskError> {
     })
 }
 
+/// True if `h` belongs to its node's current incarnation (it has not gone stale by a crash or power cut).
+/// Not an operation.
+pub fn is_current(h: &FileHandle) -> bool {
+    let ctx = context::current();
+    let mut set = ctx.disks.borrow_mut();
+    set.disk(h.node).generation == h.generation
+}
+
 /// Removes a file, durably. Removing an absent file is `NotFound`.
 pub fn delete(path: &str) -> Result<(), DiskError> {
     let ctx = context::current();

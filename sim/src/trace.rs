@@ -232,10 +232,8 @@ impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = self.at.as_nanos();
         write!(f, "#{:<6} {:>6}.{:06}ms ", self.seq, t / 1_000_000, t % 1_000_000)?;
-        match self.node {
-            Some(n) => write!(f, "{n:<4} ")?,
-            None => write!(f, "{:<4} ", "-")?,
-        }
+        let node = self.node.map(|n| n.to_string()).unwrap_or_else(|| "-".to_string());
+        write!(f, "{node:<4} ")?;
         write!(f, "{}", self.kind)
     }
 }
