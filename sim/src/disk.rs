@@ -732,6 +732,16 @@ pub fn arm_fault(node: NodeId, op: u64, kind: DiskFaultKind) {
 }
 
 impl DiskSet {
+    /// Ends disk faults for the liveness phase: armed faults are disarmed and error rates drop to zero.
+    /// Latency and crash modes stay: they are how the disk works, not faults.
+    pub(crate) fn quiesce(&mut self) {
+        self.config.io_error_rate = Ratio::NEVER;
+        self.config.full_rate = Ratio::NEVER;
+        for d in &mut self.disks {
+            d.armed.clear();
+        }
+    }
+
     pub(crate) fn is_powered(&self, node: NodeId) -> bool {
         self.disks[node.0 as usize].powered
     }

@@ -440,11 +440,13 @@ impl World {
         }
     }
 
-    /// Ends the safety phase: random faults stop, partitions heal, clogs lift, paused nodes resume and downed
-    /// nodes restart. What the scenario checks afterwards is liveness.
+    /// Ends the safety phase: random faults stop, disk faults are disarmed and their rates drop to zero,
+    /// partitions heal, clogs lift, paused nodes resume and downed nodes restart. What the scenario checks
+    /// afterwards is liveness.
     pub fn stop_faults(&self) {
         let ctx = context::current();
         ctx.world.borrow_mut().faults_stopped = true;
+        ctx.disks.borrow_mut().quiesce();
         ctx.record(None, EventKind::Note { key: "phase".into(), value: "liveness".into() });
         drop(ctx);
         self.heal();
