@@ -14,8 +14,8 @@ use std::time::Duration;
 use dosim_runtime::storage::{DatabaseLocation, Journal};
 use dosim_sim::net::Endpoint;
 use dosim_sim::{
-    disk, ensure, Addr, DiskConfig, DiskFaultKind, Failure, FaultKind, FaultPlan, NodeConfig, NodeId, Purpose,
-    Ratio, RandomFaults, RunFailure, RunReport, Seed, Sim, SimRng,
+    disk, ensure, Addr, DiskConfig, DiskFaultKind, Failure, FaultKind, FaultPlan, NodeConfig, NodeId,
+    Purpose, RandomFaults, Ratio, RunFailure, RunReport, Seed, Sim, SimRng,
 };
 use rusqlite::Connection;
 
@@ -150,7 +150,8 @@ async fn client(listen_for: Duration) -> i64 {
     let mut max_acked = 0;
     let deadline = madsim::time::Instant::now() + listen_for;
     while let Ok(d) =
-        madsim::time::timeout(deadline.saturating_duration_since(madsim::time::Instant::now()), ep.recv()).await
+        madsim::time::timeout(deadline.saturating_duration_since(madsim::time::Instant::now()), ep.recv())
+            .await
     {
         if let Ok(b) = <[u8; 8]>::try_from(d.payload.as_slice()) {
             max_acked = max_acked.max(i64::from_le_bytes(b));
@@ -170,9 +171,13 @@ fn plan(seed: Seed) -> (Journal, FaultPlan, DiskConfig) {
     let kinds: Vec<FaultKind> =
         [FaultKind::Crash, FaultKind::PowerCut].into_iter().filter(|_| rng.below(2) == 1).collect();
     if !kinds.is_empty() {
-        let random = RandomFaults::new(kinds, Duration::from_millis(rng.between(200, 2000)), Duration::from_millis(500))
-            .expect("crash and power cut are random kinds")
-            .spare([CLIENT]);
+        let random = RandomFaults::new(
+            kinds,
+            Duration::from_millis(rng.between(200, 2000)),
+            Duration::from_millis(500),
+        )
+        .expect("crash and power cut are random kinds")
+        .spare([CLIENT]);
         plan = plan.random(random);
     }
     let disk = DiskConfig {
@@ -194,8 +199,10 @@ pub(crate) fn run(seed: Seed) -> Result<RunReport, RunFailure> {
         .build()?;
     sim.run(move |world| async move {
         dosim_sim::note("journal", format!("{journal:?}"));
-        let max_acked =
-            world.spawn_on(CLIENT, client(Duration::from_secs(20)))?.await.map_err(|e| Failure::new(e.to_string()))?;
+        let max_acked = world
+            .spawn_on(CLIENT, client(Duration::from_secs(20)))?
+            .await
+            .map_err(|e| Failure::new(e.to_string()))?;
         world.stop_faults();
         // Give the bank time to boot and finish, then read what it holds.
         world.sleep(Duration::from_secs(5)).await;
@@ -208,7 +215,10 @@ pub(crate) fn run(seed: Seed) -> Result<RunReport, RunFailure> {
             .await
             .map_err(|e| Failure::new(e.to_string()))?;
         dosim_sim::note("final", format!("applied={count} max_acked={max_acked}"));
-        ensure!(count >= max_acked, "acknowledged transfers lost: {count} applied < {max_acked} acknowledged");
+        ensure!(
+            count >= max_acked,
+            "acknowledged transfers lost: {count} applied < {max_acked} acknowledged"
+        );
         ensure!(done, "the bank did not finish its {TRANSFERS} transfers: {count} applied");
         Ok(())
     })

@@ -58,7 +58,8 @@ impl Msg {
         if rest.len() % 8 != 0 {
             return None;
         }
-        let nums: Vec<u64> = rest.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        let nums: Vec<u64> =
+            rest.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
         Some(match tag {
             1 => Msg::Inc { id: u32::try_from(*nums.first()?).ok()? },
             2 => Msg::Ack { id: u32::try_from(*nums.first()?).ok()? },
@@ -194,7 +195,12 @@ async fn client(rng_seed: Seed) -> ClientLog {
             ep.send(to, Msg::Inc { id }.encode());
             let deadline = madsim::time::Instant::now() + ACK_TIMEOUT;
             let mut acked = false;
-            while let Ok(d) = madsim::time::timeout(deadline.saturating_duration_since(madsim::time::Instant::now()), ep.recv()).await {
+            while let Ok(d) = madsim::time::timeout(
+                deadline.saturating_duration_since(madsim::time::Instant::now()),
+                ep.recv(),
+            )
+            .await
+            {
                 if matches!(Msg::decode(&d.payload), Some(Msg::Ack { id: a }) if a == id) {
                     acked = true;
                     break;
@@ -222,7 +228,10 @@ async fn read_all() -> BTreeMap<u32, Vec<u64>> {
             }
         }
         let deadline = madsim::time::Instant::now() + ACK_TIMEOUT;
-        while let Ok(d) = madsim::time::timeout(deadline.saturating_duration_since(madsim::time::Instant::now()), ep.recv()).await {
+        while let Ok(d) =
+            madsim::time::timeout(deadline.saturating_duration_since(madsim::time::Instant::now()), ep.recv())
+                .await
+        {
             if let Some(Msg::State { counts }) = Msg::decode(&d.payload) {
                 states.insert(d.from.node.0, counts);
             }
@@ -234,7 +243,8 @@ async fn read_all() -> BTreeMap<u32, Vec<u64>> {
 /// The fault mix of a seed: which kinds, how often (swarm testing).
 fn swarm(seed: Seed) -> RandomFaults {
     let mut rng = SimRng::new(seed, Purpose::Faults);
-    let pool = [FaultKind::Crash, FaultKind::PowerCut, FaultKind::Pause, FaultKind::Partition, FaultKind::Clog];
+    let pool =
+        [FaultKind::Crash, FaultKind::PowerCut, FaultKind::Pause, FaultKind::Partition, FaultKind::Clog];
     let mut kinds: Vec<FaultKind> = pool.iter().copied().filter(|_| rng.below(2) == 1).collect();
     if kinds.is_empty() {
         kinds.push(pool[rng.below(pool.len() as u64) as usize]);
@@ -264,7 +274,10 @@ pub(crate) fn run(seed: Seed) -> Result<RunReport, RunFailure> {
             let first = last.values().next().cloned().unwrap_or_default();
             if last.values().all(|v| *v == first) {
                 let total: u64 = first.iter().sum();
-                dosim_sim::note("converged", format!("{first:?} acked={} attempts={}", log.acked, log.attempts));
+                dosim_sim::note(
+                    "converged",
+                    format!("{first:?} acked={} attempts={}", log.acked, log.attempts),
+                );
                 ensure!(
                     total >= log.acked,
                     "acknowledged increments lost: total {total} < acked {}",

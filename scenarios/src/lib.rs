@@ -6,9 +6,9 @@
 #[cfg(madsim)]
 mod bank;
 #[cfg(madsim)]
-mod counter;
-#[cfg(madsim)]
 mod campaign;
+#[cfg(madsim)]
+mod counter;
 
 #[cfg(madsim)]
 pub use campaign::{run_seed, SeedOutcome, SeedResult};
@@ -41,14 +41,16 @@ pub fn all() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "replicated-counter",
-            summary: "G-counter on 3 replicas over a lossy network with crashes, power cuts, pauses, partitions \
+            summary:
+                "G-counter on 3 replicas over a lossy network with crashes, power cuts, pauses, partitions \
                       and clogs; checks convergence and that no acknowledged increment is lost",
             #[cfg(madsim)]
             run: counter::run,
         },
         Scenario {
             name: "sqlite-power-cut",
-            summary: "bank transfers in SQLite on SimDisk under power cuts, torn writes and I/O errors; checks \
+            summary:
+                "bank transfers in SQLite on SimDisk under power cuts, torn writes and I/O errors; checks \
                       integrity, the balance invariant and that no acknowledged transfer is lost",
             #[cfg(madsim)]
             run: bank::run,
@@ -74,5 +76,9 @@ pub fn select(name: &str) -> Result<Vec<Scenario>, UnknownScenario> {
     if name == "all" {
         return Ok(all());
     }
-    all().into_iter().find(|s| s.name == name).map(|s| vec![s]).ok_or_else(|| UnknownScenario(name.to_string()))
+    all()
+        .into_iter()
+        .find(|s| s.name == name)
+        .map(|s| vec![s])
+        .ok_or_else(|| UnknownScenario(name.to_string()))
 }

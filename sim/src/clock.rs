@@ -16,11 +16,8 @@ pub const LOCAL_EPOCH_UNIX_SECS: u64 = 1_767_225_600;
 pub fn unix_now() -> Duration {
     let base = true_unix_now();
     let Some(ctx) = context::try_current() else { return base };
-    let skew = ctx
-        .current_node()
-        .and_then(|n| ctx.nodes.get(n.0 as usize))
-        .map(|n| n.clock_skew_ns)
-        .unwrap_or(0);
+    let skew =
+        ctx.current_node().and_then(|n| ctx.nodes.get(n.0 as usize)).map(|n| n.clock_skew_ns).unwrap_or(0);
     if skew >= 0 {
         base + Duration::from_nanos(skew as u64)
     } else {

@@ -48,6 +48,7 @@ pub(crate) struct RunCtx {
     #[cfg(madsim)]
     pub(crate) world: RefCell<crate::world::WorldState>,
     /// Simulated time when the scenario's main future finished.
+    #[cfg(madsim)]
     pub(crate) sim_end: std::cell::Cell<Option<Duration>>,
     /// The node of a run without madsim ([`crate::LocalWorld`]).
     pub(crate) fixed_node: Option<NodeId>,
@@ -80,6 +81,7 @@ impl RunCtx {
             net: RefCell::new(crate::net::NetState::default()),
             #[cfg(madsim)]
             world: RefCell::new(crate::world::WorldState::new(0, None)),
+            #[cfg(madsim)]
             sim_end: std::cell::Cell::new(None),
             fixed_node,
         }

@@ -79,7 +79,7 @@ pub enum CheckError {
         /// The hash of each run's trace.
         hashes: (u64, u64),
         /// Where they part.
-        divergence: Divergence,
+        divergence: Box<Divergence>,
     },
 }
 
@@ -119,7 +119,7 @@ pub fn check(
         return Err(CheckError::Diverged {
             seed,
             hashes: (trace_of(&first).hash(), trace_of(&second).hash()),
-            divergence,
+            divergence: Box::new(divergence),
         });
     }
     first.map_err(|f| CheckError::Failed(Box::new(f)))

@@ -228,9 +228,7 @@ fn apply_write(image: &mut Vec<u8>, offset: u64, data: &[u8]) {
 fn apply(image: &mut Vec<u8>, op: &Pending) {
     match op {
         Pending::Write { offset, data } => apply_write(image, *offset, data),
-        Pending::Truncate { size } => {
-            image.resize(usize::try_from(*size).expect("size fits in memory"), 0)
-        }
+        Pending::Truncate { size } => image.resize(usize::try_from(*size).expect("size fits in memory"), 0),
     }
 }
 
@@ -498,16 +496,25 @@ fn here(ctx: &RunCtx) -> NodeId {
     ctx.current_node().expect("disk operations run on a simulated node, not on the controller")
 }
 
+/// Where an operation landed: byte offset, length, and the XXH3 of the bytes written (0 if none).
+#[derive(Clone, Copy)]
+struct Span {
+    offset: u64,
+    len: u64,
+    digest: u64,
+}
+
+const NO_SPAN: Span = Span { offset: 0, len: 0, digest: 0 };
+
 fn finish<T>(
     ctx: &RunCtx,
     node: NodeId,
     op: DiskOp,
     path: &Arc<str>,
-    offset: u64,
-    len: u64,
-    digest: u64,
+    span: Span,
     result: Result<T, DiskError>,
 ) -> Result<T, DiskError> {
+    let Span { offset, len, digest } = span;
     ctx.record(
         Some(node),
         EventKind::Disk { op, path: path.clone(), offset, len, digest, ok: result.is_ok() },
@@ -530,14 +537,18 @@ pub fn open(path: &str, create: bool) -> Result<FileHandle, DiskError> {
         let disk = set.disk(node);
         if !disk.files.contains_key(&path) {
             if !create {
-                return Err(DiskError { kind: DiskErrorKind::NotFound, op: DiskOp::Open, path: path.clone() });
+                return Err(DiskError {
+                    kind: DiskErrorKind::NotFound,
+                    op: DiskOp::Open,
+                    path: path.clone(),
+                });
             }
             disk.files.insert(path.clone(), FileData::default());
         }
         Ok(FileHandle { node, path: path.clone(), generation: disk.generation })
     });
     drop(set);
-    finish(&ctx, node, DiskOp::Open, &path, 0, 0, 0, r)
+    finish(&ctx, node, DiskOp::Open, &path, NO_SPAN, r)
 }
 
 /// Reads into `buf` from `offset` of the current image. Returns how many bytes were read: fewer than
@@ -562,7 +573,7 @@ pub fn read_at(h: &FileHandle, offset: u64, buf: &mut [u8]) -> Result<usize, Dis
             Ok(n)
         });
     drop(set);
-    finish(&ctx, h.node, DiskOp::Read, &h.path, offset, buf.len() as u64, 0, r)
+    finish(&ctx, h.node, DiskOp::Read, &h.path, Span { offset, len: buf.len() as u64, digest: 0 }, r)
 }
 
 /// Writes `data` at `offset`. Visible to reads at once; durable only after [`sync`].
@@ -584,7 +595,11 @@ pub fn write_at(h: &FileHandle, offset: u64, data: &[u8]) -> Result<(), DiskErro
             if let Some(cap) = capacity {
                 if used + growth > cap {
                     ctx.count_fault(FaultKind::DiskFull);
-                    return Err(DiskError { kind: DiskErrorKind::Full, op: DiskOp::Write, path: h.path.clone() });
+                    return Err(DiskError {
+                        kind: DiskErrorKind::Full,
+                        op: DiskOp::Write,
+                        path: h.path.clone(),
+                    });
                 }
             }
             apply_write(&mut file.current, offset, data);
@@ -592,7 +607,14 @@ pub fn write_at(h: &FileHandle, offset: u64, data: &[u8]) -> Result<(), DiskErro
             Ok(())
         });
     drop(set);
-    finish(&ctx, h.node, DiskOp::Write, &h.path, offset, data.len() as u64, xxh3_64(data), r)
+    finish(
+        &ctx,
+        h.node,
+        DiskOp::Write,
+        &h.path,
+        Span { offset, len: data.len() as u64, digest: xxh3_64(data) },
+        r,
+    )
 }
 
 /// Sets the file's size. Visible at once; durable only after [`sync`].
@@ -612,7 +634,7 @@ pub fn truncate(h: &FileHandle, size: u64) -> Result<(), DiskError> {
             Ok(())
         });
     drop(set);
-    finish(&ctx, h.node, DiskOp::Truncate, &h.path, 0, size, 0, r)
+    finish(&ctx, h.node, DiskOp::Truncate, &h.path, Span { offset: 0, len: size, digest: 0 }, r)
 }
 
 /// Makes every pending write and truncate of the file durable.
@@ -633,7 +655,7 @@ pub fn sync(h: &FileHandle) -> Result<(), DiskError> {
             Ok(())
         });
     drop(set);
-    finish(&ctx, h.node, DiskOp::Sync, &h.path, 0, 0, 0, r)
+    finish(&ctx, h.node, DiskOp::Sync, &h.path, NO_SPAN, r)
 }
 
 /// The size of the file's current image. Not an operation: it neither counts nor fails at random.
@@ -673,7 +695,7 @@ pub fn delete(path: &str) -> Result<(), DiskError> {
         })
     });
     drop(set);
-    finish(&ctx, node, DiskOp::Delete, &path, 0, 0, 0, r)
+    finish(&ctx, node, DiskOp::Delete, &path, NO_SPAN, r)
 }
 
 /// True if `path` exists on the current node's disk. Not an operation.
@@ -732,6 +754,7 @@ pub fn arm_fault(node: NodeId, op: u64, kind: DiskFaultKind) {
 }
 
 impl DiskSet {
+    #[cfg(madsim)]
     /// Ends disk faults for the liveness phase: armed faults are disarmed and error rates drop to zero.
     /// Latency and crash modes stay: they are how the disk works, not faults.
     pub(crate) fn quiesce(&mut self) {

@@ -271,13 +271,8 @@ pub enum DiskFaultKind {
 }
 
 /// The faults that random injection may choose from.
-pub const RANDOM_FAULT_KINDS: [FaultKind; 5] = [
-    FaultKind::Crash,
-    FaultKind::PowerCut,
-    FaultKind::Pause,
-    FaultKind::Partition,
-    FaultKind::Clog,
-];
+pub const RANDOM_FAULT_KINDS: [FaultKind; 5] =
+    [FaultKind::Crash, FaultKind::PowerCut, FaultKind::Pause, FaultKind::Partition, FaultKind::Clog];
 
 /// Random fault injection: at exponentially distributed intervals one fault of an enabled kind is
 /// injected, and undone (restart, resume, heal, unclog) after a random outage.
@@ -455,8 +450,8 @@ mod tests {
 
     #[test]
     fn random_faults_reject_outcome_kinds() {
-        let e = RandomFaults::new([FaultKind::Heal], Duration::from_secs(1), Duration::from_secs(1))
-            .unwrap_err();
+        let e =
+            RandomFaults::new([FaultKind::Heal], Duration::from_secs(1), Duration::from_secs(1)).unwrap_err();
         assert!(e.0.contains("\"heal\" cannot be injected at random"), "{e}");
         assert!(RandomFaults::new([], Duration::from_secs(1), Duration::ZERO).is_err());
     }

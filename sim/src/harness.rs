@@ -53,11 +53,8 @@ impl TestId {
 
     /// The one-line command that replays `seed` of this test.
     pub fn replay_command(&self, seed: Seed) -> String {
-        let target = if self.integration {
-            format!("--test {}", self.crate_name)
-        } else {
-            "--lib".to_string()
-        };
+        let target =
+            if self.integration { format!("--test {}", self.crate_name) } else { "--lib".to_string() };
         format!(
             "{ENV_SEED}={seed} cargo simtest -p {} {target} -- {} --exact --nocapture",
             self.package,
@@ -90,9 +87,7 @@ fn check_determinism_from_env() -> bool {
         Ok(v) => match v.trim() {
             "1" | "true" | "yes" => true,
             "0" | "false" | "no" | "" => false,
-            other => panic!(
-                "{ENV_CHECK_DETERMINISM}: invalid value {other:?}: expected 1 or 0"
-            ),
+            other => panic!("{ENV_CHECK_DETERMINISM}: invalid value {other:?}: expected 1 or 0"),
         },
         Err(_) => false,
     }

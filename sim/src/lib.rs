@@ -25,30 +25,30 @@ mod local;
 mod log;
 #[cfg(madsim)]
 pub mod net;
-mod report;
-#[cfg(madsim)]
-mod world;
 mod ratio;
+mod report;
 mod rng;
 mod seed;
 pub mod sqlite;
 mod trace;
+#[cfg(madsim)]
+mod world;
 
 pub use clock::{true_unix_now, unix_now, LOCAL_EPOCH_UNIX_SECS};
 pub use context::{current_seed, note, random, sometimes};
-pub use fault::{
-    Direction, DiskFaultAt, DiskFaultKind, Fault, FaultCounts, FaultKind, FaultPlan, PlanError,
-    RandomFaults, ScriptedFault, UnknownFault, RANDOM_FAULT_KINDS,
-};
 pub use disk::{CrashMode, DiskConfig, LatencyRange};
+pub use fault::{
+    Direction, DiskFaultAt, DiskFaultKind, Fault, FaultCounts, FaultKind, FaultPlan, PlanError, RandomFaults,
+    ScriptedFault, UnknownFault, RANDOM_FAULT_KINDS,
+};
 pub use local::LocalWorld;
-pub use report::{Failure, FailureKind, RunFailure, RunReport, REPORT_TAIL_EVENTS};
-#[cfg(madsim)]
-pub use world::{NodeConfig, NodeState, Program, Sim, SimBuilder, SimError, World, TIME_LIMIT_DEFAULT};
 pub use ratio::{Ratio, RatioError};
+pub use report::{Failure, FailureKind, RunFailure, RunReport, REPORT_TAIL_EVENTS};
 pub use rng::{Purpose, SimRng};
 pub use seed::{Seed, SeedError};
 pub use trace::{
     Addr, CrashOutcome, DiskOp, DropReason, Event, EventKind, NodeAction, NodeId, Trace, TraceMode,
     TRACE_TAIL_MAX,
 };
+#[cfg(madsim)]
+pub use world::{NodeConfig, NodeState, Program, Sim, SimBuilder, SimError, World, TIME_LIMIT_DEFAULT};

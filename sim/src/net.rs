@@ -172,7 +172,8 @@ impl Endpoint {
     /// Outside a run, or on the controller (which is not on the network).
     pub fn bind(port: u16) -> Result<Endpoint, NetError> {
         let ctx = context::current();
-        let node = ctx.current_node().expect("Endpoint::bind runs on a simulated node, not on the controller");
+        let node =
+            ctx.current_node().expect("Endpoint::bind runs on a simulated node, not on the controller");
         let addr = Addr { node, port };
         let mut net = ctx.net.borrow_mut();
         if let Some(b) = net.bindings.get(&addr) {
@@ -270,7 +271,8 @@ fn schedule(ctx: &RunCtx, net: &mut NetState, m: Message) {
         return;
     }
     let config = &net.config;
-    let mut latency = ctx.rng(Purpose::Network, |r| r.duration_between(config.latency.min, config.latency.max));
+    let mut latency =
+        ctx.rng(Purpose::Network, |r| r.duration_between(config.latency.min, config.latency.max));
     if ctx.rng(Purpose::Network, |r| r.chance(config.reorder)) {
         ctx.count_fault(FaultKind::MessageReorder);
         latency += config.reorder_delay;
@@ -383,12 +385,8 @@ pub(crate) fn unclog(ctx: &RunCtx, node: Option<NodeId>, link: Option<(NodeId, N
 }
 
 fn release_held(ctx: &RunCtx, net: &mut NetState) {
-    let ready: Vec<u64> = net
-        .held
-        .values()
-        .filter(|m| !net.is_clogged(m.from.node, m.to.node))
-        .map(|m| m.id)
-        .collect();
+    let ready: Vec<u64> =
+        net.held.values().filter(|m| !net.is_clogged(m.from.node, m.to.node)).map(|m| m.id).collect();
     for id in ready {
         let m = net.held.remove(&id).expect("listed above");
         schedule(ctx, net, m);

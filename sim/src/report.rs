@@ -134,8 +134,13 @@ impl<E: std::error::Error> From<E> for Failure {
 
 /// Returns `Err(Failure)` from the enclosing function unless `cond` holds.
 ///
-/// ```ignore
-/// ensure!(count == 100, "expected 100 increments, got {count}");
+/// ```
+/// fn check(count: u32) -> Result<(), dosim_sim::Failure> {
+///     dosim_sim::ensure!(count == 100, "expected 100 increments, got {count}");
+///     Ok(())
+/// }
+/// assert_eq!(check(99).unwrap_err().0, "expected 100 increments, got 99");
+/// assert!(check(100).is_ok());
 /// ```
 #[macro_export]
 macro_rules! ensure {

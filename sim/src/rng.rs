@@ -29,14 +29,8 @@ pub enum Purpose {
 
 impl Purpose {
     /// Every purpose, in stream order.
-    pub const ALL: [Purpose; 6] = [
-        Purpose::Network,
-        Purpose::Disk,
-        Purpose::Faults,
-        Purpose::Workload,
-        Purpose::User,
-        Purpose::Sqlite,
-    ];
+    pub const ALL: [Purpose; 6] =
+        [Purpose::Network, Purpose::Disk, Purpose::Faults, Purpose::Workload, Purpose::User, Purpose::Sqlite];
 
     fn stream(self) -> u64 {
         match self {

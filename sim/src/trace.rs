@@ -204,11 +204,9 @@ impl fmt::Display for EventKind {
                 "disk {op:?} {path} @{offset} len={len} digest={digest:016x}{}",
                 if *ok { "" } else { " FAILED" }
             ),
-            EventKind::DiskCrash(o) => write!(
-                f,
-                "disk power cut: kept={} dropped={} torn={}",
-                o.kept, o.dropped, o.torn
-            ),
+            EventKind::DiskCrash(o) => {
+                write!(f, "disk power cut: kept={} dropped={} torn={}", o.kept, o.dropped, o.torn)
+            }
             EventKind::Note { key, value } => write!(f, "note {key} = {value}"),
             EventKind::Log { target, text } => write!(f, "log {target}: {text}"),
         }
@@ -290,7 +288,8 @@ pub struct Trace {
     mode: TraceMode,
     events: Vec<Event>,
     count: u64,
-    hasher: Xxh3,
+    /// Boxed: XXH3's streaming state is large, and traces travel inside results.
+    hasher: Box<Xxh3>,
 }
 
 impl fmt::Debug for Trace {
@@ -305,7 +304,7 @@ impl fmt::Debug for Trace {
 impl Trace {
     /// An empty trace.
     pub fn new(mode: TraceMode) -> Trace {
-        Trace { mode, events: Vec::new(), count: 0, hasher: Xxh3::new() }
+        Trace { mode, events: Vec::new(), count: 0, hasher: Box::new(Xxh3::new()) }
     }
 
     /// Appends an event and folds it into the hash. Returns its sequence number.

@@ -266,7 +266,11 @@ impl World {
     }
 
     /// Runs `future` as a task on `node`. It dies with the node's incarnation.
-    pub fn spawn_on<F>(&self, node: NodeId, future: F) -> Result<madsim::task::JoinHandle<F::Output>, SimError>
+    pub fn spawn_on<F>(
+        &self,
+        node: NodeId,
+        future: F,
+    ) -> Result<madsim::task::JoinHandle<F::Output>, SimError>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -533,7 +537,8 @@ async fn run_random(world: World, rf: RandomFaults) {
         if context::current().world.borrow().faults_stopped {
             return;
         }
-        let kind = *crate::random(Purpose::Faults, |r| r.pick(&kinds)).expect("kinds are validated non-empty");
+        let kind =
+            *crate::random(Purpose::Faults, |r| r.pick(&kinds)).expect("kinds are validated non-empty");
         let running: Vec<NodeId> = world
             .nodes()
             .into_iter()
@@ -631,12 +636,11 @@ impl Sim {
             // Take this thread's std hash keys from the OS before madsim can seed them.
             let _ = std::collections::hash_map::RandomState::new();
         }
-        #[allow(clippy::disallowed_types, clippy::disallowed_methods)] // wall time of the run, for the report
+        // Wall time of the run, for the report. Outside block_on, madsim leaves std's clock real.
         let wall = std::time::Instant::now();
         let c = self.config;
         let seed = c.seed;
-        let infos: Vec<NodeInfo> =
-            c.nodes.iter().map(|n| NodeInfo { clock_skew_ns: n.skew_ns() }).collect();
+        let infos: Vec<NodeInfo> = c.nodes.iter().map(|n| NodeInfo { clock_skew_ns: n.skew_ns() }).collect();
         let ctx = Rc::new(RunCtx::new(seed, c.trace_mode, infos, c.disk.clone(), None));
         *ctx.world.borrow_mut() = WorldState::new(c.nodes.len(), c.faults.restart_after_power_cut);
         ctx.net.borrow_mut().config = c.net.clone();
@@ -686,13 +690,13 @@ impl Sim {
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             tracing::subscriber::with_default(subscriber, || rt.block_on(body))
         }));
-        let sim_time = ctx.sim_end.get().unwrap_or_else(|| {
-            ctx.trace.borrow().events().last().map(|e| e.at).unwrap_or_default()
-        });
+        let sim_time = ctx
+            .sim_end
+            .get()
+            .unwrap_or_else(|| ctx.trace.borrow().events().last().map(|e| e.at).unwrap_or_default());
         // Dropping the runtime drops the tasks of dead nodes; they may still look at the run.
         let dropped = std::panic::catch_unwind(AssertUnwindSafe(|| drop(rt)));
         drop(dropped);
-        #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
         let wall_time = wall.elapsed();
         drop(installed);
         let ctx = Rc::try_unwrap(ctx).unwrap_or_else(|_| panic!("the run context outlives its run"));

@@ -18,14 +18,8 @@ fn clean(seed: Seed) -> Result<RunReport, RunFailure> {
             ep.send(d.from, d.payload);
         }
     });
-    Sim::builder()
-        .seed(seed)
-        .node(server)
-        .nodes(1)
-        .network(NetConfig::lossy())
-        .build()
-        .unwrap()
-        .run(|world| async move {
+    Sim::builder().seed(seed).node(server).nodes(1).network(NetConfig::lossy()).build().unwrap().run(
+        |world| async move {
             world
                 .spawn_on(NodeId(1), async {
                     let ep = Endpoint::bind(1).unwrap();
@@ -38,12 +32,13 @@ fn clean(seed: Seed) -> Result<RunReport, RunFailure> {
                 .unwrap();
             world.sleep(Duration::from_millis(100)).await;
             Ok(())
-        })
+        },
+    )
 }
 
 fn divergence(r: Result<RunReport, CheckError>) -> dosim_sim::determinism::Divergence {
     match r {
-        Err(CheckError::Diverged { divergence, .. }) => divergence,
+        Err(CheckError::Diverged { divergence, .. }) => *divergence,
         Err(CheckError::Failed(f)) => panic!("expected a divergence, got a failure: {f}"),
         Ok(_) => panic!("expected a divergence, the check passed"),
     }

@@ -39,7 +39,7 @@ async fn pings(world: &World, from: NodeId, n: u32) -> Result<u32, Failure> {
         }
         got
     })?;
-    Ok(task.await.map_err(|e| Failure::new(e.to_string()))?)
+    task.await.map_err(|e| Failure::new(e.to_string()))
 }
 
 fn two_nodes(seed: Seed) -> dosim_sim::SimBuilder {
@@ -69,7 +69,7 @@ sim_test!(fn one_way_partition_cuts_only_one_direction(seed) {
         ensure!(pings(&world, NodeId(1), 5).await? == 5, "heal must restore the way back");
         Ok(())
     })
-    .and_then(|report| {
+    .inspect(|report| {
         // The pings were delivered and their echoes dropped at the partition.
         let events = report.trace.events();
         let delivered_to_server = events
@@ -82,7 +82,6 @@ sim_test!(fn one_way_partition_cuts_only_one_direction(seed) {
             .filter(|e| matches!(&e.kind, EventKind::Drop { reason: dosim_sim::DropReason::Partition, .. }))
             .count();
         assert_eq!(partition_drops, 5, "the 5 echoes during the cut are dropped by the partition");
-        Ok(report)
     })
 });
 
@@ -150,7 +149,7 @@ sim_test!(fn crash_loses_memory_but_keeps_disk_and_power_cut_loses_unsynced(seed
         world.sleep(Duration::from_millis(10)).await;
         Ok(())
     })
-    .and_then(|report| {
+    .inspect(|report| {
         let boots: Vec<String> = report
             .trace
             .events()
@@ -165,7 +164,6 @@ sim_test!(fn crash_loses_memory_but_keeps_disk_and_power_cut_loses_unsynced(seed
             ["synced=false unsynced_len=0", "synced=true unsynced_len=8", "synced=true unsynced_len=0"],
             "boot 2 (after crash) still sees the unsynced write; boot 3 (after power cut) does not"
         );
-        Ok(report)
     })
 });
 
@@ -309,8 +307,14 @@ fn clock_skew_shifts_a_nodes_wall_clock() {
             let truth = dosim_sim::true_unix_now();
             let a = world.spawn_on(NodeId(0), async { dosim_sim::unix_now() })?.await.unwrap();
             let b = world.spawn_on(NodeId(1), async { dosim_sim::unix_now() })?.await.unwrap();
-            ensure!(a.abs_diff(truth + Duration::from_secs(5)) < Duration::from_millis(1), "ahead: {a:?} vs {truth:?}");
-            ensure!(b.abs_diff(truth - Duration::from_secs(3)) < Duration::from_millis(1), "behind: {b:?} vs {truth:?}");
+            ensure!(
+                a.abs_diff(truth + Duration::from_secs(5)) < Duration::from_millis(1),
+                "ahead: {a:?} vs {truth:?}"
+            );
+            ensure!(
+                b.abs_diff(truth - Duration::from_secs(3)) < Duration::from_millis(1),
+                "behind: {b:?} vs {truth:?}"
+            );
             Ok(())
         })
         .unwrap();

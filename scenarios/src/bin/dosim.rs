@@ -82,7 +82,10 @@ mod cli {
                 if !json {
                     eprintln!("seed: {base}");
                     eprintln!("seeds: {seeds}");
-                    eprintln!("scenarios: {}", scenarios.iter().map(|s| s.name).collect::<Vec<_>>().join(", "));
+                    eprintln!(
+                        "scenarios: {}",
+                        scenarios.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+                    );
                     eprintln!("check_determinism: {check_determinism}");
                 }
                 let mut failures = 0u64;
