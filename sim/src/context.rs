@@ -50,6 +50,8 @@ pub(crate) struct RunCtx {
     /// Simulated time when the scenario's main future finished.
     #[cfg(madsim)]
     pub(crate) sim_end: std::cell::Cell<Option<Duration>>,
+    /// A panic that could not unwind where it happened (inside a SQLite callback), re-raised by the run.
+    pub(crate) deferred_panic: RefCell<Option<String>>,
     /// The node of a run without madsim ([`crate::LocalWorld`]).
     pub(crate) fixed_node: Option<NodeId>,
 }
@@ -83,8 +85,14 @@ impl RunCtx {
             world: RefCell::new(crate::world::WorldState::new(0, None)),
             #[cfg(madsim)]
             sim_end: std::cell::Cell::new(None),
+            deferred_panic: RefCell::new(None),
             fixed_node,
         }
+    }
+
+    /// Records a panic that had to be caught (inside an FFI callback); the first one is kept.
+    pub(crate) fn defer_panic(&self, msg: String) {
+        self.deferred_panic.borrow_mut().get_or_insert(msg);
     }
 
     pub(crate) fn rng<T>(&self, purpose: Purpose, f: impl FnOnce(&mut SimRng) -> T) -> T {

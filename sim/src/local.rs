@@ -21,6 +21,14 @@ pub struct LocalWorld {
     _lock: MutexGuard<'static, ()>,
 }
 
+impl Drop for LocalWorld {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.check_no_deferred_panic();
+        }
+    }
+}
+
 impl LocalWorld {
     /// A world for `seed` whose disk follows `config`.
     pub fn new(seed: Seed, config: DiskConfig) -> Result<LocalWorld, PlanError> {
@@ -73,6 +81,14 @@ impl LocalWorld {
     /// A copy of the trace so far.
     pub fn trace(&self) -> Trace {
         self.ctx.trace.borrow().clone()
+    }
+
+    /// Panics if a panic was caught inside a SQLite callback (where it could not unwind) since the world
+    /// was created. Dropping the world checks this too.
+    pub fn check_no_deferred_panic(&self) {
+        if let Some(msg) = self.ctx.deferred_panic.borrow_mut().take() {
+            panic!("{msg}");
+        }
     }
 
     /// The faults injected so far.

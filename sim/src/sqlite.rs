@@ -256,7 +256,8 @@ unsafe fn handle<'a>(p: *mut ffi::sqlite3_file) -> &'a FileHandle {
     unsafe { &(*p.cast::<SimFile>()).handle }
 }
 
-/// Runs a callback body, turning a panic into `on_panic` after printing it: no unwinding into SQLite.
+/// Runs a callback body, turning a panic into `on_panic` after printing it and deferring it to the run: no
+/// unwinding into SQLite.
 fn guarded(callback: &str, on_panic: c_int, body: impl FnOnce() -> c_int) -> c_int {
     // AssertUnwindSafe: after a panic SQLite only sees an error code; the run's RefCells release their
     // borrows while unwinding.
@@ -271,6 +272,11 @@ fn guarded(callback: &str, on_panic: c_int, body: impl FnOnce() -> c_int) -> c_i
             eprintln!(
                 "dosim sqlite VFS: panic in {callback}: {msg} (returning SQLite error code {on_panic})"
             );
+            // It cannot unwind through SQLite; the run re-raises it when control is back in Rust, so a broken
+            // invariant fails the run instead of passing as an I/O error.
+            if let Some(ctx) = context::try_current() {
+                ctx.defer_panic(format!("panic in SQLite VFS {callback}: {msg}"));
+            }
             on_panic
         }
     }
@@ -665,5 +671,17 @@ mod tests {
     fn open_outside_a_run_is_misuse() {
         let err = open("x.db", JournalMode::Delete).unwrap_err();
         assert_eq!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::ApiMisuse));
+    }
+
+    #[test]
+    fn a_panic_in_a_callback_becomes_an_error_code_and_fails_the_run_later() {
+        let world = crate::LocalWorld::new(Seed(1), crate::DiskConfig::instant()).unwrap();
+        let rc = guarded("xTest", ffi::SQLITE_IOERR, || panic!("invariant broken"));
+        assert_eq!(rc, ffi::SQLITE_IOERR);
+        let caught = panic::catch_unwind(AssertUnwindSafe(|| world.check_no_deferred_panic()));
+        let msg = *caught.unwrap_err().downcast::<String>().unwrap();
+        assert_eq!(msg, "panic in SQLite VFS xTest: invariant broken");
+        // Re-raised once: the world can now be dropped quietly.
+        world.check_no_deferred_panic();
     }
 }

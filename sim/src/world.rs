@@ -478,6 +478,10 @@ impl World {
 
 /// Called after every disk operation: a power cut armed at a disk operation takes the node down at once.
 pub(crate) fn handle_power_cuts(ctx: &RunCtx) {
+    if ctx.fixed_node.is_some() {
+        // A LocalWorld has no madsim nodes: its owner sees the cut through `is_powered_off`.
+        return;
+    }
     let cuts = disk::take_unhandled_cuts(&mut ctx.disks.borrow_mut());
     for node in cuts {
         let mut world = ctx.world.borrow_mut();
@@ -702,8 +706,11 @@ impl Sim {
         let ctx = Rc::try_unwrap(ctx).unwrap_or_else(|_| panic!("the run context outlives its run"));
         let trace = ctx.trace.into_inner();
         let faults = ctx.faults.into_inner();
-        let kind = match outcome {
-            Ok(Ok(())) => {
+        let deferred = ctx.deferred_panic.into_inner();
+        let kind = match (outcome, deferred) {
+            (Err(payload), _) => classify_panic(&*payload, c.time_limit),
+            (Ok(_), Some(msg)) => FailureKind::Panic(msg),
+            (Ok(Ok(())), None) => {
                 return Ok(RunReport {
                     seed,
                     trace,
@@ -713,8 +720,7 @@ impl Sim {
                     wall_time,
                 })
             }
-            Ok(Err(f)) => FailureKind::Check(f.0),
-            Err(payload) => classify_panic(&*payload, c.time_limit),
+            (Ok(Err(f)), None) => FailureKind::Check(f.0),
         };
         Err(RunFailure { seed, kind, trace, faults, sim_time, wall_time })
     }
