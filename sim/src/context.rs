@@ -50,6 +50,8 @@ pub(crate) struct RunCtx {
     /// Simulated time when the scenario's main future finished.
     #[cfg(madsim)]
     pub(crate) sim_end: std::cell::Cell<Option<Duration>>,
+    /// Set once the scenario's main future has finished: teardown events are not part of the run.
+    pub(crate) tearing_down: std::cell::Cell<bool>,
     /// A panic that could not unwind where it happened (inside a SQLite callback), re-raised by the run.
     pub(crate) deferred_panic: RefCell<Option<String>>,
     /// The node of a run without madsim ([`crate::LocalWorld`]).
@@ -85,6 +87,7 @@ impl RunCtx {
             world: RefCell::new(crate::world::WorldState::new(0, None)),
             #[cfg(madsim)]
             sim_end: std::cell::Cell::new(None),
+            tearing_down: std::cell::Cell::new(false),
             deferred_panic: RefCell::new(None),
             fixed_node,
         }
@@ -125,6 +128,9 @@ impl RunCtx {
     }
 
     pub(crate) fn record(&self, node: Option<NodeId>, kind: EventKind) {
+        if self.tearing_down.get() {
+            return;
+        }
         let at = self.now();
         if tracing::enabled!(target: "dosim::sim", tracing::Level::DEBUG) {
             let node = node.map(|n| n.to_string()).unwrap_or_else(|| "-".into());

@@ -334,8 +334,10 @@ fn prologue(
     path: &Arc<str>,
 ) -> Result<(), DiskError> {
     let err = |kind| DiskError { kind, op, path: path.clone() };
-    let config = set.config.clone();
-    let disk = set.disk(node);
+    let DiskSet { config, disks } = set;
+    let n = disks.len();
+    let disk =
+        disks.get_mut(node.0 as usize).unwrap_or_else(|| panic!("disk of {node} does not exist ({n} disks)"));
     if let Some(g) = generation {
         if g != disk.generation {
             return Err(err(DiskErrorKind::Stale));
@@ -372,6 +374,7 @@ fn prologue(
             }
             DiskFaultKind::PowerCut => {
                 disk.cut_unhandled = true;
+                ctx.count_fault(FaultKind::PowerCut);
                 power_off(ctx, set, node);
                 return Err(err(DiskErrorKind::Io));
             }
@@ -584,7 +587,7 @@ pub fn write_at(h: &FileHandle, offset: u64, data: &[u8]) -> Result<(), DiskErro
     let r = prologue(&ctx, &mut set, h.node, Some(h.generation), DiskOp::Write, OpClass::Write, &h.path)
         .and_then(|()| {
             let disk = set.disk(h.node);
-            let used = disk.used_bytes();
+            let used = if capacity.is_some() { disk.used_bytes() } else { 0 };
             let file = disk.files.get_mut(&h.path).ok_or_else(|| DiskError {
                 kind: DiskErrorKind::NotFound,
                 op: DiskOp::Write,

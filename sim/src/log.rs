@@ -1,6 +1,6 @@
 //! Showing and capturing `tracing` events during a run.
 //!
-//! Two layers: one prints events to stderr, filtered by `RUST_LOG` (default: errors only); the other records
+//! Two layers: one prints events to stderr, filtered by `RUST_LOG` (default: errors only, madsim's off); the other records
 //! every event whose target starts with `dosim` (other than the sim's own, `dosim::sim`, which are recorded
 //! directly) into the run's trace, whatever `RUST_LOG` says. That is how the runtime's events reach the trace
 //! without the runtime knowing the simulation exists.
@@ -21,6 +21,9 @@ use crate::trace::EventKind;
 pub(crate) const CAPTURED_PREFIX: &str = "dosim";
 /// The sim's own target: recorded directly, so not captured again.
 pub(crate) const SIM_TARGET: &str = "dosim::sim";
+
+/// What is shown when `RUST_LOG` is unset: errors, and nothing of madsim's own.
+pub(crate) const DEFAULT_FILTER: &str = "error,madsim=off";
 
 struct FieldText(String);
 
@@ -75,7 +78,8 @@ impl io::Write for Stderr {
 
 /// The subscriber a run installs on its thread.
 pub(crate) fn subscriber() -> impl Subscriber + Send + Sync {
-    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error"));
+    // madsim opens a span per task; with its target on, every message costs a span. Off unless asked for.
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let show = tracing_subscriber::fmt::layer().with_writer(|| Stderr).with_target(true).with_filter(env);
     let capture = Capture.with_filter(filter_fn(|meta| {
         let t = meta.target();

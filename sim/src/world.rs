@@ -21,6 +21,9 @@ use crate::trace::{EventKind, NodeAction, NodeId, TraceMode};
 /// The longest simulated time a run may take unless its builder says otherwise.
 pub const TIME_LIMIT_DEFAULT: Duration = Duration::from_secs(3600);
 
+/// How long teardown lets the executor run after killing every node, so it drops their tasks.
+const TEARDOWN_SETTLE: Duration = Duration::from_millis(1);
+
 /// The program a node runs at every boot.
 pub type Program = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
@@ -213,7 +216,8 @@ impl std::error::Error for SimError {}
 pub(crate) struct WorldState {
     madsim_ids: Vec<madsim::task::NodeId>,
     states: Vec<NodeState>,
-    main: Option<madsim::task::NodeId>,
+    /// The hidden node that runs fault drivers and delayed restarts, so teardown can kill them.
+    faults_node: Option<madsim::runtime::NodeHandle>,
     faults_stopped: bool,
     restart_after_power_cut: Option<Duration>,
 }
@@ -223,7 +227,7 @@ impl WorldState {
         WorldState {
             madsim_ids: Vec::with_capacity(nodes),
             states: vec![NodeState::Running; nodes],
-            main: None,
+            faults_node: None,
             faults_stopped: false,
             restart_after_power_cut,
         }
@@ -491,17 +495,16 @@ pub(crate) fn handle_power_cuts(ctx: &RunCtx) {
         }
         world.states[i] = NodeState::PoweredOff;
         let id = world.madsim_ids[i];
-        let main = world.main.expect("main node is known once the run started");
+        let faults_node = world.faults_node.clone().expect("the faults node exists once the run started");
         let restart = world.restart_after_power_cut;
         drop(world);
-        ctx.count_fault(FaultKind::PowerCut);
+        // The disk counted this power cut when it fired.
         ctx.record(Some(node), EventKind::Node(NodeAction::PowerCut));
         net::set_down(ctx, node, true);
         let handle = madsim_handle();
         handle.kill(id);
         if let Some(after) = restart {
-            let controller = handle.get_node(main).expect("main node exists");
-            drop(controller.spawn(async move {
+            drop(faults_node.spawn(async move {
                 madsim::time::sleep(after).await;
                 let world = World { node_count: context::current().nodes.len() as u32 };
                 if world.state(node) == Ok(NodeState::PoweredOff) {
@@ -659,9 +662,10 @@ impl Sim {
         let body = async move {
             let handle = madsim_handle();
             let ctx = context::current();
-            ctx.world.borrow_mut().main = Some(madsim::plugin::node());
+            let faults_node = handle.create_node().name("dosim-faults").build();
+            ctx.world.borrow_mut().faults_node = Some(faults_node.clone());
             let wire = handle.create_node().name("dosim-wire").build();
-            ctx.net.borrow_mut().wire = Some(wire);
+            ctx.net.borrow_mut().wire = Some(wire.clone());
             for (i, n) in nodes.into_iter().enumerate() {
                 let node = NodeId(i as u32);
                 let mut b = handle.create_node().name(n.name.clone());
@@ -681,13 +685,24 @@ impl Sim {
             drop(ctx);
             let world = World { node_count };
             if !plan.scripted.is_empty() {
-                drop(madsim::task::spawn(run_scripted(world.clone(), plan.clone())));
+                drop(faults_node.spawn(run_scripted(world.clone(), plan.clone())));
             }
             if let Some(rf) = plan.random.clone() {
-                drop(madsim::task::spawn(run_random(world.clone(), rf)));
+                drop(faults_node.spawn(run_random(world.clone(), rf)));
             }
             let result = main(world).await;
-            context::current().sim_end.set(Some(context::current().now()));
+            let ctx = context::current();
+            ctx.sim_end.set(Some(ctx.now()));
+            // Teardown, unrecorded: kill every node so madsim wakes and drops their tasks. madsim does not free
+            // tasks still pending when its runtime drops, and each would keep this run's state alive.
+            ctx.tearing_down.set(true);
+            let mut ids: Vec<madsim::task::NodeId> = ctx.world.borrow().madsim_ids.clone();
+            ids.extend([faults_node.id(), wire.id()]);
+            drop(ctx);
+            for id in ids {
+                handle.kill(id);
+            }
+            madsim::time::sleep(TEARDOWN_SETTLE).await;
             result
         };
         let subscriber = crate::log::subscriber();

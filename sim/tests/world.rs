@@ -319,3 +319,38 @@ fn clock_skew_shifts_a_nodes_wall_clock() {
         })
         .unwrap();
 }
+
+#[test]
+fn a_run_frees_the_tasks_still_pending_at_its_end() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static DROPPED: AtomicUsize = AtomicUsize::new(0);
+    struct Guard;
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            DROPPED.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let node = NodeConfig::new("forever").program(|| async {
+        let _guard = Guard;
+        std::future::pending::<()>().await;
+    });
+    let before = DROPPED.load(Ordering::SeqCst);
+    let report = Sim::builder()
+        .seed(Seed(4))
+        .node(node)
+        .build()
+        .unwrap()
+        .run(|world| async move {
+            world.sleep(Duration::from_millis(5)).await;
+            Ok(())
+        })
+        .unwrap();
+    // madsim would keep a pending task (and this run's state) alive forever; teardown kills it.
+    assert_eq!(DROPPED.load(Ordering::SeqCst), before + 1);
+    // Teardown is not part of the run.
+    assert!(report
+        .trace
+        .events()
+        .iter()
+        .all(|e| !matches!(e.kind, EventKind::Node(dosim_sim::NodeAction::Crash))));
+}
