@@ -13,12 +13,8 @@
 //! - each with `/full` (`TraceMode::Full`, the default: every event kept) and `/hash_only`
 //!   (`TraceMode::HashOnly`), which shows what keeping the event list costs.
 //!
-//! Caveat when reading the figures: a run whose nodes still have pending tasks when it ends (here the echo
-//! server) leaks those tasks (madsim does not cancel them when its runtime drops, madsim-rs/madsim#242),
-//! and with them the run's `tracing` subscriber, which madsim's per-task `error_span!`s hold. Every later
-//! run in the process then pays for the leaked subscribers, so the per-run cost grows with the number of
-//! runs before it and the ids measured later look slower. `RUST_LOG=error,madsim=off` disables madsim's
-//! spans and shows the figures without that cost.
+//! Every run ends with a teardown that kills its nodes, so madsim frees their pending tasks (it does not on
+//! its own: madsim-rs/madsim#242) and runs do not slow down as a campaign goes on.
 
 #[cfg(madsim)]
 pub mod sim {
