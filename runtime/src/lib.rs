@@ -7,4 +7,7 @@
 //! This crate grows with the object runtime; for now it holds the storage interface that the simulation and
 //! real mode share.
 
+pub mod error;
 pub mod storage;
+
+pub use error::{Error, ErrorKind};

@@ -1,0 +1,235 @@
+//! The one error type of the runtime, with the flags Durable Objects set on errors, and every message the spec
+//! fixes.
+//!
+//! On Cloudflare an error reaches JavaScript as `err.message` plus four flags (spec §0): `retryable` (kj type
+//! DISCONNECTED), `overloaded` (kj type OVERLOADED), `durableObjectReset` (the description starts with
+//! `broken.`) and `remote` (it crossed an object boundary). [`Error`] carries the same: the message exactly as
+//! JavaScript would see it, the JavaScript error class ([`ErrorKind`]), and the flags.
+
+use std::fmt;
+
+/// The JavaScript class an error would have on Cloudflare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// `Error`.
+    Error,
+    /// `TypeError`: a value of the wrong shape.
+    TypeError,
+    /// `RangeError`: a value outside its limits.
+    RangeError,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Error => "Error",
+            ErrorKind::TypeError => "TypeError",
+            ErrorKind::RangeError => "RangeError",
+        })
+    }
+}
+
+/// An error from the runtime or from an object, as a caller observes it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    retryable: bool,
+    overloaded: bool,
+    durable_object_reset: bool,
+    remote: bool,
+}
+
+impl Error {
+    /// An `Error` with this message and no flags.
+    pub fn new(message: impl Into<String>) -> Error {
+        Error::of(ErrorKind::Error, message)
+    }
+
+    /// A `TypeError` with this message.
+    pub fn type_error(message: impl Into<String>) -> Error {
+        Error::of(ErrorKind::TypeError, message)
+    }
+
+    /// A `RangeError` with this message.
+    pub fn range_error(message: impl Into<String>) -> Error {
+        Error::of(ErrorKind::RangeError, message)
+    }
+
+    /// An error of `kind` with this message and no flags.
+    pub fn of(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            retryable: false,
+            overloaded: false,
+            durable_object_reset: false,
+            remote: false,
+        }
+    }
+
+    /// Marks it retryable (a DISCONNECTED error: the operation may be retried if it is idempotent).
+    pub fn with_retryable(mut self) -> Error {
+        self.retryable = true;
+        self
+    }
+
+    /// Marks it overloaded (never retry).
+    pub fn with_overloaded(mut self) -> Error {
+        self.overloaded = true;
+        self
+    }
+
+    /// Marks that it reset the object: the instance is gone and its stub is broken.
+    pub fn with_reset(mut self) -> Error {
+        self.durable_object_reset = true;
+        self
+    }
+
+    /// Marks that it came from across an object boundary.
+    pub fn with_remote(mut self) -> Error {
+        self.remote = true;
+        self
+    }
+
+    /// The message, as JavaScript's `err.message`.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The JavaScript class.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// `err.retryable`.
+    pub fn retryable(&self) -> bool {
+        self.retryable
+    }
+
+    /// `err.overloaded`.
+    pub fn overloaded(&self) -> bool {
+        self.overloaded
+    }
+
+    /// `err.durableObjectReset`.
+    pub fn durable_object_reset(&self) -> bool {
+        self.durable_object_reset
+    }
+
+    /// `err.remote`.
+    pub fn remote(&self) -> bool {
+        self.remote
+    }
+}
+
+impl fmt::Display for Error {
+    /// `Kind: message`, as JavaScript's `String(err)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The messages the spec fixes, each as a constant or a function of its parameters. Sections refer to
+/// `durable-objects.md`.
+pub mod messages {
+    /// §2.1.
+    pub fn key_too_large(size: usize) -> String {
+        format!("Keys cannot be larger than 2048 bytes. A key of size {size} was provided.")
+    }
+    /// §2.1.
+    pub fn value_too_large(size: usize) -> String {
+        format!("Values cannot be larger than 131072 bytes. A value of size {size} was provided.")
+    }
+    /// §2.1.
+    pub fn too_many_keys(count: usize) -> String {
+        format!("Maximum number of key value pairs is 128. {count} pairs were provided.")
+    }
+    /// §2.4.
+    pub const LIST_START_AND_START_AFTER: &str = "list() cannot be called with both start and startAfter values.";
+    /// §2.4.
+    pub const LIST_LIMIT_NOT_POSITIVE: &str = "List limit must be positive.";
+    /// §2.6, §3.3.
+    pub const DELETE_ALL_IN_TRANSACTION: &str = "Cannot call deleteAll() within a transaction";
+    /// §2.7: an operation on a rolled-back transaction (`op` like `get()`).
+    pub fn rolled_back(op: &str) -> String {
+        format!("Cannot {op} on rolled back transaction")
+    }
+    /// §2.7: an operation on a transaction after its closure returned.
+    pub fn already_committed(op: &str) -> String {
+        format!("Cannot call {op} on transaction that has already committed: did you move `txn` outside of the closure?")
+    }
+    /// §2.7: `transactionSync()` on the KV backend.
+    pub const NOT_BACKED_BY_SQL: &str = "Durable Object is not backed by SQL.";
+    /// §3.1: the SQL API on the KV backend.
+    pub const SQL_NOT_AVAILABLE: &str = "This Durable Object is not backed by SQLite storage, so the SQL API is not available. SQL can be enabled on a new Durable Object class by using the `new_sqlite_classes` instead of `new_classes` under `[[migrations]]` in your wrangler.toml, but an already-deployed class cannot be converted to SQLite (except by deleting the existing data).";
+    /// §3.1: the synchronous KV API on the KV backend.
+    pub const SYNC_KV_NOT_AVAILABLE: &str = "The storage.kv (synchronous KV) API is only available for SQLite-backed Durable Objects, but this object's namespace is not declared to use SQLite. You can use the older, asynchronous interface via methods of `storage` itself (e.g. `storage.get()`). Alternatively, to enable SQLite, change `new_classes` to `new_sqlite_classes` within the 'migrations' field in your wrangler.jsonc or wrangler.toml file.";
+    /// §3.1.
+    pub const KV_LIST_INVALIDATED: &str = "kv.list() iterator was invalidated because a new call to kv.list() was started. Only one kv.list() iterator can exist at a time.";
+    /// §3.2: a constraint violated at commit (`detail` is SQLite's message with its code).
+    pub fn constraint_reset(detail: &str) -> String {
+        format!("Durable Object was reset and rolled back to its last known good state because the application left the database in a state where constraints were violated: {detail}")
+    }
+    /// §3.3.
+    pub const COMMIT_AFTER_CRITICAL_ERROR: &str = "Cannot commit transaction due to an earlier SQL critical error";
+    /// §3.3.
+    pub const ROLLBACK_OUTER_WHILE_NESTED: &str =
+        "Cannot roll back an outer transaction while a nested transaction is still running.";
+    /// §3.5.
+    pub const ONLY_LAST_STATEMENT_PARAMETERS: &str =
+        "When executing multiple SQL statements in a single call, only the last statement can have parameters.";
+    /// §3.5.
+    pub const NO_STATEMENT: &str = "SQL code did not contain a statement.";
+    /// §3.5.
+    pub const WRONG_PARAMETER_COUNT: &str = "Wrong number of parameter bindings for SQL query.";
+    /// §3.5.
+    pub const ONE_GOT_NONE: &str = "Expected exactly one result from SQL query, but got no results.";
+    /// §3.5.
+    pub const ONE_GOT_MANY: &str = "Expected exactly one result from SQL query, but got multiple results.";
+    /// §3.5.
+    pub const TRANSACTION_STATEMENTS: &str = "To execute a transaction, please use the state.storage.transaction() or state.storage.transactionSync() APIs instead of the SQL BEGIN TRANSACTION or SAVEPOINT statements. The JavaScript API is safer because it will automatically roll back on exceptions, and because it interacts correctly with Durable Objects' automatic atomic write coalescing.";
+    /// §3.6.
+    pub const PITR_NOT_IMPLEMENTED: &str =
+        "This Durable Object's storage back-end does not implement point-in-time recovery.";
+    /// §4.
+    pub const SET_ALARM_NOT_POSITIVE: &str = "setAlarm() cannot be called with an alarm time <= 0";
+    /// §4.
+    pub const ALARM_HANDLER_REQUIRED: &str =
+        "Your Durable Object class must have an alarm() handler in order to call setAlarm()";
+    /// §2.9, §3.2, §7: storage used after the object was shut down (retryable, reset).
+    pub const STORAGE_NO_LONGER_ACCESSIBLE: &str = "Durable Object storage is no longer accessible.";
+    /// §2.3: a flush failed in a way that is not the application's (reset).
+    pub fn storage_write_internal(reference: &str) -> String {
+        format!("Internal error in Durable Object storage write caused object to be reset; reference = {reference}")
+    }
+    /// §2.3: a deleteAll failed in a way that is not the application's (reset).
+    pub fn delete_all_internal(reference: &str) -> String {
+        format!("Internal error in Durable Object storage deleteAll() caused object to be reset; reference = {reference}")
+    }
+    /// §1.4: an output lock held for more than 30 s (overloaded, reset).
+    pub const STORAGE_TIMEOUT: &str =
+        "Durable Object storage operation exceeded timeout which caused object to be reset.";
+    /// §2.8: the cache over its hard limit (overloaded, reset).
+    pub const CACHE_OVER_HARD_LIMIT: &str = "Durable Object's isolate exceeded its memory limit due to overflowing the storage cache. This could be due to writing too many values to storage without stopping to wait for writes to complete, or due to reading too many values in a single operation (e.g. a large list()). All objects in the isolate were reset.";
+    /// §6.2: a DISCONNECTED error shown to the caller (retryable).
+    pub const NETWORK_CONNECTION_LOST: &str = "Network connection lost.";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_independent_and_display_is_javascripts() {
+        let e = Error::range_error(messages::key_too_large(2049)).with_reset();
+        assert_eq!(e.to_string(), "RangeError: Keys cannot be larger than 2048 bytes. A key of size 2049 was provided.");
+        assert_eq!(e.kind(), ErrorKind::RangeError);
+        assert!(e.durable_object_reset() && !e.retryable() && !e.overloaded() && !e.remote());
+        let e = Error::new(messages::STORAGE_NO_LONGER_ACCESSIBLE).with_retryable().with_reset();
+        assert!(e.retryable() && e.durable_object_reset());
+        assert_eq!(e.message(), "Durable Object storage is no longer accessible.");
+    }
+}
