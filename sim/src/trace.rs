@@ -7,7 +7,8 @@
 //! `dosim::sim`), which `tracing-subscriber` shows when `RUST_LOG` asks for them.
 //!
 //! The hash is stable for a given build of a test binary: every run and every process of it agrees. It is not
-//! promised across compiler versions.
+//! promised across compiler versions. It identifies behaviour, not the seed: the seed is not an event, so two
+//! seeds whose runs did exactly the same things (a world with nothing random in it) share a hash.
 
 use std::fmt;
 use std::sync::Arc;
