@@ -148,7 +148,8 @@ pub mod messages {
         format!("Maximum number of key value pairs is 128. {count} pairs were provided.")
     }
     /// §2.4.
-    pub const LIST_START_AND_START_AFTER: &str = "list() cannot be called with both start and startAfter values.";
+    pub const LIST_START_AND_START_AFTER: &str =
+        "list() cannot be called with both start and startAfter values.";
     /// §2.4.
     pub const LIST_LIMIT_NOT_POSITIVE: &str = "List limit must be positive.";
     /// §2.6, §3.3.
@@ -174,7 +175,8 @@ pub mod messages {
         format!("Durable Object was reset and rolled back to its last known good state because the application left the database in a state where constraints were violated: {detail}")
     }
     /// §3.3.
-    pub const COMMIT_AFTER_CRITICAL_ERROR: &str = "Cannot commit transaction due to an earlier SQL critical error";
+    pub const COMMIT_AFTER_CRITICAL_ERROR: &str =
+        "Cannot commit transaction due to an earlier SQL critical error";
     /// §3.3.
     pub const ROLLBACK_OUTER_WHILE_NESTED: &str =
         "Cannot roll back an outer transaction while a nested transaction is still running.";
@@ -225,7 +227,10 @@ mod tests {
     #[test]
     fn flags_are_independent_and_display_is_javascripts() {
         let e = Error::range_error(messages::key_too_large(2049)).with_reset();
-        assert_eq!(e.to_string(), "RangeError: Keys cannot be larger than 2048 bytes. A key of size 2049 was provided.");
+        assert_eq!(
+            e.to_string(),
+            "RangeError: Keys cannot be larger than 2048 bytes. A key of size 2049 was provided."
+        );
         assert_eq!(e.kind(), ErrorKind::RangeError);
         assert!(e.durable_object_reset() && !e.retryable() && !e.overloaded() && !e.remote());
         let e = Error::new(messages::STORAGE_NO_LONGER_ACCESSIBLE).with_retryable().with_reset();

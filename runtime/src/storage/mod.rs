@@ -2,7 +2,21 @@
 //!
 //! - [`location`]: the one code path that opens an object's SQLite database, on a real file or on a VFS the
 //!   embedder registered (the simulation's disk).
+//! - [`value`]: how values are serialized, and the key and value limits.
+//! - [`sql`]: the SQL API of SQLite-backed objects (`exec`, cursors, the authorizer and limits).
+//! - [`kv`]: the key-value API on the `_cf_KV` table of SQLite-backed objects.
+//! - [`sqlite`]: the SQLite backend: the implicit transaction of each turn, explicit transactions, deleteAll,
+//!   sync, alarms; it drives [`sql`] and [`kv`].
+//! - [`api`]: [`Storage`], the typed API objects call, over either backend.
+//! - [`gates`]: the narrow interface between storage and the runtime's event loop and gates.
 
+pub mod api;
+pub mod gates;
+pub mod kv;
 pub mod location;
+pub mod sql;
+pub mod sqlite;
+pub mod value;
 
+pub use api::{Sql, Storage};
 pub use location::{DatabaseLocation, Journal, OpenError};

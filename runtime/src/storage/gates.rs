@@ -1,0 +1,216 @@
+//! The narrow interface between storage and the object's event loop and gates.
+//!
+//! Storage needs three things from the runtime, and nothing more:
+//! - to run its commit once the current turn has ended ([`TurnHooks::after_turn`]): every write made without
+//!   yielding then commits atomically (write coalescing, spec §3.2);
+//! - to hold the object's output until a confirmed write is durable ([`TurnHooks::lock_output`], spec §1.4);
+//! - to break the output gate when a write fails, which resets the object ([`TurnHooks::break_output`]).
+//!
+//! The runtime's event loop and `OutputGate` implement it; until then, tests use a small single-object harness.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use madsim_tokio::sync::oneshot;
+
+use crate::error::Error;
+
+/// A boxed task storage hands to the runtime.
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// What storage asks of the runtime.
+pub trait TurnHooks: Send + Sync + 'static {
+    /// Runs `task` after the current turn (the synchronous run of the object's code up to its next `.await`),
+    /// before the object's next event is delivered.
+    fn after_turn(&self, task: Task);
+
+    /// Locks the output gate: outgoing messages issued from now on wait until the lock is released. Dropping
+    /// the lock without releasing it counts as a failure (spec §1.4: "output lock was canceled before
+    /// completion").
+    fn lock_output(&self) -> OutputLock;
+
+    /// Breaks the output gate with `error` (a write failed): held and future output is never sent, and the
+    /// object resets.
+    fn break_output(&self, error: Error);
+}
+
+/// The message of an output lock dropped without being released (spec §1.4).
+pub const OUTPUT_LOCK_CANCELED: &str = "output lock was canceled before completion";
+
+/// One lock on the output gate, held by storage until its write is durable.
+#[derive(Debug)]
+pub struct OutputLock {
+    done: Option<oneshot::Sender<Result<(), Error>>>,
+}
+
+/// The gate's side of an [`OutputLock`]: resolves when the lock is released or fails.
+#[derive(Debug)]
+pub struct OutputLockWaiter {
+    rx: oneshot::Receiver<Result<(), Error>>,
+}
+
+impl OutputLock {
+    /// A new lock and the waiter the gate keeps for it.
+    pub fn new() -> (OutputLock, OutputLockWaiter) {
+        let (tx, rx) = oneshot::channel();
+        (OutputLock { done: Some(tx) }, OutputLockWaiter { rx })
+    }
+
+    /// The write is durable: output may flow.
+    pub fn release(mut self) {
+        if let Some(tx) = self.done.take() {
+            let _ = tx.send(Ok(()));
+        }
+    }
+
+    /// The write failed: the gate breaks with `error`.
+    pub fn fail(mut self, error: Error) {
+        if let Some(tx) = self.done.take() {
+            let _ = tx.send(Err(error));
+        }
+    }
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        if let Some(tx) = self.done.take() {
+            let _ = tx.send(Err(Error::new(OUTPUT_LOCK_CANCELED)));
+        }
+    }
+}
+
+impl OutputLockWaiter {
+    /// Waits for the lock's outcome.
+    ///
+    /// Cancel safety: dropping the wait loses nothing the lock holder needs.
+    pub async fn wait(self) -> Result<(), Error> {
+        self.rx.await.unwrap_or_else(|_| Err(Error::new(OUTPUT_LOCK_CANCELED)))
+    }
+}
+
+/// How long a database's writes take to become durable, beyond the synchronous SQLite call: a real file is
+/// durable when `COMMIT` returns; the simulated disk charges its latency afterwards. The embedder supplies it.
+pub trait DurabilityWait: Send + Sync + 'static {
+    /// Waits until the writes made so far are durable.
+    fn wait(&self) -> Task;
+}
+
+/// A durability wait that does not wait: `COMMIT` with `synchronous=FULL` returned, so the data is durable.
+#[derive(Debug, Default)]
+pub struct DurableOnReturn;
+
+impl DurabilityWait for DurableOnReturn {
+    fn wait(&self) -> Task {
+        Box::pin(async {})
+    }
+}
+
+/// Shared handle to the hooks.
+pub type Hooks = Arc<dyn TurnHooks>;
+
+/// A minimal event loop for one object, driven by hand: the caller says when a turn ends. It stands in for the
+/// runtime where there is none (storage tests, tools) and records what storage asked of it.
+///
+/// It runs tasks with [`block_on`] on the calling thread, so it is not for use inside a simulation, where a
+/// task waiting on the simulated clock would never wake.
+#[derive(Default)]
+pub struct ManualTurns {
+    deferred: Mutex<Vec<Task>>,
+    locks: Mutex<Vec<OutputLockWaiter>>,
+    broken: Mutex<Vec<Error>>,
+}
+
+impl std::fmt::Debug for ManualTurns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManualTurns")
+            .field("pending_tasks", &self.pending_tasks())
+            .field("locks_taken", &self.locks_taken())
+            .finish()
+    }
+}
+
+fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl TurnHooks for ManualTurns {
+    fn after_turn(&self, task: Task) {
+        guard(&self.deferred).push(task);
+    }
+    fn lock_output(&self) -> OutputLock {
+        let (lock, waiter) = OutputLock::new();
+        guard(&self.locks).push(waiter);
+        lock
+    }
+    fn break_output(&self, error: Error) {
+        guard(&self.broken).push(error);
+    }
+}
+
+impl ManualTurns {
+    /// Ends the current turn: runs every task storage deferred to it, to completion, on this thread.
+    pub fn end_turn(&self) {
+        let tasks: Vec<Task> = std::mem::take(&mut *guard(&self.deferred));
+        for t in tasks {
+            block_on(t);
+        }
+    }
+
+    /// How many tasks wait for the end of the turn.
+    pub fn pending_tasks(&self) -> usize {
+        guard(&self.deferred).len()
+    }
+
+    /// How many output locks are taken and not yet collected by [`ManualTurns::lock_outcomes`].
+    pub fn locks_taken(&self) -> usize {
+        guard(&self.locks).len()
+    }
+
+    /// Collects the outcome of every output lock taken so far, waiting for each.
+    pub fn lock_outcomes(&self) -> Vec<Result<(), Error>> {
+        std::mem::take(&mut *guard(&self.locks)).into_iter().map(|w| block_on(w.wait())).collect()
+    }
+
+    /// The errors the output gate was broken with (without a lock).
+    pub fn gate_breaks(&self) -> Vec<Error> {
+        guard(&self.broken).clone()
+    }
+}
+
+/// Runs a future to completion on this thread, parking while it waits.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_releases_fails_or_cancels() {
+        let (l, w) = OutputLock::new();
+        l.release();
+        assert_eq!(block_on(w.wait()), Ok(()));
+        let (l, w) = OutputLock::new();
+        l.fail(Error::new("disk on fire"));
+        assert_eq!(block_on(w.wait()).unwrap_err().message(), "disk on fire");
+        let (l, w) = OutputLock::new();
+        drop(l);
+        assert_eq!(block_on(w.wait()).unwrap_err().message(), OUTPUT_LOCK_CANCELED);
+    }
+}

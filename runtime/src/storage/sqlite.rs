@@ -1,0 +1,558 @@
+//! The SQLite backend: one database and one connection per object, and the transactions around every write.
+//!
+//! # Write coalescing (spec §3.2)
+//! The first write of a turn (a SQL statement that is not read-only, a KV put or delete, an alarm change) opens
+//! an *implicit transaction* and asks the runtime to commit it once the turn has ended
+//! ([`TurnHooks::after_turn`](super::gates::TurnHooks::after_turn)). Every write made before that commit joins it, so all writes made without
+//! yielding commit atomically; on the simulated disk that is crash-atomic (SQLite's journal does the rest).
+//!
+//! # Output gate (spec §1.4, §3.2, Appendix A.16)
+//! The first *confirmed* write of an implicit transaction locks the output gate until the commit is durable
+//! (the `COMMIT` returned and the embedder's [`DurabilityWait`] passed). Writes with `allow_unconfirmed` do not
+//! lock it, but a failed commit breaks the gate all the same. SQL writes are always confirmed.
+//!
+//! # Failures (spec §3.2)
+//! A constraint violated at commit resets the object with the spec's message; a critical error (`SQLITE_FULL`,
+//! `SQLITE_IOERR`, `SQLITE_NOMEM`, `SQLITE_INTERRUPT`), after which SQLite has rolled the transaction back,
+//! breaks the object: the gate breaks and every later storage call fails with the same error.
+//!
+//! # Explicit transactions (spec §3.3)
+//! `transaction_sync` and `transaction` open savepoints (`_cf_sync_savepoint_<n>`, `_cf_savepoint_<n>`); a
+//! failing closure rolls back to its savepoint and the error is returned without resetting the object.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use madsim_tokio::sync::oneshot;
+use rusqlite::Connection;
+
+use super::gates::{DurabilityWait, Hooks, OutputLock};
+use super::kv::{self, ListOptions};
+use super::location::DatabaseLocation;
+use super::sql::{self, Cursor, SqlValue};
+use crate::error::{messages, Error};
+
+/// Where the alarm lives in `_cf_METADATA` (spec §3.1).
+const METADATA_ALARM_KEY: i64 = 1;
+
+/// Settings of the SQLite backend that the spec leaves to compatibility flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SqliteSettings {
+    /// `delete_all_deletes_alarm` (spec §2.6, §3.4; default for compatibility dates ≥ 2026-02-24): `delete_all`
+    /// deletes the alarm too. Off: the alarm survives `delete_all`.
+    pub delete_all_deletes_alarm: bool,
+}
+
+/// Options of a write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Do not hold the output gate for this write (spec §2.5). A failure still breaks the gate.
+    pub allow_unconfirmed: bool,
+}
+
+/// The open implicit transaction of the current turn.
+struct Implicit {
+    /// Held from the first confirmed write until the commit is durable.
+    output: Option<OutputLock>,
+    /// `sync()` calls waiting for this commit.
+    waiters: Vec<oneshot::Sender<Result<(), Error>>>,
+}
+
+/// One open savepoint of an explicit transaction.
+struct Level {
+    name: String,
+    /// A confirmed write happened at this level or a nested one (spec §3.3: it propagates to the parent).
+    confirmed: bool,
+}
+
+#[derive(Default)]
+struct Tx {
+    implicit: Option<Implicit>,
+    levels: Vec<Level>,
+    /// Once set, every storage call fails with it.
+    broken: Option<Error>,
+}
+
+struct State {
+    conn: Connection,
+    tx: Tx,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    hooks: Hooks,
+    durability: Arc<dyn DurabilityWait>,
+    settings: SqliteSettings,
+}
+
+/// The storage of one SQLite-backed object. Cheap to clone; every clone is the same storage.
+#[derive(Clone)]
+pub struct SqliteStorage {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SqliteStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStorage").field("settings", &self.shared.settings).finish_non_exhaustive()
+    }
+}
+
+/// SQLite's message for `e`, in the spec's format (`<message>: SQLITE_<CODE>`).
+fn sqlite_error(e: &rusqlite::Error) -> Error {
+    sql::error_from_rusqlite(e)
+}
+
+impl SqliteStorage {
+    /// Opens the object's database and prepares its connection (authorizer, limits).
+    pub fn open(
+        location: &DatabaseLocation,
+        hooks: Hooks,
+        durability: Arc<dyn DurabilityWait>,
+        settings: SqliteSettings,
+    ) -> Result<SqliteStorage, Error> {
+        let conn = location.open().map_err(|e| Error::new(e.to_string()))?;
+        sql::prepare_connection(&conn).map_err(|e| sqlite_error(&e))?;
+        let state = State { conn, tx: Tx::default() };
+        Ok(SqliteStorage {
+            shared: Arc::new(Shared { state: Mutex::new(state), hooks, durability, settings }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock was a bug that already failed the run; keep going to report it.
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `op` on the connection unless the storage is broken, and handles a critical error it caused.
+    fn with_state<R>(
+        &self,
+        op: impl FnOnce(&Connection, &mut Tx, &dyn Fn(&mut Tx, bool) -> Result<(), Error>) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let mut guard = self.lock();
+        let State { conn, tx } = &mut *guard;
+        if let Some(e) = &tx.broken {
+            return Err(e.clone());
+        }
+        let in_txn_before = tx.implicit.is_some() || !tx.levels.is_empty();
+        let begin = |tx: &mut Tx, confirmed: bool| self.begin_write(conn, tx, confirmed);
+        let result = op(conn, tx, &begin);
+        if let Err(e) = &result {
+            let in_txn = in_txn_before || tx.implicit.is_some() || !tx.levels.is_empty();
+            if in_txn && conn.is_autocommit() {
+                // SQLite rolled the whole transaction back: a critical error (spec §3.2).
+                self.break_storage(tx, e.clone());
+            }
+        }
+        result
+    }
+
+    /// Opens the implicit transaction if no transaction is open, schedules its commit, and locks the output
+    /// gate for a confirmed write.
+    fn begin_write(&self, conn: &Connection, tx: &mut Tx, confirmed: bool) -> Result<(), Error> {
+        if let Some(level) = tx.levels.last_mut() {
+            level.confirmed |= confirmed;
+            return Ok(());
+        }
+        if tx.implicit.is_none() {
+            conn.execute_batch("BEGIN").map_err(|e| sqlite_error(&e))?;
+            tx.implicit = Some(Implicit { output: None, waiters: Vec::new() });
+            let me = self.clone();
+            self.shared.hooks.after_turn(Box::pin(async move { me.commit_implicit().await }));
+        }
+        let implicit = tx.implicit.as_mut().expect("opened above");
+        if confirmed && implicit.output.is_none() {
+            implicit.output = Some(self.shared.hooks.lock_output());
+        }
+        Ok(())
+    }
+
+    /// Commits the turn's implicit transaction; releases the output gate once the commit is durable.
+    async fn commit_implicit(&self) {
+        let (implicit, result) = {
+            let mut guard = self.lock();
+            let State { conn, tx } = &mut *guard;
+            let Some(implicit) = tx.implicit.take() else { return };
+            assert!(
+                tx.levels.is_empty(),
+                "an implicit transaction never encloses an open savepoint at commit"
+            );
+            let result = conn.execute_batch("COMMIT");
+            if let Err(e) = &result {
+                let err = commit_error(e);
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                tx.broken = Some(err);
+            }
+            (implicit, result)
+        };
+        match result {
+            Ok(()) => {
+                self.shared.durability.wait().await;
+                if let Some(lock) = implicit.output {
+                    lock.release();
+                }
+                for w in implicit.waiters {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                let err = commit_error(&e);
+                match implicit.output {
+                    Some(lock) => lock.fail(err.clone()),
+                    None => self.shared.hooks.break_output(err.clone()),
+                }
+                for w in implicit.waiters {
+                    let _ = w.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Breaks the storage for good: the gate breaks, the open implicit transaction is dropped, and every later
+    /// call fails with `error` (flagged as a reset).
+    fn break_storage(&self, tx: &mut Tx, error: Error) {
+        let error = error.with_reset();
+        tx.broken = Some(error.clone());
+        tx.levels.clear();
+        match tx.implicit.take() {
+            Some(Implicit { output: Some(lock), waiters }) => {
+                lock.fail(error.clone());
+                for w in waiters {
+                    let _ = w.send(Err(error.clone()));
+                }
+            }
+            Some(Implicit { output: None, waiters }) => {
+                self.shared.hooks.break_output(error.clone());
+                for w in waiters {
+                    let _ = w.send(Err(error.clone()));
+                }
+            }
+            None => self.shared.hooks.break_output(error),
+        }
+    }
+
+    /// Runs SQL (spec §3.5). Writes join the turn's implicit transaction and are confirmed.
+    pub fn exec(&self, query: &str, params: &[SqlValue]) -> Result<Cursor, Error> {
+        self.with_state(|conn, tx, begin| sql::exec(conn, query, params, &mut || begin(tx, true)))
+    }
+
+    /// The database's size in bytes (spec §3.5 `databaseSize`).
+    pub fn database_size(&self) -> Result<u64, Error> {
+        self.with_state(|conn, _, _| sql::database_size(conn))
+    }
+
+    /// The value bytes stored under `key`.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.with_state(|conn, _, _| kv::get(conn, key))
+    }
+
+    /// The value bytes of every present key among `keys`, sorted by key.
+    pub fn get_multiple(&self, keys: &[&str]) -> Result<std::collections::BTreeMap<String, Vec<u8>>, Error> {
+        self.with_state(|conn, _, _| kv::get_multiple(conn, keys))
+    }
+
+    /// Stores `value` under `key`.
+    pub fn put(&self, key: &str, value: &[u8], options: WriteOptions) -> Result<(), Error> {
+        self.with_state(|conn, tx, begin| {
+            begin(tx, !options.allow_unconfirmed)?;
+            kv::put(conn, key, value)
+        })
+    }
+
+    /// Stores every pair, all or nothing (Appendix A.3).
+    pub fn put_multiple(&self, entries: &[(&str, &[u8])], options: WriteOptions) -> Result<(), Error> {
+        self.with_state(|conn, tx, begin| {
+            begin(tx, !options.allow_unconfirmed)?;
+            kv::put_multiple(conn, entries)
+        })
+    }
+
+    /// Deletes `key`; true if it existed.
+    pub fn delete(&self, key: &str, options: WriteOptions) -> Result<bool, Error> {
+        self.with_state(|conn, tx, begin| {
+            begin(tx, !options.allow_unconfirmed)?;
+            kv::delete(conn, key)
+        })
+    }
+
+    /// Deletes every key of `keys`; the number that existed.
+    pub fn delete_multiple(&self, keys: &[&str], options: WriteOptions) -> Result<usize, Error> {
+        self.with_state(|conn, tx, begin| {
+            begin(tx, !options.allow_unconfirmed)?;
+            kv::delete_multiple(conn, keys)
+        })
+    }
+
+    /// The pairs `options` selects, in key order (or reverse).
+    pub fn list(&self, options: &ListOptions) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        options.validate()?;
+        self.with_state(|conn, _, _| kv::list(conn, options))
+    }
+
+    fn ensure_metadata(conn: &Connection) -> Result<(), Error> {
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS _cf_METADATA (key INTEGER PRIMARY KEY, value BLOB)")
+            .map_err(|e| sqlite_error(&e))
+    }
+
+    fn read_alarm(conn: &Connection) -> Result<Option<i64>, Error> {
+        let exists: bool = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = '_cf_METADATA'", [], |r| r.get(0))
+            .map_err(|e| sqlite_error(&e))?;
+        if !exists {
+            return Ok(None);
+        }
+        match conn
+            .query_row("SELECT value FROM _cf_METADATA WHERE key = ?1", [METADATA_ALARM_KEY], |r| r.get(0))
+        {
+            Ok(v) => Ok(v),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+            Err(e) => Err(sqlite_error(&e)),
+        }
+    }
+
+    /// The alarm's time in ms since the epoch, or `None` (spec §4).
+    pub fn get_alarm(&self) -> Result<Option<i64>, Error> {
+        self.with_state(|conn, _, _| Self::read_alarm(conn))
+    }
+
+    /// Sets the alarm (spec §4). `scheduled_ms <= 0` is a TypeError; setting the time it already has writes
+    /// nothing.
+    pub fn set_alarm(&self, scheduled_ms: i64, options: WriteOptions) -> Result<(), Error> {
+        if scheduled_ms <= 0 {
+            return Err(Error::type_error(messages::SET_ALARM_NOT_POSITIVE));
+        }
+        self.with_state(|conn, tx, begin| {
+            if Self::read_alarm(conn)? == Some(scheduled_ms) {
+                return Ok(());
+            }
+            begin(tx, !options.allow_unconfirmed)?;
+            Self::ensure_metadata(conn)?;
+            conn.execute(
+                "INSERT INTO _cf_METADATA (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+                [METADATA_ALARM_KEY, scheduled_ms],
+            )
+            .map(|_| ())
+            .map_err(|e| sqlite_error(&e))
+        })
+    }
+
+    /// Deletes the alarm, if any.
+    pub fn delete_alarm(&self, options: WriteOptions) -> Result<(), Error> {
+        self.with_state(|conn, tx, begin| {
+            if Self::read_alarm(conn)?.is_none() {
+                return Ok(());
+            }
+            begin(tx, !options.allow_unconfirmed)?;
+            conn.execute("DELETE FROM _cf_METADATA WHERE key = ?1", [METADATA_ALARM_KEY])
+                .map(|_| ())
+                .map_err(|e| sqlite_error(&e))
+        })
+    }
+
+    /// Runs `f` in a savepoint (spec §3.3 `transactionSync`): committed if it returns `Ok`, rolled back (and
+    /// its error returned, the object not reset) if it returns `Err`. Nestable.
+    pub fn transaction_sync<R>(&self, f: impl FnOnce() -> Result<R, Error>) -> Result<R, Error> {
+        let depth = self.open_level("_cf_sync_savepoint_")?;
+        let result = f();
+        self.close_level(depth, result)
+    }
+
+    /// Waits for the turn's implicit transaction, if one is open, to commit (spec §3.3: `transaction()` does
+    /// before opening its savepoint).
+    async fn settle_implicit(&self) -> Result<(), Error> {
+        let open = self.lock().tx.implicit.is_some();
+        if open {
+            self.commit_implicit().await;
+        }
+        match &self.lock().tx.broken {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs the async closure in a savepoint (spec §3.3 `transaction`). Every storage call made meanwhile is
+    /// part of it. The root transaction locks the output gate at commit if it made a confirmed write.
+    ///
+    /// The runtime runs this inside `block_concurrency_while`, so no other event interleaves.
+    pub async fn transaction<R, F, Fut>(&self, f: F) -> Result<R, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<R, Error>>,
+    {
+        self.settle_implicit().await?;
+        let depth = self.open_level("_cf_savepoint_")?;
+        let result = f().await;
+        let root_confirmed = depth == 0 && self.lock().tx.levels.first().is_some_and(|l| l.confirmed);
+        let result = self.close_level(depth, result);
+        if result.is_ok() && root_confirmed {
+            let lock = self.shared.hooks.lock_output();
+            self.shared.durability.wait().await;
+            lock.release();
+        }
+        result
+    }
+
+    fn open_level(&self, prefix: &str) -> Result<usize, Error> {
+        self.with_state(|conn, tx, _| {
+            let depth = tx.levels.len();
+            let name = format!("{prefix}{depth}");
+            conn.execute_batch(&format!("SAVEPOINT {name}")).map_err(|e| sqlite_error(&e))?;
+            tx.levels.push(Level { name, confirmed: false });
+            Ok(depth)
+        })
+    }
+
+    fn close_level<R>(&self, depth: usize, result: Result<R, Error>) -> Result<R, Error> {
+        let mut guard = self.lock();
+        let State { conn, tx } = &mut *guard;
+        if let Some(e) = &tx.broken {
+            // A critical error inside: SQLite already rolled everything back.
+            return match result {
+                Ok(_) => Err(Error::new(messages::COMMIT_AFTER_CRITICAL_ERROR).with_reset()),
+                Err(_) => Err(e.clone()),
+            };
+        }
+        assert_eq!(tx.levels.len(), depth + 1, "savepoints close in the order they opened");
+        let level = tx.levels.pop().expect("checked above");
+        let name = &level.name;
+        let sql = match &result {
+            Ok(_) => format!("RELEASE {name}"),
+            Err(_) => format!("ROLLBACK TO {name}; RELEASE {name}"),
+        };
+        if let Err(e) = conn.execute_batch(&sql) {
+            let err = if result.is_ok() { commit_error(&e) } else { sqlite_error(&e) };
+            self.break_storage(tx, err.clone());
+            return Err(err.with_reset());
+        }
+        if result.is_ok() {
+            if let Some(parent) = tx.levels.last_mut() {
+                parent.confirmed |= level.confirmed;
+            } else if level.confirmed {
+                if let Some(implicit) = tx.implicit.as_mut() {
+                    if implicit.output.is_none() {
+                        implicit.output = Some(self.shared.hooks.lock_output());
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    /// Deletes everything (spec §3.4): every SQL table and KV key, atomically, and the alarm too if the
+    /// `delete_all_deletes_alarm` setting is on. The turn's uncommitted writes are rolled back. Always
+    /// confirmed: the output gate waits for it to be durable.
+    pub async fn delete_all(&self) -> Result<(), Error> {
+        let deletes_alarm = self.shared.settings.delete_all_deletes_alarm;
+        let lock = self.with_state(|conn, tx, _| {
+            if !tx.levels.is_empty() {
+                return Err(Error::new(messages::DELETE_ALL_IN_TRANSACTION));
+            }
+            if let Some(implicit) = tx.implicit.take() {
+                conn.execute_batch("ROLLBACK").map_err(|e| sqlite_error(&e))?;
+                if let Some(lock) = implicit.output {
+                    lock.release();
+                }
+                for w in implicit.waiters {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            let lock = self.shared.hooks.lock_output();
+            let alarm = Self::read_alarm(conn)?;
+            let mut script = String::from("BEGIN;\nPRAGMA defer_foreign_keys = ON;\n");
+            let mut stmt = conn
+                .prepare(
+                    "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' AND name != '_cf_METADATA' \
+                     AND type IN ('table', 'view') ORDER BY name",
+                )
+                .map_err(|e| sqlite_error(&e))?;
+            let objects: Vec<(String, String)> = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect())
+                .map_err(|e| sqlite_error(&e))?;
+            drop(stmt);
+            for (kind, name) in objects {
+                let kind = if kind == "view" { "VIEW" } else { "TABLE" };
+                script.push_str(&format!("DROP {kind} IF EXISTS \"{}\";\n", name.replace('"', "\"\"")));
+            }
+            if deletes_alarm && alarm.is_some() {
+                script.push_str(&format!("DELETE FROM _cf_METADATA WHERE key = {METADATA_ALARM_KEY};\n"));
+            }
+            script.push_str("COMMIT;");
+            if let Err(e) = conn.execute_batch(&script) {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                let err = Error::new(messages::delete_all_internal(&sqlite_error(&e).to_string()));
+                lock.fail(err.clone());
+                return Err(err);
+            }
+            Ok(lock)
+        })?;
+        self.shared.durability.wait().await;
+        lock.release();
+        Ok(())
+    }
+
+    /// Resolves once the writes made before the call are durable (spec §3.2 `sync()`): at once if nothing is
+    /// pending; with the commit's error if it fails.
+    pub async fn sync(&self) -> Result<(), Error> {
+        let rx = {
+            let mut guard = self.lock();
+            if let Some(e) = &guard.tx.broken {
+                return Err(e.clone());
+            }
+            match guard.tx.implicit.as_mut() {
+                None => return Ok(()),
+                Some(implicit) => {
+                    let (tx, rx) = oneshot::channel();
+                    implicit.waiters.push(tx);
+                    rx
+                }
+            }
+        };
+        rx.await.unwrap_or_else(|_| Err(Error::new(messages::STORAGE_NO_LONGER_ACCESSIBLE).with_retryable()))
+    }
+
+    /// Shuts the storage down (the object is reset, evicted or aborted; spec §3.2): the uncommitted implicit
+    /// transaction is rolled back, its held output fails, and every later call fails with `reason` (by default
+    /// the spec's retryable "storage is no longer accessible").
+    pub fn shutdown(&self, reason: Option<Error>) {
+        let error = reason.unwrap_or_else(|| {
+            Error::new(messages::STORAGE_NO_LONGER_ACCESSIBLE).with_retryable().with_reset()
+        });
+        let mut guard = self.lock();
+        let State { conn, tx } = &mut *guard;
+        if tx.broken.is_some() {
+            return;
+        }
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        tx.levels.clear();
+        if let Some(implicit) = tx.implicit.take() {
+            if let Some(lock) = implicit.output {
+                lock.fail(error.clone());
+            }
+            for w in implicit.waiters {
+                let _ = w.send(Err(error.clone()));
+            }
+        }
+        tx.broken = Some(error);
+    }
+}
+
+/// The error of a failed commit (spec §3.2): a constraint violation resets the object with the spec's message;
+/// anything else breaks it with SQLite's message.
+fn commit_error(e: &rusqlite::Error) -> Error {
+    let detail = sqlite_error(e);
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => {
+            // workerd reports the commit-time violation with the primary code only (spec §3.2, from
+            // actor-sqlite-test), unlike statement errors, which carry the extended code too.
+            let message = detail.message();
+            let primary = message.split(" (extended: ").next().unwrap_or(message);
+            Error::new(messages::constraint_reset(primary)).with_reset()
+        }
+        _ => detail.with_reset(),
+    }
+}

@@ -1,0 +1,265 @@
+//! The SQLite backend's transactions: write coalescing per turn, the output gate, commit failures, explicit
+//! transactions, deleteAll, sync and alarms (spec §3.2–§3.4, §4, Appendix A), through a minimal single-object
+//! harness standing in for the runtime's event loop.
+
+use std::sync::Arc;
+
+use dosim_runtime::storage::gates::{block_on, DurableOnReturn, ManualTurns};
+use dosim_runtime::storage::sql::SqlValue;
+use dosim_runtime::storage::sqlite::{SqliteSettings, SqliteStorage, WriteOptions};
+use dosim_runtime::storage::DatabaseLocation;
+use dosim_runtime::Error;
+
+fn rt() -> Rt {
+    Rt
+}
+
+/// Runs futures on this thread.
+struct Rt;
+
+impl Rt {
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        block_on(f)
+    }
+}
+
+fn path(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sqlite_storage");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    for suffix in ["", "-journal", "-wal"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
+    }
+    p
+}
+
+fn open_at(p: &std::path::Path, settings: SqliteSettings) -> (SqliteStorage, Arc<ManualTurns>) {
+    let h = Arc::new(ManualTurns::default());
+    let s = SqliteStorage::open(&DatabaseLocation::file(p), h.clone(), Arc::new(DurableOnReturn), settings)
+        .unwrap();
+    (s, h)
+}
+
+fn open(name: &str) -> (SqliteStorage, Arc<ManualTurns>, std::path::PathBuf) {
+    let p = path(name);
+    let (s, h) = open_at(&p, SqliteSettings::default());
+    (s, h, p)
+}
+
+const CONFIRMED: WriteOptions = WriteOptions { allow_unconfirmed: false };
+const UNCONFIRMED: WriteOptions = WriteOptions { allow_unconfirmed: true };
+
+fn count(s: &SqliteStorage, table: &str) -> i64 {
+    match s.exec(&format!("SELECT count(*) AS n FROM {table}"), &[]).unwrap().one().unwrap().get("n") {
+        Some(SqlValue::Integer(n)) => *n,
+        other => panic!("count: {other:?}"),
+    }
+}
+
+#[test]
+fn writes_of_one_turn_commit_together_at_the_end_of_the_turn() {
+    let (s, h, p) = open("coalesce.db");
+    let h_first = h.clone();
+    s.exec("CREATE TABLE t(x)", &[]).unwrap();
+    h.end_turn();
+    for i in 0..10 {
+        s.exec("INSERT INTO t VALUES (?1)", &[SqlValue::Integer(i)]).unwrap();
+        s.put(&format!("k{i}"), b"v", CONFIRMED).unwrap();
+    }
+    assert_eq!(h.pending_tasks(), 1, "one implicit transaction, one commit, for the whole turn");
+    // Reads see the uncommitted writes (one connection).
+    assert_eq!(count(&s, "t"), 10);
+    // The object is reset before its turn ends: nothing of the turn reaches the database.
+    s.shutdown(None);
+    // The runtime still ends the turn; the commit finds nothing to commit. Then the instance is gone.
+    h_first.end_turn();
+    drop((s, h, h_first));
+    let (s, _h) = open_at(&p, SqliteSettings::default());
+    assert_eq!(count(&s, "t"), 0, "an uncommitted turn is all gone");
+    assert_eq!(s.get("k0").unwrap(), None);
+    // And a turn that ends commits all of it.
+    let (s2, h2) = (s, _h);
+    for i in 0..10 {
+        s2.exec("INSERT INTO t VALUES (?1)", &[SqlValue::Integer(i)]).unwrap();
+    }
+    h2.end_turn();
+    drop(s2);
+    let (s3, _) = open_at(&p, SqliteSettings::default());
+    assert_eq!(count(&s3, "t"), 10);
+}
+
+#[test]
+fn appendix_a_16_confirmed_writes_lock_the_output_gate_until_commit_and_unconfirmed_do_not() {
+    let (s, h, _) = open("gate.db");
+    s.put("a", b"1", UNCONFIRMED).unwrap();
+    assert_eq!(h.locks_taken(), 0, "an unconfirmed write does not lock the gate");
+    s.put("b", b"2", CONFIRMED).unwrap();
+    s.put("c", b"3", CONFIRMED).unwrap();
+    assert_eq!(h.locks_taken(), 1, "the first confirmed write locks it, once per transaction");
+    h.end_turn();
+    assert_eq!(h.lock_outcomes(), vec![Ok(())], "released after the commit");
+    // Direct SQL writes are always confirmed.
+    s.exec("CREATE TABLE t(x)", &[]).unwrap();
+    assert_eq!(h.locks_taken(), 1);
+    h.end_turn();
+    assert_eq!(h.lock_outcomes(), vec![Ok(())]);
+    // Reads take no lock and open no transaction.
+    s.get("a").unwrap();
+    s.exec("SELECT * FROM t", &[]).unwrap();
+    assert_eq!((h.locks_taken(), h.pending_tasks()), (0, 0));
+}
+
+#[test]
+fn sql_3_2_a_constraint_violated_at_commit_resets_the_object_with_the_spec_message() {
+    let (s, h, _) = open("constraint.db");
+    s.exec("CREATE TABLE p(id INTEGER PRIMARY KEY); CREATE TABLE c(p REFERENCES p(id))", &[]).unwrap();
+    s.exec("PRAGMA foreign_keys = ON", &[]).unwrap();
+    h.end_turn();
+    h.lock_outcomes();
+    s.exec("PRAGMA defer_foreign_keys = ON", &[]).unwrap();
+    s.exec("INSERT INTO c VALUES (42)", &[]).unwrap();
+    h.end_turn();
+    let outcomes = h.lock_outcomes();
+    assert_eq!(outcomes.len(), 1);
+    let e = outcomes[0].clone().unwrap_err();
+    assert_eq!(
+        e.message(),
+        "Durable Object was reset and rolled back to its last known good state because the application left the \
+         database in a state where constraints were violated: FOREIGN KEY constraint failed: SQLITE_CONSTRAINT"
+    );
+    assert!(e.durable_object_reset());
+    // Every later call fails with it.
+    assert_eq!(s.get("x").unwrap_err(), e);
+    assert_eq!(s.exec("SELECT 1", &[]).unwrap_err(), e);
+}
+
+#[test]
+fn sql_3_3_transaction_sync_commits_or_rolls_back_without_resetting() {
+    let (s, h, _) = open("txn_sync.db");
+    s.exec("CREATE TABLE t(x)", &[]).unwrap();
+    let r: Result<(), Error> = s.transaction_sync(|| {
+        s.exec("INSERT INTO t VALUES (1)", &[])?;
+        Err(Error::new("changed my mind"))
+    });
+    assert_eq!(r.unwrap_err().message(), "changed my mind");
+    assert_eq!(count(&s, "t"), 0, "rolled back to the savepoint");
+    let v = s
+        .transaction_sync(|| {
+            s.exec("INSERT INTO t VALUES (2)", &[])?;
+            // Nested: the inner failure rolls back only the inner savepoint.
+            let inner: Result<(), Error> = s.transaction_sync(|| {
+                s.exec("INSERT INTO t VALUES (3)", &[])?;
+                Err(Error::new("inner"))
+            });
+            assert!(inner.is_err());
+            Ok(7)
+        })
+        .unwrap();
+    assert_eq!(v, 7);
+    assert_eq!(count(&s, "t"), 1);
+    h.end_turn();
+    assert!(h.lock_outcomes().iter().all(|o| o.is_ok()));
+    assert!(s.get("anything").is_ok(), "the object was not reset");
+}
+
+#[test]
+fn sql_3_3_transaction_waits_for_the_implicit_commit_and_rolls_back_on_error() {
+    let (s, h, _) = open("txn_async.db");
+    s.exec("CREATE TABLE t(x)", &[]).unwrap();
+    let rt = rt();
+    let r: Result<(), Error> = rt.block_on(s.transaction(|| async {
+        s.exec("INSERT INTO t VALUES (1)", &[])?;
+        Err(Error::new("nope"))
+    }));
+    assert_eq!(r.unwrap_err().message(), "nope");
+    assert_eq!(count(&s, "t"), 0);
+    let r = rt.block_on(s.transaction(|| async {
+        s.exec("INSERT INTO t VALUES (2)", &[])?;
+        Ok(5)
+    }));
+    assert_eq!(r.unwrap(), 5);
+    assert_eq!(count(&s, "t"), 1);
+    assert!(h.lock_outcomes().iter().all(|o| o.is_ok()), "the root commit's confirmed write locked the gate");
+}
+
+#[test]
+fn sql_3_4_delete_all_wipes_tables_and_keys_atomically_and_keeps_the_alarm_by_default() {
+    for deletes_alarm in [false, true] {
+        let p = path(&format!("delete_all_{deletes_alarm}.db"));
+        let (s, h) = open_at(&p, SqliteSettings { delete_all_deletes_alarm: deletes_alarm });
+        s.exec("CREATE TABLE t(x); CREATE INDEX ti ON t(x); CREATE VIEW v AS SELECT * FROM t", &[]).unwrap();
+        s.exec("INSERT INTO t VALUES (1)", &[]).unwrap();
+        s.put("k", b"v", CONFIRMED).unwrap();
+        s.set_alarm(1_000, CONFIRMED).unwrap();
+        h.end_turn();
+        s.put("uncommitted", b"x", CONFIRMED).unwrap();
+        rt().block_on(s.delete_all()).unwrap();
+        assert!(s.exec("SELECT * FROM t", &[]).is_err(), "the table is gone");
+        assert_eq!(s.get("k").unwrap(), None);
+        assert_eq!(s.get("uncommitted").unwrap(), None, "the turn's writes were rolled back");
+        let expected = if deletes_alarm { None } else { Some(1_000) };
+        assert_eq!(s.get_alarm().unwrap(), expected);
+        h.end_turn();
+        drop(s);
+        let (s, _) = open_at(&p, SqliteSettings::default());
+        assert_eq!(s.get("k").unwrap(), None, "durably gone");
+        assert_eq!(s.get_alarm().unwrap(), expected);
+    }
+}
+
+#[test]
+fn delete_all_inside_a_transaction_is_refused() {
+    let (s, _h, _) = open("delete_all_txn.db");
+    let rt = rt();
+    let r = s.transaction_sync(|| rt.block_on(s.delete_all()));
+    assert_eq!(r.unwrap_err().message(), "Cannot call deleteAll() within a transaction");
+}
+
+fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(f).poll(&mut cx)
+}
+
+#[test]
+fn appendix_a_17_sync_resolves_at_once_when_idle_and_after_the_commit_otherwise() {
+    let (s, h, _) = open("sync.db");
+    assert!(matches!(poll_once(&mut Box::pin(s.sync())), std::task::Poll::Ready(Ok(()))), "nothing pending");
+    s.put("a", b"1", UNCONFIRMED).unwrap();
+    let mut waiting = Box::pin(s.sync());
+    assert!(
+        poll_once(&mut waiting).is_pending(),
+        "sync waits for the pending commit, unconfirmed writes included"
+    );
+    h.end_turn();
+    assert!(matches!(poll_once(&mut waiting), std::task::Poll::Ready(Ok(()))));
+}
+
+#[test]
+fn alarms_4_set_get_delete_and_the_time_must_be_positive() {
+    let (s, h, _) = open("alarm.db");
+    assert_eq!(s.get_alarm().unwrap(), None, "Appendix A.1: initially unset");
+    let e = s.set_alarm(0, CONFIRMED).unwrap_err();
+    assert_eq!(e.to_string(), "TypeError: setAlarm() cannot be called with an alarm time <= 0");
+    s.set_alarm(5_000, CONFIRMED).unwrap();
+    assert_eq!(s.get_alarm().unwrap(), Some(5_000));
+    h.end_turn();
+    h.lock_outcomes();
+    s.set_alarm(5_000, CONFIRMED).unwrap();
+    assert_eq!((h.pending_tasks(), h.locks_taken()), (0, 0), "Appendix A.6: the same time writes nothing");
+    s.delete_alarm(CONFIRMED).unwrap();
+    assert_eq!(s.get_alarm().unwrap(), None);
+    h.end_turn();
+}
+
+#[test]
+fn shutdown_discards_the_open_turn_and_fails_every_later_call() {
+    let (s, h, _) = open("shutdown.db");
+    s.put("a", b"1", CONFIRMED).unwrap();
+    s.shutdown(None);
+    let outcomes = h.lock_outcomes();
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0].clone().unwrap_err().message(), "Durable Object storage is no longer accessible.");
+    let e = s.get("a").unwrap_err();
+    assert_eq!(e.message(), "Durable Object storage is no longer accessible.");
+    assert!(e.retryable() && e.durable_object_reset());
+}
