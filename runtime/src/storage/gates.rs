@@ -1,6 +1,8 @@
 //! The narrow interface between storage and the object's event loop and gates.
 //!
-//! Storage needs three things from the runtime, and nothing more:
+//! Storage needs four things from the runtime, and nothing more:
+//! - to hold the input gate while a read that missed the cache is outstanding ([`TurnHooks::hold_input`],
+//!   spec §1.2), so no other event interleaves;
 //! - to run its commit once the current turn has ended ([`TurnHooks::after_turn`]): every write made without
 //!   yielding then commits atomically (write coalescing, spec §3.2);
 //! - to hold the object's output until a confirmed write is durable ([`TurnHooks::lock_output`], spec §1.4);
@@ -33,6 +35,35 @@ pub trait TurnHooks: Send + Sync + 'static {
     /// Breaks the output gate with `error` (a write failed): held and future output is never sent, and the
     /// object resets.
     fn break_output(&self, error: Error);
+
+    /// Holds the input gate: no other event is delivered to the object until the returned hold drops.
+    fn hold_input(&self) -> InputHold;
+}
+
+/// A hold on the input gate (spec §1.2); the gate opens again when every hold has dropped.
+pub struct InputHold {
+    on_release: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for InputHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InputHold")
+    }
+}
+
+impl InputHold {
+    /// A hold that calls `on_release` when it drops.
+    pub fn new(on_release: impl FnOnce() + Send + 'static) -> InputHold {
+        InputHold { on_release: Some(Box::new(on_release)) }
+    }
+}
+
+impl Drop for InputHold {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_release.take() {
+            f();
+        }
+    }
 }
 
 /// The message of an output lock dropped without being released (spec §1.4).
@@ -119,6 +150,7 @@ pub struct ManualTurns {
     deferred: Mutex<Vec<Task>>,
     locks: Mutex<Vec<OutputLockWaiter>>,
     broken: Mutex<Vec<Error>>,
+    input_holds: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for ManualTurns {
@@ -126,6 +158,7 @@ impl std::fmt::Debug for ManualTurns {
         f.debug_struct("ManualTurns")
             .field("pending_tasks", &self.pending_tasks())
             .field("locks_taken", &self.locks_taken())
+            .field("input_holds", &self.input_holds())
             .finish()
     }
 }
@@ -145,6 +178,14 @@ impl TurnHooks for ManualTurns {
     }
     fn break_output(&self, error: Error) {
         guard(&self.broken).push(error);
+    }
+    fn hold_input(&self) -> InputHold {
+        use std::sync::atomic::Ordering;
+        self.input_holds.fetch_add(1, Ordering::SeqCst);
+        let holds = self.input_holds.clone();
+        InputHold::new(move || {
+            holds.fetch_sub(1, Ordering::SeqCst);
+        })
     }
 }
 
@@ -170,6 +211,11 @@ impl ManualTurns {
     /// Collects the outcome of every output lock taken so far, waiting for each.
     pub fn lock_outcomes(&self) -> Vec<Result<(), Error>> {
         std::mem::take(&mut *guard(&self.locks)).into_iter().map(|w| block_on(w.wait())).collect()
+    }
+
+    /// How many input-gate holds are outstanding now.
+    pub fn input_holds(&self) -> usize {
+        self.input_holds.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The errors the output gate was broken with (without a lock).
