@@ -167,13 +167,13 @@ fn sql_3_3_transaction_waits_for_the_implicit_commit_and_rolls_back_on_error() {
     let (s, h, _) = open("txn_async.db");
     s.exec("CREATE TABLE t(x)", &[]).unwrap();
     let rt = rt();
-    let r: Result<(), Error> = rt.block_on(s.transaction(|| async {
+    let r: Result<(), Error> = rt.block_on(s.transaction(|_| async {
         s.exec("INSERT INTO t VALUES (1)", &[])?;
         Err(Error::new("nope"))
     }));
     assert_eq!(r.unwrap_err().message(), "nope");
     assert_eq!(count(&s, "t"), 0);
-    let r = rt.block_on(s.transaction(|| async {
+    let r = rt.block_on(s.transaction(|_| async {
         s.exec("INSERT INTO t VALUES (2)", &[])?;
         Ok(5)
     }));

@@ -5,7 +5,6 @@
 //! no input gate (spec §1.2, §3.1).
 
 use std::collections::BTreeMap;
-use std::future::Future;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -14,7 +13,7 @@ use super::kv::ListOptions;
 use super::sql::{Cursor, SqlValue};
 use super::sqlite::{SqliteStorage, WriteOptions};
 use super::value;
-use crate::error::Error;
+use crate::error::{messages, Error};
 
 /// An object's storage. Cheap to clone; every clone is the same storage.
 #[derive(Clone, Debug)]
@@ -151,12 +150,119 @@ impl Storage {
     }
 
     /// Runs the async closure in a transaction (spec §2.7, §3.3): committed if it returns `Ok`, rolled back
-    /// if it returns `Err`, whose error is returned without resetting the object.
-    pub async fn transaction<R, F, Fut>(&self, f: F) -> Result<R, Error>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<R, Error>>,
-    {
-        self.sqlite_backend().transaction(f).await
+    /// if it returns `Err`, whose error is returned without resetting the object. The closure gets the
+    /// transaction's handle; on the SQLite backend, storage calls made directly meanwhile are part of it too.
+    ///
+    /// ```no_run
+    /// # async fn demo(storage: dosim_runtime::storage::Storage) -> Result<i64, dosim_runtime::Error> {
+    /// let total = storage
+    ///     .transaction(async |txn| {
+    ///         let n: i64 = txn.get("n").await?.unwrap_or(0);
+    ///         txn.put("n", &(n + 1)).await?;
+    ///         Ok(n + 1)
+    ///     })
+    ///     .await?;
+    /// # Ok(total)
+    /// # }
+    /// ```
+    pub async fn transaction<R>(
+        &self,
+        f: impl AsyncFnOnce(&Transaction) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let storage = self.sqlite_backend().clone();
+        let outcome = std::sync::Arc::new(std::sync::Mutex::new(TxnState::Active));
+        let result = storage
+            .transaction(async |depth| {
+                let txn = Transaction { storage: storage.clone(), depth, state: outcome.clone() };
+                f(&txn).await
+            })
+            .await;
+        *outcome.lock().unwrap_or_else(|e| e.into_inner()) = TxnState::Finished;
+        result
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TxnState {
+    Active,
+    RolledBack,
+    /// The closure returned: using the handle now is a mistake (spec §2.7).
+    Finished,
+}
+
+/// The handle of an explicit transaction (`txn` in `storage.transaction(async txn => …)`).
+#[derive(Debug)]
+pub struct Transaction {
+    storage: SqliteStorage,
+    depth: usize,
+    state: std::sync::Arc<std::sync::Mutex<TxnState>>,
+}
+
+impl Transaction {
+    /// Fails unless the transaction is active, with the spec's message for `op` (spec §2.7).
+    fn check(&self, op: &str) -> Result<(), Error> {
+        match *self.state.lock().unwrap_or_else(|e| e.into_inner()) {
+            TxnState::Active => Ok(()),
+            TxnState::RolledBack => Err(Error::new(messages::rolled_back(op))),
+            TxnState::Finished => Err(Error::new(messages::already_committed(op))),
+        }
+    }
+
+    /// The value under `key`, as the transaction sees it.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        self.check("get()")?;
+        self.storage.get(key)?.map(|b| value::decode(&b)).transpose()
+    }
+
+    /// Stores `value` under `key` in the transaction.
+    pub async fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), Error> {
+        self.check("put()")?;
+        self.storage.put(key, &value::encode(value)?, WriteOptions::default())
+    }
+
+    /// Deletes `key` in the transaction; true if it existed.
+    pub async fn delete(&self, key: &str) -> Result<bool, Error> {
+        self.check("delete()")?;
+        self.storage.delete(key, WriteOptions::default())
+    }
+
+    /// The pairs `options` selects, as the transaction sees them.
+    pub async fn list<T: DeserializeOwned>(&self, options: &ListOptions) -> Result<Vec<(String, T)>, Error> {
+        self.check("list()")?;
+        let raw = self.storage.list(options)?;
+        raw.into_iter().map(|(k, b)| Ok((k, value::decode(&b)?))).collect()
+    }
+
+    /// The alarm, as the transaction sees it.
+    pub async fn get_alarm(&self) -> Result<Option<i64>, Error> {
+        self.check("getAlarm()")?;
+        self.storage.get_alarm()
+    }
+
+    /// Sets the alarm in the transaction.
+    pub async fn set_alarm(&self, scheduled_ms: i64) -> Result<(), Error> {
+        self.check("setAlarm()")?;
+        self.storage.set_alarm(scheduled_ms, WriteOptions::default())
+    }
+
+    /// Deletes the alarm in the transaction.
+    pub async fn delete_alarm(&self) -> Result<(), Error> {
+        self.check("deleteAlarm()")?;
+        self.storage.delete_alarm(WriteOptions::default())
+    }
+
+    /// Discards the transaction's writes; it commits nothing. May be called again; any other use of the handle
+    /// afterwards fails (spec §2.7).
+    pub fn rollback(&self) -> Result<(), Error> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match *state {
+            TxnState::RolledBack => Ok(()),
+            TxnState::Finished => Err(Error::new(messages::already_committed("rollback()"))),
+            TxnState::Active => {
+                self.storage.rollback_to(self.depth)?;
+                *state = TxnState::RolledBack;
+                Ok(())
+            }
+        }
     }
 }

@@ -18,5 +18,5 @@ pub mod sql;
 pub mod sqlite;
 pub mod value;
 
-pub use api::{Sql, Storage};
+pub use api::{Sql, Storage, Transaction};
 pub use location::{DatabaseLocation, Journal, OpenError};

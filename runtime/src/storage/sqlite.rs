@@ -371,17 +371,18 @@ impl SqliteStorage {
     }
 
     /// Runs the async closure in a savepoint (spec §3.3 `transaction`). Every storage call made meanwhile is
-    /// part of it. The root transaction locks the output gate at commit if it made a confirmed write.
+    /// part of it. The closure gets its savepoint's depth, for [`SqliteStorage::rollback_to`]. The root
+    /// transaction locks the output gate at commit if it made a confirmed write.
     ///
     /// The runtime runs this inside `block_concurrency_while`, so no other event interleaves.
     pub async fn transaction<R, F, Fut>(&self, f: F) -> Result<R, Error>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(usize) -> Fut,
         Fut: std::future::Future<Output = Result<R, Error>>,
     {
         self.settle_implicit().await?;
         let depth = self.open_level("_cf_savepoint_")?;
-        let result = f().await;
+        let result = f(depth).await;
         let root_confirmed = depth == 0 && self.lock().tx.levels.first().is_some_and(|l| l.confirmed);
         let result = self.close_level(depth, result);
         if result.is_ok() && root_confirmed {
@@ -390,6 +391,20 @@ impl SqliteStorage {
             lock.release();
         }
         result
+    }
+
+    /// Rolls the savepoint at `depth` back, keeping it open (`txn.rollback()`): its writes are discarded and
+    /// it no longer counts as a confirmed write.
+    pub fn rollback_to(&self, depth: usize) -> Result<(), Error> {
+        self.with_state(|conn, tx, _| {
+            if tx.levels.len() > depth + 1 {
+                return Err(Error::new(messages::ROLLBACK_OUTER_WHILE_NESTED));
+            }
+            let level = tx.levels.get_mut(depth).expect("rollback_to names an open savepoint");
+            conn.execute_batch(&format!("ROLLBACK TO {}", level.name)).map_err(|e| sqlite_error(&e))?;
+            level.confirmed = false;
+            Ok(())
+        })
     }
 
     fn open_level(&self, prefix: &str) -> Result<usize, Error> {
