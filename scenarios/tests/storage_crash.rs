@@ -130,3 +130,37 @@ fn a_power_cut_anywhere_in_a_turns_commit_keeps_all_or_none_of_it() {
         );
     }
 }
+
+#[test]
+fn sql_3_2_a_full_disk_breaks_the_object_with_sqlite_full_and_every_later_call_fails() {
+    let world = LocalWorld::new(Seed(9), DiskConfig { capacity: Some(96 * 1024), ..DiskConfig::instant() }).unwrap();
+    let (s, turns) = open(Journal::Delete).expect("opens");
+    let mut error = None;
+    for i in 0..10_000 {
+        if let Err(e) = s.put(&format!("k{i:05}"), &[7u8; 2000], CONFIRMED) {
+            error = Some(e);
+            break;
+        }
+        if i % 10 == 9 {
+            turns.end_turn();
+            if let Some(Err(e)) = turns.lock_outcomes().into_iter().find(Result::is_err) {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let e = error.expect("a 96 KiB disk fills up");
+    assert_eq!(e.message(), "database or disk is full: SQLITE_FULL");
+    assert!(e.durable_object_reset(), "a critical error resets the object: {e:?}");
+    // The storage is broken for good: the same error, even for reads.
+    assert_eq!(s.get("k00000").unwrap_err(), e);
+    assert!(world.faults().get(dosim_sim::FaultKind::DiskFull) > 0);
+    // After a restart the committed data is intact and consistent.
+    drop((s, turns));
+    world.crash();
+    world.restart();
+    let (s, _) = open(Journal::Delete).expect("reopens");
+    assert!(s.get("k00000").unwrap().is_some());
+    let ok = s.exec("PRAGMA quick_check", &[]).unwrap().one().unwrap();
+    assert_eq!(ok.values().first(), Some(&SqlValue::Text("ok".into())));
+}
