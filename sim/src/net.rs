@@ -341,8 +341,14 @@ pub(crate) fn partition(ctx: &RunCtx, from: &[NodeId], to: &[NodeId], direction:
     fault_event(ctx, FaultKind::Partition, format!("{} {arrow} {}", set_text(from), set_text(to)));
 }
 
+/// Heals every partition. With none in place it does nothing (and counts nothing).
 pub(crate) fn heal(ctx: &RunCtx) {
-    ctx.net.borrow_mut().blocked.clear();
+    let mut net = ctx.net.borrow_mut();
+    if net.blocked.is_empty() {
+        return;
+    }
+    net.blocked.clear();
+    drop(net);
     fault_event(ctx, FaultKind::Heal, "all partitions".into());
 }
 
@@ -375,6 +381,10 @@ pub(crate) fn unclog(ctx: &RunCtx, node: Option<NodeId>, link: Option<(NodeId, N
             format!("{a} -> {b}")
         }
         (None, None) => {
+            if net.clogged_nodes.is_empty() && net.clogged_links.is_empty() {
+                // Nothing to lift: no event, no count.
+                return;
+            }
             net.clogged_nodes.clear();
             net.clogged_links.clear();
             "all".to_string()

@@ -386,7 +386,7 @@ impl World {
         Ok(())
     }
 
-    /// Heals every partition.
+    /// Heals every partition (nothing happens, and nothing is counted, if there is none).
     pub fn heal(&self) {
         net::heal(&context::current());
     }
