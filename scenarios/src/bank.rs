@@ -4,7 +4,7 @@
 //! simulation's VFS). It makes transfers one transaction at a time and, once a commit has returned and its disk
 //! time has passed, acknowledges the transfer's sequence number to a client node. Faults, drawn per seed: power
 //! cuts armed at random disk-operation indices (so they land inside commits), power cuts and crashes at random
-//! times, and rare I/O errors; the journal mode (rollback or WAL) is drawn too.
+//! times, and rare I/O errors and full-disk errors; the journal mode (rollback or WAL) is drawn too.
 //!
 //! Checked at every boot: `PRAGMA integrity_check` is ok and the balances sum to the initial total (a panic,
 //! reported with the seed, otherwise). Checked at the end: every acknowledged transfer is in the database.
@@ -182,6 +182,7 @@ fn plan(seed: Seed) -> (Journal, FaultPlan, DiskConfig) {
     }
     let disk = DiskConfig {
         io_error_rate: if rng.below(3) == 0 { Ratio::new(1, 400) } else { Ratio::NEVER },
+        full_rate: if rng.below(3) == 0 { Ratio::new(1, 300) } else { Ratio::NEVER },
         ..DiskConfig::default()
     };
     (journal, plan, disk)
