@@ -18,24 +18,23 @@ const TURN_KEYS: usize = 40;
 const SEEDS: u64 = 6;
 const CONFIRMED: WriteOptions = WriteOptions { allow_unconfirmed: false };
 
-fn open(journal: Journal) -> Option<(SqliteStorage, Arc<ManualTurns>)> {
+fn try_open(journal: Journal) -> Result<(SqliteStorage, Arc<ManualTurns>), dosim_runtime::Error> {
     dosim_sim::sqlite::register_vfs();
     let turns = Arc::new(ManualTurns::default());
     let location = DatabaseLocation::on_vfs(dosim_sim::sqlite::VFS_NAME, "object.db").journal(journal);
-    SqliteStorage::open(&location, turns.clone(), Arc::new(DurableOnReturn), SqliteSettings::default())
-        .ok()
-        .map(|s| (s, turns))
+    let storage =
+        SqliteStorage::open(&location, turns.clone(), Arc::new(DurableOnReturn), SqliteSettings::default())?;
+    Ok((storage, turns))
 }
 
+/// Opens the object's storage, or `None` if the disk fails (during the turn under test).
+fn open(journal: Journal) -> Option<(SqliteStorage, Arc<ManualTurns>)> {
+    try_open(journal).ok()
+}
+
+/// Opens the object's storage after a restart, which must work.
 fn open_or_explain(journal: Journal) -> (SqliteStorage, Arc<ManualTurns>) {
-    dosim_sim::sqlite::register_vfs();
-    let turns = Arc::new(ManualTurns::default());
-    let location = DatabaseLocation::on_vfs(dosim_sim::sqlite::VFS_NAME, "object.db").journal(journal);
-    match SqliteStorage::open(&location, turns.clone(), Arc::new(DurableOnReturn), SqliteSettings::default())
-    {
-        Ok(s) => (s, turns),
-        Err(e) => panic!("the database does not reopen after a power cut: {e}"),
-    }
+    try_open(journal).unwrap_or_else(|e| panic!("the database does not reopen after a power cut: {e}"))
 }
 
 /// The committed base state: `BASE_KEYS` keys and a table with one row.
@@ -133,7 +132,8 @@ fn a_power_cut_anywhere_in_a_turns_commit_keeps_all_or_none_of_it() {
 
 #[test]
 fn sql_3_2_a_full_disk_breaks_the_object_with_sqlite_full_and_every_later_call_fails() {
-    let world = LocalWorld::new(Seed(9), DiskConfig { capacity: Some(96 * 1024), ..DiskConfig::instant() }).unwrap();
+    let world =
+        LocalWorld::new(Seed(9), DiskConfig { capacity: Some(96 * 1024), ..DiskConfig::instant() }).unwrap();
     let (s, turns) = open(Journal::Delete).expect("opens");
     let mut error = None;
     for i in 0..10_000 {
