@@ -216,6 +216,10 @@ pub mod messages {
         "Durable Object storage operation exceeded timeout which caused object to be reset.";
     /// §2.8: the cache over its hard limit (overloaded, reset).
     pub const CACHE_OVER_HARD_LIMIT: &str = "Durable Object's isolate exceeded its memory limit due to overflowing the storage cache. This could be due to writing too many values to storage without stopping to wait for writes to complete, or due to reading too many values in a single operation (e.g. a large list()). All objects in the isolate were reset.";
+    /// §0: any other error that is not the application's, as the application sees it.
+    pub fn internal_error(reference: &str) -> String {
+        format!("internal error; reference = {reference}")
+    }
     /// §6.2: a DISCONNECTED error shown to the caller (retryable).
     pub const NETWORK_CONNECTION_LOST: &str = "Network connection lost.";
 }

@@ -5,11 +5,13 @@
 //! - [`value`]: how values are serialized, and the key and value limits.
 //! - [`sql`]: the SQL API of SQLite-backed objects (`exec`, cursors, the authorizer and limits).
 //! - [`kv`]: the key-value API on the `_cf_KV` table of SQLite-backed objects.
+//! - [`actor_cache`]: the KV backend (workerd's `ActorCache`): a write-coalescing cache over an async store.
 //! - [`sqlite`]: the SQLite backend: the implicit transaction of each turn, explicit transactions, deleteAll,
 //!   sync, alarms; it drives [`sql`] and [`kv`].
 //! - [`api`]: [`Storage`], the typed API objects call, over either backend.
 //! - [`gates`]: the narrow interface between storage and the runtime's event loop and gates.
 
+pub mod actor_cache;
 pub mod api;
 pub mod gates;
 pub mod kv;
