@@ -10,8 +10,8 @@ use std::task::{Context, Poll, Waker};
 
 use dosim_runtime::error::messages;
 use dosim_runtime::storage::actor_cache::{
-    error_reference, ActorCache, ActorCacheOptions, Batch, CacheListOptions, CommitResult, GetOptions,
-    KvStore, ListRequest, PutOptions, StoreError, StoreFuture,
+    error_reference, ActorCache, ActorCacheOptions, Batch, CacheListOptions, CacheTransaction, CommitResult,
+    GetOptions, KvStore, ListRequest, PutOptions, StoreError, StoreFuture,
 };
 use dosim_runtime::storage::gates::{InputHold, OutputLock, OutputLockWaiter, Task, TurnHooks};
 use dosim_runtime::storage::kv::ListOptions;
@@ -196,7 +196,7 @@ impl T {
     /// Expects a commit and succeeds it with these counts.
     fn commit_ok(&self, counts: &[usize]) -> Batch {
         let (b, tx) = self.expect_commit();
-        tx.send(Ok(CommitResult { counts: counts.to_vec(), deleted_all: 0 })).unwrap();
+        tx.send(Ok(CommitResult { counts: counts.to_vec(), deleted_all: 0, ..Default::default() })).unwrap();
         self.run();
         b
     }
@@ -427,7 +427,7 @@ fn actor_cache_013_delete_of_uncached_key_waits_for_storage_count() {
     assert_eq!(b.counted_deletes, vec![keys(&["k"])]);
     assert!(b.muted_deletes.is_empty());
     assert!(poll(&mut d).is_none());
-    tx.send(Ok(CommitResult { counts: vec![1], deleted_all: 0 })).unwrap();
+    tx.send(Ok(CommitResult { counts: vec![1], deleted_all: 0, ..Default::default() })).unwrap();
     t.run();
     assert!(poll(&mut d).unwrap().unwrap());
 }
@@ -494,7 +494,7 @@ fn actor_cache_019_multi_delete_mixes_cached_and_storage_counts() {
     let (b, tx) = t.expect_commit();
     assert_eq!(b.counted_deletes, vec![keys(&["c", "d"])]);
     assert_eq!(b.muted_deletes, keys(&["a"]));
-    tx.send(Ok(CommitResult { counts: vec![1], deleted_all: 0 })).unwrap();
+    tx.send(Ok(CommitResult { counts: vec![1], deleted_all: 0, ..Default::default() })).unwrap();
     t.run();
     assert_eq!(poll(&mut d).unwrap().unwrap(), 2);
 }
@@ -511,7 +511,7 @@ fn actor_cache_023_delete_all_flushes_earlier_writes_first_then_later_ones() {
     assert_eq!(puts(&t.commit_ok(&[])), sp(&[("a", "1")]));
     let (b, tx) = t.expect_commit();
     assert!(b.delete_all && b.puts.is_empty());
-    tx.send(Ok(CommitResult { counts: vec![], deleted_all: 5 })).unwrap();
+    tx.send(Ok(CommitResult { counts: vec![], deleted_all: 5, ..Default::default() })).unwrap();
     t.run();
     assert_eq!(poll(&mut da).unwrap().unwrap(), 5);
     assert_eq!(puts(&t.commit_ok(&[])), sp(&[("b", "2")]));
@@ -557,7 +557,7 @@ fn actor_cache_026_delete_all_count_and_earlier_counted_delete() {
     assert_eq!(b.counted_deletes, vec![keys(&["k"])]);
     assert!(poll(&mut d).unwrap().unwrap());
     let (_, tx) = t.expect_commit();
-    tx.send(Ok(CommitResult { counts: vec![], deleted_all: 3 })).unwrap();
+    tx.send(Ok(CommitResult { counts: vec![], deleted_all: 3, ..Default::default() })).unwrap();
     t.run();
     assert_eq!(poll(&mut da).unwrap().unwrap(), 3);
 }
@@ -577,7 +577,7 @@ fn actor_cache_027_delete_all_during_flush_waits_for_it() {
     assert_eq!(puts(&t.commit_ok(&[])), sp(&[("b", "2")]));
     let (b, tx) = t.expect_commit();
     assert!(b.delete_all);
-    tx.send(Ok(CommitResult { counts: vec![], deleted_all: 2 })).unwrap();
+    tx.send(Ok(CommitResult { counts: vec![], deleted_all: 2, ..Default::default() })).unwrap();
     t.run();
     assert_eq!(poll(&mut da).unwrap().unwrap(), 2);
 }
@@ -591,7 +591,7 @@ fn actor_cache_028_second_delete_all_is_coalesced() {
     t.end_turn();
     let (b, tx) = t.expect_commit();
     assert!(b.delete_all && b.puts.is_empty());
-    tx.send(Ok(CommitResult { counts: vec![], deleted_all: 4 })).unwrap();
+    tx.send(Ok(CommitResult { counts: vec![], deleted_all: 4, ..Default::default() })).unwrap();
     t.run();
     assert_eq!(poll(&mut d1).unwrap().unwrap(), 4);
     assert_eq!(poll(&mut d2).unwrap().unwrap(), 0);
@@ -607,7 +607,7 @@ fn actor_cache_029_counted_delete_then_put_sends_both() {
     let (b, tx) = t.expect_commit();
     assert_eq!(b.counted_deletes, vec![keys(&["k"])]);
     assert_eq!(puts(&b), sp(&[("k", "v")]));
-    tx.send(Ok(CommitResult { counts: vec![1], deleted_all: 0 })).unwrap();
+    tx.send(Ok(CommitResult { counts: vec![1], deleted_all: 0, ..Default::default() })).unwrap();
     t.run();
     assert!(poll(&mut d).unwrap().unwrap());
 }
@@ -705,7 +705,7 @@ fn actor_cache_036_retry_counts_once_and_overwrite_wins() {
     let (b, tx) = t.expect_commit();
     assert_eq!(b.counted_deletes, vec![keys(&["k"])]);
     assert_eq!(puts(&b), sp(&[("k", "v")]));
-    tx.send(Ok(CommitResult { counts: vec![1], deleted_all: 0 })).unwrap();
+    tx.send(Ok(CommitResult { counts: vec![1], deleted_all: 0, ..Default::default() })).unwrap();
     t.run();
     assert!(poll(&mut d).unwrap().unwrap());
     t.no_call();
@@ -718,7 +718,7 @@ fn actor_cache_037_counted_delete_resolves_after_the_flush() {
     t.end_turn();
     let (_, tx) = t.expect_commit();
     assert!(poll(&mut d).is_none());
-    tx.send(Ok(CommitResult { counts: vec![0], deleted_all: 0 })).unwrap();
+    tx.send(Ok(CommitResult { counts: vec![0], deleted_all: 0, ..Default::default() })).unwrap();
     t.run();
     assert!(!poll(&mut d).unwrap().unwrap());
 }
@@ -1411,6 +1411,384 @@ fn actor_cache_142_writes_after_shutdown_fail_and_break_the_gate() {
     assert_eq!(t.breaks(), vec![reason.clone(), reason]);
 }
 
+// ----- §2.4 list: statements 66, 68, 69 -------------------------------------------------------------------
+
+#[test]
+fn actor_cache_066_overwriting_the_end_key_of_a_listed_range() {
+    let t = T::new();
+    let mut l = list_fut(&t, range("a", "c"));
+    t.expect_list("a", Some("c"), false, None).send(&[("b", "1")]);
+    poll(&mut l).unwrap().unwrap();
+    t.put("c", "x");
+    assert_eq!(t.list_now(range("a", "c")), sp(&[("b", "1")]));
+    assert_eq!(t.list_now(range("a", "c\0")), sp(&[("b", "1"), ("c", "x")]));
+    let mut l = list_fut(&t, range("a", "z"));
+    t.expect_list("c\0", Some("z"), false, None).send(&[("d", "2")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("b", "1"), ("c", "x"), ("d", "2")]));
+    assert_eq!(t.list_now(range("a", "z")), sp(&[("b", "1"), ("c", "x"), ("d", "2")]));
+}
+
+#[test]
+fn actor_cache_068_deleted_end_key_of_an_empty_listed_range() {
+    let t = T::new();
+    let mut l = list_fut(&t, ListOptions { limit: Some(2), ..range("a", "c") });
+    t.expect_list("a", Some("c"), false, Some(2)).send(&[]);
+    assert!(poll(&mut l).unwrap().unwrap().is_empty());
+    drop(t.cache.delete("c", PutOptions::default()));
+    let mut l = list_fut(&t, ListOptions { limit: Some(2), ..range("a", "z") });
+    // The deleted "c" is known; storage is asked from after it for the 2 positives still wanted.
+    t.expect_list("c\0", Some("z"), false, Some(2)).send(&[("d", "1"), ("e", "2")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("d", "1"), ("e", "2")]));
+}
+
+#[test]
+fn actor_cache_069_ops_interleaved_with_a_list() {
+    let t = T::new();
+    load(&t, "a", Some("0"));
+    let mut l = list_fut(&t, range("a", "z"));
+    let r = t.expect_list("a\0", Some("z"), false, None);
+    t.put("a", "new-a");
+    t.put("b", "new-b");
+    drop(t.cache.delete("c", PutOptions::default()));
+    let mut g = t.cache.get("d", GetOptions::default());
+    let g_tx = t.expect_get(&["d"]);
+    r.send(&[("b", "1"), ("c", "2"), ("d", "3")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("a", "0"), ("b", "1"), ("c", "2"), ("d", "3")]));
+    g_tx.send(Ok(pairs(&[("d", "3")]))).unwrap();
+    assert_eq!(poll(&mut g).unwrap().unwrap(), Some(b"3".to_vec()));
+    assert_eq!(t.list_now(range("a", "z")), sp(&[("a", "new-a"), ("b", "new-b"), ("d", "3")]));
+    t.end_turn();
+    let b = t.commit_ok(&[]);
+    assert_eq!(puts(&b), sp(&[("a", "new-a"), ("b", "new-b")]));
+    assert_eq!(b.muted_deletes, keys(&["c"]), "the delete's future was dropped: muted");
+}
+
+// ----- §2.4 listReverse: statements 77–92 ------------------------------------------------------------------
+
+fn rev(start: &str, end: &str, limit: Option<i64>) -> ListOptions {
+    ListOptions { reverse: true, limit, ..range(start, end) }
+}
+
+#[test]
+fn actor_cache_077_list_reverse_absent_range_end() {
+    let t = T::new();
+    let mut l = list_fut(&t, rev("a", "c", None));
+    t.expect_list("a", Some("c"), true, None).send(&[("b", "1")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("b", "1")]));
+    assert!(!t.cache.is_cached("c"), "the range end is not learned");
+    load(&t, "c", None);
+    assert_eq!(t.get_now("c"), None);
+    assert_eq!(t.list_now(rev("a", "c", None)), sp(&[("b", "1")]));
+    assert_eq!(t.list_now(rev("a", "c\0", None)), sp(&[("b", "1")]));
+    t.no_call();
+}
+
+#[test]
+fn actor_cache_078_list_reverse_separate_ranges() {
+    let t = T::new();
+    let mut l = list_fut(&t, rev("a", "c", None));
+    t.expect_list("a", Some("c"), true, None).send(&[("b", "1")]);
+    poll(&mut l).unwrap().unwrap();
+    let mut l = list_fut(&t, rev("x", "z", None));
+    t.expect_list("x", Some("z"), true, None).send(&[("y", "2")]);
+    poll(&mut l).unwrap().unwrap();
+    assert!(!t.cache.is_cached("c") && !t.cache.is_cached("m") && !t.cache.is_cached("z"));
+    assert!(t.cache.is_cached("bb") && t.cache.is_cached("xx"));
+    assert_eq!(t.list_now(rev("x", "z", None)), sp(&[("y", "2")]));
+}
+
+#[test]
+fn actor_cache_079_list_reverse_merges_cached_keys() {
+    let t = T::new();
+    load(&t, "b", Some("cached"));
+    t.put("d", "dirty");
+    let mut l = list_fut(&t, rev("a", "z", None));
+    t.expect_list("a", Some("z"), true, None).send(&[("c", "3"), ("b", "stale")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("d", "dirty"), ("c", "3"), ("b", "cached")]));
+    assert_eq!(t.list_now(rev("a", "z", None)), sp(&[("d", "dirty"), ("c", "3"), ("b", "cached")]));
+}
+
+#[test]
+fn actor_cache_080_list_reverse_redundant_looking_dirty_entries_still_flush() {
+    let t = T::new();
+    let mut l = list_fut(&t, rev("a", "z", None));
+    let r = t.expect_list("a", Some("z"), true, None);
+    t.put("c", "2");
+    r.send(&[("c", "2"), ("b", "1")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("c", "2"), ("b", "1")]));
+    t.end_turn();
+    assert_eq!(puts(&t.commit_ok(&[])), sp(&[("c", "2")]));
+}
+
+#[test]
+fn actor_cache_081_list_reverse_from_a_known_key_skips_it() {
+    let t = T::new();
+    load(&t, "b", Some("1"));
+    let mut l = list_fut(&t, rev("b", "z", None));
+    t.expect_list("b\0", Some("z"), true, None).send(&[("c", "2")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("c", "2"), ("b", "1")]));
+    // With a limit the storage results come first (from the top); the known start fills what is left.
+    let t = T::new();
+    load(&t, "b", Some("1"));
+    let mut l = list_fut(&t, rev("b", "z", Some(1)));
+    t.expect_list("b\0", Some("z"), true, Some(1)).send(&[("c", "2")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("c", "2")]));
+    let mut l = list_fut(&t, rev("b", "z", Some(2)));
+    t.expect_list("b\0", Some("c"), true, Some(1)).send(&[]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("c", "2"), ("b", "1")]));
+}
+
+#[test]
+fn actor_cache_082_list_reverse_from_an_unknown_key_lists_it() {
+    let t = T::new();
+    let mut l = list_fut(&t, rev("b", "z", None));
+    t.expect_list("b", Some("z"), true, None).send(&[("b", "1")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("b", "1")]));
+}
+
+fn adjacent_reverse(first: (&str, &str), second: (&str, &str), mid: Option<&str>) {
+    let t = T::new();
+    let reply = |lo: &str| -> Vec<(&str, &str)> {
+        let mut v = Vec::new();
+        if lo == "m" {
+            v.push(("n", "2"));
+            if let Some(m) = mid {
+                v.push(("m", m));
+            }
+        } else {
+            v.push(("b", "1"));
+        }
+        v
+    };
+    for (lo, hi) in [first, second] {
+        let mut l = list_fut(&t, rev(lo, hi, None));
+        t.expect_list(lo, Some(hi), true, None).send(&reply(lo));
+        poll(&mut l).unwrap().unwrap();
+    }
+    let mut want = vec![("n", "2")];
+    if let Some(m) = mid {
+        want.push(("m", m));
+    }
+    want.push(("b", "1"));
+    assert_eq!(t.list_now(rev("a", "z", None)), sp(&want));
+    assert_eq!(t.get_now("m").as_deref(), mid);
+    t.no_call();
+}
+
+#[test]
+fn actor_cache_083_list_reverse_adjacent_absent_midpoint() {
+    adjacent_reverse(("a", "m"), ("m", "z"), None);
+}
+
+#[test]
+fn actor_cache_084_list_reverse_adjacent_absent_midpoint_reversed_order() {
+    adjacent_reverse(("m", "z"), ("a", "m"), None);
+}
+
+#[test]
+fn actor_cache_085_list_reverse_adjacent_present_midpoint() {
+    adjacent_reverse(("a", "m"), ("m", "z"), Some("mid"));
+}
+
+#[test]
+fn actor_cache_086_list_reverse_adjacent_present_midpoint_reversed_order() {
+    adjacent_reverse(("m", "z"), ("a", "m"), Some("mid"));
+}
+
+#[test]
+fn actor_cache_087_list_reverse_starting_in_a_known_gap() {
+    let t = T::new();
+    let mut l = list_fut(&t, range("a", "m"));
+    t.expect_list("a", Some("m"), false, None).send(&[]);
+    poll(&mut l).unwrap().unwrap();
+    let mut l = list_fut(&t, rev("c", "z", None));
+    t.expect_list("m", Some("z"), true, None).send(&[("n", "1")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("n", "1")]));
+    assert_eq!(t.list_now(rev("a", "z", None)), sp(&[("n", "1")]));
+}
+
+#[test]
+fn actor_cache_088_list_reverse_ending_in_a_known_gap() {
+    let t = T::new();
+    let mut l = list_fut(&t, range("m", "z"));
+    t.expect_list("m", Some("z"), false, None).send(&[]);
+    poll(&mut l).unwrap().unwrap();
+    let mut l = list_fut(&t, rev("a", "p", None));
+    // The top of the range is known empty down to "m": storage is asked only below it.
+    t.expect_list("a", Some("m"), true, None).send(&[("b", "1")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("b", "1")]));
+    assert_eq!(t.list_now(rev("a", "z", None)), sp(&[("b", "1")]));
+}
+
+#[test]
+fn actor_cache_089_list_reverse_with_limit_and_dirty_puts() {
+    let t = T::new();
+    t.put("b", "dirty");
+    let mut l = list_fut(&t, rev("a", "z", Some(5)));
+    t.expect_list("a", Some("z"), true, Some(5)).send(&[("y", "1")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("y", "1"), ("b", "dirty")]));
+    assert_eq!(t.list_now(rev("a", "z", None)), sp(&[("y", "1"), ("b", "dirty")]));
+    // Limited: only down to the last returned key is known.
+    let t = T::new();
+    t.put("b", "dirty");
+    let mut l = list_fut(&t, rev("a", "z", Some(1)));
+    t.expect_list("a", Some("z"), true, Some(1)).send(&[("y", "1")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("y", "1")]));
+    let mut l = list_fut(&t, rev("a", "z", Some(2)));
+    t.expect_list("a", Some("y"), true, Some(1)).send(&[("c", "2")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("y", "1"), ("c", "2")]));
+}
+
+#[test]
+fn actor_cache_090_list_reverse_overwrite_of_range_end() {
+    let t = T::new();
+    let mut l = list_fut(&t, rev("a", "c", None));
+    t.expect_list("a", Some("c"), true, None).send(&[("b", "1")]);
+    poll(&mut l).unwrap().unwrap();
+    t.put("c", "x");
+    assert_eq!(t.list_now(rev("a", "c", None)), sp(&[("b", "1")]));
+    assert_eq!(t.list_now(rev("a", "c\0", None)), sp(&[("c", "x"), ("b", "1")]));
+    let mut l = list_fut(&t, rev("a", "z", None));
+    t.expect_list("c\0", Some("z"), true, None).send(&[("d", "2")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("d", "2"), ("c", "x"), ("b", "1")]));
+}
+
+#[test]
+fn actor_cache_091_list_reverse_delete_of_range_end() {
+    let t = T::new();
+    let mut l = list_fut(&t, rev("a", "z", Some(2)));
+    t.expect_list("a", Some("z"), true, Some(2)).send(&[("y", "1"), ("x", "2")]);
+    poll(&mut l).unwrap().unwrap();
+    drop(t.cache.delete("x", PutOptions::default()));
+    let mut l = list_fut(&t, rev("a", "z", Some(2)));
+    t.expect_list("a", Some("x"), true, Some(1)).send(&[("w", "3")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("y", "1"), ("w", "3")]));
+}
+
+#[test]
+fn actor_cache_092_list_reverse_interleaved_with_other_ops() {
+    let t = T::new();
+    let mut l = list_fut(&t, rev("a", "z", None));
+    let r = t.expect_list("a", Some("z"), true, None);
+    t.put("b", "new-b");
+    drop(t.cache.delete("c", PutOptions::default()));
+    let mut g = t.cache.get("d", GetOptions::default());
+    let g_tx = t.expect_get(&["d"]);
+    r.send(&[("d", "3"), ("c", "2"), ("b", "1")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("d", "3"), ("c", "2"), ("b", "1")]));
+    g_tx.send(Ok(pairs(&[("d", "3")]))).unwrap();
+    assert_eq!(poll(&mut g).unwrap().unwrap(), Some(b"3".to_vec()));
+    assert_eq!(t.list_now(rev("a", "z", None)), sp(&[("d", "3"), ("b", "new-b")]));
+}
+
+// ----- §2.8 eviction and gaps: statements 102–107 -------------------------------------------------------
+
+/// Evicts, by two stale checks, every clean entry not touched in between.
+fn evict_untouched(t: &T, touch: impl Fn()) {
+    let t0 = madsim_tokio::time::Instant::now();
+    t.cache.evict_stale(t0);
+    touch();
+    t.cache.evict_stale(t0 + std::time::Duration::from_secs(40));
+}
+
+#[test]
+fn actor_cache_102_evicting_the_last_listed_entry_forgets_the_trailing_gap() {
+    let t = T::new();
+    let mut l = list_fut(&t, ListOptions { start: Some("a".into()), ..Default::default() });
+    t.expect_list("a", None, false, None).send(&[("b", "1"), ("m", "2")]);
+    poll(&mut l).unwrap().unwrap();
+    assert!(t.cache.is_cached("zzz"));
+    evict_untouched(&t, || {
+        let _ = t.get_now("a");
+        let _ = t.get_now("b");
+    });
+    assert!(!t.cache.is_cached("m") && !t.cache.is_cached("zzz"));
+    assert!(!t.cache.is_cached("c"), "the gap before it is forgotten too");
+    assert_eq!(t.get_now("b").as_deref(), Some("1"));
+}
+
+#[test]
+fn actor_cache_103_evicting_an_entry_whose_gap_ends_at_the_list_end() {
+    let t = T::new();
+    let mut l = list_fut(&t, range("a", "z"));
+    t.expect_list("a", Some("z"), false, None).send(&[("b", "1"), ("m", "2")]);
+    poll(&mut l).unwrap().unwrap();
+    evict_untouched(&t, || {
+        let _ = t.get_now("a");
+        let _ = t.get_now("b");
+    });
+    assert!(!t.cache.is_cached("m") && !t.cache.is_cached("p") && !t.cache.is_cached("z"));
+    let mut l = list_fut(&t, range("a", "z"));
+    t.expect_list("b\0", Some("z"), false, None).send(&[("m", "2")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("b", "1"), ("m", "2")]));
+}
+
+#[test]
+fn actor_cache_104_lru_and_stale_eviction_forget_gaps_alike() {
+    let check = |t: &T| {
+        assert!(!t.cache.is_cached("m"));
+        assert!(!t.cache.is_cached("c") && !t.cache.is_cached("p"));
+    };
+    // LRU (soft limit): "m" is the least recently used.
+    let t = tiny(4 * (64 + 2) - 10);
+    let mut l = list_fut(&t, range("a", "z"));
+    t.expect_list("a", Some("z"), false, None).send(&[("m", "1")]);
+    poll(&mut l).unwrap().unwrap();
+    let _ = t.get_now("a");
+    load(&t, "zz", Some("2"));
+    check(&t);
+    // Stale.
+    let t = T::new();
+    let mut l = list_fut(&t, range("a", "z"));
+    t.expect_list("a", Some("z"), false, None).send(&[("m", "1")]);
+    poll(&mut l).unwrap().unwrap();
+    evict_untouched(&t, || {
+        let _ = t.get_now("a");
+    });
+    check(&t);
+}
+
+#[test]
+fn actor_cache_105_stale_eviction_can_empty_the_cache() {
+    let t = T::new();
+    let mut l = list_fut(&t, range("a", "z"));
+    t.expect_list("a", Some("z"), false, None).send(&[("m", "1")]);
+    poll(&mut l).unwrap().unwrap();
+    evict_untouched(&t, || {});
+    assert_eq!(t.cache.size(), 0);
+    assert!(!t.cache.is_cached("a") && !t.cache.is_cached("m") && !t.cache.is_cached("z"));
+}
+
+#[test]
+fn actor_cache_106_everything_evicted_during_a_list() {
+    let t = T::new();
+    load(&t, "c", Some("cached"));
+    let mut l = list_fut(&t, range("a", "z"));
+    let r = t.expect_list("a", Some("z"), false, None);
+    evict_untouched(&t, || {});
+    assert_eq!(t.cache.size(), 0);
+    r.send(&[("b", "1"), ("c", "stale")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("b", "1"), ("c", "cached")]));
+    // Nothing learned from a list overtaken by eviction.
+    assert!(!t.cache.is_cached("bb"));
+    let mut l = list_fut(&t, range("a", "z"));
+    t.expect_list("a", Some("z"), false, None).send(&[("b", "1"), ("c", "cached")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("b", "1"), ("c", "cached")]));
+}
+
+#[test]
+fn actor_cache_107_everything_evicted_during_a_list_after_an_earlier_entry() {
+    let t = T::new();
+    load(&t, "a", Some("before"));
+    let mut l = list_fut(&t, range("b", "z"));
+    let r = t.expect_list("b", Some("z"), false, None);
+    evict_untouched(&t, || {});
+    assert!(!t.cache.is_cached("a"));
+    r.send(&[("c", "1")]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("c", "1")]));
+    assert!(!t.cache.is_cached("b") && !t.cache.is_cached("cc"));
+}
+
 // ----- §2.1, §2.4 bad input ---------------------------------------------------------------------------
 
 fn err<V: std::fmt::Debug>(mut f: F<V>) -> Error {
@@ -1491,4 +1869,556 @@ fn actor_cache_limits_and_messages() {
     assert!(poll(&mut l).is_none());
     // An empty range reads nothing.
     assert!(t.list_now(range("b", "a")).is_empty());
+}
+
+// ----- §2.8 hard limit on reads: statement 108 -------------------------------------------------------------
+
+/// Entries a read brings in are clean, so they are evicted down to the soft limit before the hard limit is
+/// checked: a read can overflow the hard limit only when the soft limit is above it (or dirty entries
+/// alone fill it, which the write already refused). This test therefore sets the soft limit high.
+#[test]
+fn actor_cache_108_hard_limit_on_read() {
+    let t =
+        T::with(ActorCacheOptions { soft_limit: 1 << 20, hard_limit: 1000, ..ActorCacheOptions::default() });
+    let mut g = t.cache.get("a", GetOptions::default());
+    t.expect_get(&["a"]).send(Ok(vec![("a".into(), vec![0; 2000])])).unwrap();
+    let e = poll(&mut g).unwrap().unwrap_err();
+    assert_eq!(e.message(), messages::CACHE_OVER_HARD_LIMIT);
+    assert!(e.overloaded() && e.durable_object_reset());
+    assert_eq!(t.breaks(), vec![e.clone()], "the output gate breaks");
+    assert_eq!(t.cache.size(), 0, "the cache is cleared");
+    // Every later call fails the same way.
+    let mut g = t.cache.get("b", GetOptions::default());
+    assert_eq!(poll(&mut g).unwrap().unwrap_err(), e);
+    // A list over the limit fails the same way, and a write pending at the time fails its lock.
+    let t =
+        T::with(ActorCacheOptions { soft_limit: 1 << 20, hard_limit: 1000, ..ActorCacheOptions::default() });
+    t.put("k", "v");
+    let mut l = list_fut(&t, range("a", "j"));
+    let big = "x".repeat(600);
+    t.expect_list("a", Some("j"), false, None).send(&[("b", &big), ("c", &big)]);
+    let e = poll(&mut l).unwrap().unwrap_err();
+    assert_eq!(e.message(), messages::CACHE_OVER_HARD_LIMIT);
+    assert_eq!(t.locks()[0].clone().unwrap().unwrap_err(), e);
+    t.end_turn();
+    t.no_call();
+}
+
+// ----- §2.7 transaction(): statements 111–119 -----------------------------------------------------------
+
+type Local<'a, V> = Pin<Box<dyn Future<Output = Result<V, Error>> + 'a>>;
+
+fn poll_local<V>(f: &mut Local<'_, V>) -> Option<Result<V, Error>> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+fn txn_get(txn: &CacheTransaction, k: &str) -> F<Option<Vec<u8>>> {
+    txn.get(k, GetOptions::default())
+}
+
+#[test]
+fn actor_cache_111_transaction_reads_populate_the_cache() {
+    let t = T::new();
+    let mut f: Local<_> = Box::pin(t.cache.transaction(async |txn| {
+        let a = txn_get(txn, "a").await?;
+        let l = txn.list(CacheListOptions { list: range("m", "p"), ..Default::default() }).await?;
+        Ok((a, l))
+    }));
+    assert!(poll_local(&mut f).is_none());
+    t.expect_get(&["a"]).send(Ok(pairs(&[("a", "1")]))).unwrap();
+    assert!(poll_local(&mut f).is_none());
+    t.expect_list("m", Some("p"), false, None).send(&[("n", "2")]);
+    let (a, l) = poll_local(&mut f).unwrap().unwrap();
+    assert_eq!((a.map(s), strs(l)), (Some("1".into()), sp(&[("n", "2")])));
+    assert_eq!(t.get_now("a").as_deref(), Some("1"));
+    assert_eq!(t.list_now(range("m", "p")), sp(&[("n", "2")]));
+    t.end_turn();
+    t.no_call();
+}
+
+#[test]
+fn actor_cache_112_transaction_writes_overlay_reads_and_commit_as_one_batch() {
+    let t = T::new();
+    let mut f: Local<_> = Box::pin(t.cache.transaction(async |txn| {
+        txn.put("b", b"txn", PutOptions::default()).await?;
+        // An unknown key: the count needs a storage read.
+        assert!(txn.delete("c", PutOptions::default()).await?);
+        assert_eq!(txn_get(txn, "b").await?, Some(b"txn".to_vec()));
+        assert_eq!(txn_get(txn, "c").await?, None);
+        let m = txn.get_multiple(&["a", "b", "c"], GetOptions::default()).await?;
+        assert_eq!(strs(m), sp(&[("a", "1"), ("b", "txn")]));
+        let l = txn
+            .list(CacheListOptions {
+                list: ListOptions { limit: Some(2), ..range("a", "z") },
+                ..Default::default()
+            })
+            .await?;
+        assert_eq!(strs(l), sp(&[("a", "1"), ("b", "txn")]));
+        let r = txn
+            .list(CacheListOptions {
+                list: ListOptions { reverse: true, ..range("a", "z") },
+                ..Default::default()
+            })
+            .await?;
+        assert_eq!(strs(r), sp(&[("y", "9"), ("b", "txn"), ("a", "1")]));
+        Ok(())
+    }));
+    assert!(poll_local(&mut f).is_none());
+    t.expect_get(&["c"]).send(Ok(pairs(&[("c", "3")]))).unwrap();
+    assert!(poll_local(&mut f).is_none());
+    t.expect_get(&["a"]).send(Ok(pairs(&[("a", "1")]))).unwrap();
+    assert!(poll_local(&mut f).is_none());
+    // The limit asked of storage is raised by the transaction's delete of "c" (2 + 1, less the cached "a").
+    t.expect_list("a\0", Some("z"), false, Some(2)).send(&[("b", "stale"), ("c", "3")]);
+    assert!(poll_local(&mut f).is_none());
+    t.expect_list("c\0", Some("z"), true, None).send(&[("y", "9")]);
+    poll_local(&mut f).unwrap().unwrap();
+    // Nothing reached the cache before the commit; now all of it is there and flushes as one batch.
+    assert_eq!(t.get_now("b").as_deref(), Some("txn"));
+    assert_eq!(t.get_now("c"), None);
+    t.end_turn();
+    let b = t.commit_ok(&[]);
+    assert_eq!((puts(&b), b.muted_deletes.clone()), (sp(&[("b", "txn")]), keys(&["c"])));
+    t.no_call();
+}
+
+#[test]
+fn actor_cache_113_transaction_overlay_from_a_precached_range() {
+    let t = T::new();
+    let mut l = list_fut(&t, ListOptions::default());
+    t.expect_list("", None, false, None).send(&[("a", "1"), ("b", "2"), ("c", "3")]);
+    poll(&mut l).unwrap().unwrap();
+    let mut f: Local<_> = Box::pin(t.cache.transaction(async |txn| {
+        txn.put("b", b"txn", PutOptions::default()).await?;
+        assert!(txn.delete("c", PutOptions::default()).await?);
+        assert!(!txn.delete("zz", PutOptions::default()).await?);
+        let m = txn.get_multiple(&["a", "b", "c"], GetOptions::default()).await?;
+        let l = txn
+            .list(CacheListOptions {
+                list: ListOptions { limit: Some(2), ..range("a", "z") },
+                ..Default::default()
+            })
+            .await?;
+        let r = txn
+            .list(CacheListOptions {
+                list: ListOptions { reverse: true, ..range("a", "z") },
+                ..Default::default()
+            })
+            .await?;
+        Ok((strs(m), strs(l), strs(r)))
+    }));
+    let (m, l, r) = poll_local(&mut f).expect("answered from the cache").unwrap();
+    assert_eq!(m, sp(&[("a", "1"), ("b", "txn")]));
+    assert_eq!(l, sp(&[("a", "1"), ("b", "txn")]));
+    assert_eq!(r, sp(&[("b", "txn"), ("a", "1")]));
+    t.no_call();
+}
+
+fn commit_puts(t: &T, writes: &[(&str, PutOptions)]) {
+    let mut f: Local<_> = Box::pin(t.cache.transaction(async |txn| {
+        for (k, o) in writes {
+            txn.put(k, b"v", *o).await?;
+        }
+        Ok(())
+    }));
+    poll_local(&mut f).unwrap().unwrap();
+}
+
+#[test]
+fn actor_cache_114_committed_transaction_locks_the_gate_until_flushed() {
+    let t = T::new();
+    commit_puts(&t, &[("a", PutOptions::default())]);
+    assert_eq!(t.locks(), vec![None]);
+    t.end_turn();
+    t.commit_ok(&[]);
+    assert_eq!(t.locks(), vec![Some(Ok(()))]);
+}
+
+#[test]
+fn actor_cache_115_unconfirmed_transaction_does_not_lock() {
+    let t = T::new();
+    commit_puts(&t, &[("a", unconfirmed()), ("b", unconfirmed())]);
+    assert!(t.locks().is_empty());
+    t.end_turn();
+    assert_eq!(puts(&t.commit_ok(&[])).len(), 2);
+}
+
+#[test]
+fn actor_cache_116_mixed_transaction_locks() {
+    let t = T::new();
+    commit_puts(&t, &[("a", unconfirmed()), ("b", PutOptions::default())]);
+    assert_eq!(t.locks(), vec![None]);
+    t.end_turn();
+    t.commit_ok(&[]);
+    assert_eq!(t.locks(), vec![Some(Ok(()))]);
+}
+
+/// Splitting a batch into RPCs of ≤ maxKeysPerRpc keys is the store's part of the RPC shape (§2.3, "shape
+/// optional"); what the cache guarantees, and this test checks, is that all the puts reach storage in one
+/// atomic batch.
+#[test]
+fn actor_cache_117_large_transaction_flushes_as_one_batch() {
+    let t = T::with(ActorCacheOptions { max_keys_per_rpc: 2, ..ActorCacheOptions::default() });
+    let ks: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
+    let writes: Vec<(&str, PutOptions)> = ks.iter().map(|k| (k.as_str(), PutOptions::default())).collect();
+    commit_puts(&t, &writes);
+    t.end_turn();
+    let b = t.commit_ok(&[]);
+    assert_eq!(b.puts.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), ks);
+    t.no_call();
+}
+
+#[test]
+fn actor_cache_118_large_transaction_delete_batches_its_reads() {
+    let t = T::with(ActorCacheOptions { max_keys_per_rpc: 2, ..ActorCacheOptions::default() });
+    load(&t, "a", Some("1"));
+    let mut f: Local<_> = Box::pin(t.cache.transaction(async |txn| {
+        txn.put("b", b"2", PutOptions::default()).await?;
+        txn.delete_multiple(&["a", "b", "c", "d", "e"], PutOptions::default()).await
+    }));
+    assert!(poll_local(&mut f).is_none());
+    // "a" (cache) and "b" (transaction) need no read; the rest are read ≤ 2 keys at a time.
+    t.expect_get(&["c", "d"]).send(Ok(pairs(&[("d", "4")]))).unwrap();
+    t.expect_get(&["e"]).send(Ok(pairs(&[("e", "5")]))).unwrap();
+    assert_eq!(poll_local(&mut f).unwrap().unwrap(), 4);
+    t.end_turn();
+    let b = t.commit_ok(&[]);
+    // The counts are known: every delete is muted (the store splits them into ≤ 2-key RPCs); "c", read as
+    // absent, needs no delete at all.
+    assert_eq!(b.muted_deletes, keys(&["a", "b", "d", "e"]));
+    assert!(b.counted_deletes.is_empty() && b.puts.is_empty());
+    t.no_call();
+}
+
+#[test]
+fn actor_cache_119_transaction_list_of_an_empty_range() {
+    let t = T::new();
+    let mut f: Local<_> = Box::pin(t.cache.transaction(async |txn| {
+        txn.put("c", b"1", PutOptions::default()).await?;
+        let a = txn.list(CacheListOptions { list: range("d", "b"), ..Default::default() }).await?;
+        let b = txn
+            .list(CacheListOptions {
+                list: ListOptions { reverse: true, ..range("c", "c") },
+                ..Default::default()
+            })
+            .await?;
+        Ok((a, b))
+    }));
+    let (a, b) = poll_local(&mut f).unwrap().unwrap();
+    assert!(a.is_empty() && b.is_empty());
+    t.no_call();
+}
+
+#[test]
+fn actor_cache_transaction_rollback_errors_and_commit_rules() {
+    // Rollback discards the writes, may repeat, and every op afterwards fails with its name.
+    let t = T::new();
+    let mut f: Local<_> = Box::pin(t.cache.transaction(async |txn| {
+        txn.put("a", b"1", PutOptions::default()).await?;
+        txn.rollback()?;
+        txn.rollback()?;
+        let msgs = vec![
+            txn_get(txn, "a").await.unwrap_err(),
+            txn.list(CacheListOptions::default()).await.unwrap_err(),
+            txn.put("a", b"1", PutOptions::default()).await.unwrap_err(),
+            txn.delete("a", PutOptions::default()).await.unwrap_err(),
+            txn.get_alarm(GetOptions::default()).await.unwrap_err(),
+            txn.set_alarm(5, PutOptions::default()).await.unwrap_err(),
+            txn.delete_alarm(PutOptions::default()).await.unwrap_err(),
+        ];
+        Ok(msgs.into_iter().map(|e| e.message().to_owned()).collect::<Vec<_>>())
+    }));
+    let msgs = poll_local(&mut f).unwrap().unwrap();
+    let ops = ["get()", "list()", "put()", "delete()", "getAlarm()", "setAlarm()", "deleteAlarm()"];
+    assert_eq!(msgs, ops.iter().map(|op| messages::rolled_back(op)).collect::<Vec<_>>());
+    t.end_turn();
+    t.no_call();
+    assert!(t.locks().is_empty());
+
+    // After the closure returned: the "already committed" error; deleteAll is refused inside.
+    let t = T::new();
+    let kept: Mutex<Option<CacheTransaction>> = Mutex::new(None);
+    let mut f: Local<_> = Box::pin(t.cache.transaction(async |txn| {
+        *kept.lock().unwrap() = Some(txn.clone());
+        let e = txn.delete_all(PutOptions::default()).await.unwrap_err();
+        assert_eq!(e.message(), messages::DELETE_ALL_IN_TRANSACTION);
+        txn.set_alarm(5, PutOptions::default()).await?;
+        assert_eq!(txn.get_alarm(GetOptions::default()).await?, Some(5));
+        Ok(())
+    }));
+    poll_local(&mut f).unwrap().unwrap();
+    drop(f);
+    let txn = kept.lock().unwrap().take().unwrap();
+    for (op, e) in [
+        ("get()", poll(&mut txn_get(&txn, "a")).unwrap().unwrap_err()),
+        ("put()", poll(&mut txn.put("a", b"1", PutOptions::default())).unwrap().unwrap_err()),
+        ("setAlarm()", poll(&mut txn.set_alarm(1, PutOptions::default())).unwrap().unwrap_err()),
+    ] {
+        assert_eq!(e.message(), messages::already_committed(op));
+    }
+    t.end_turn();
+    assert_eq!(t.commit_ok(&[]).alarm, Some(Some(5)));
+
+    // A failing closure rolls back and returns its error; the object is not reset.
+    let t = T::new();
+    let mut f: Local<()> = Box::pin(t.cache.transaction(async |txn| {
+        txn.put("a", b"1", PutOptions::default()).await?;
+        Err(Error::new("boom"))
+    }));
+    assert_eq!(poll_local(&mut f).unwrap().unwrap_err().message(), "boom");
+    t.end_turn();
+    t.no_call();
+    assert!(t.breaks().is_empty() && t.locks().is_empty());
+    t.put("b", "2");
+}
+
+// ----- §4 alarm handler and deferred delete: statements 124–130, 134–135 --------------------------------
+
+fn load_alarm(t: &T, stored: Option<i64>) {
+    let mut a = t.cache.get_alarm(GetOptions::default());
+    match t.next() {
+        Call::GetAlarm(tx) => tx.send(Ok(stored)).unwrap(),
+        c => panic!("expected getAlarm, got {c:?}"),
+    }
+    assert_eq!(poll(&mut a).unwrap().unwrap(), stored);
+}
+
+fn alarm_now(t: &T) -> Option<i64> {
+    poll(&mut t.cache.get_alarm(GetOptions::default())).expect("alarm cached").unwrap()
+}
+
+fn alarm_uncached(t: &T) -> bool {
+    let mut a = t.cache.get_alarm(GetOptions::default());
+    let pending = poll(&mut a).is_none();
+    if pending {
+        match t.next() {
+            Call::GetAlarm(tx) => tx.send(Ok(None)).unwrap(),
+            c => panic!("expected getAlarm, got {c:?}"),
+        }
+    }
+    pending
+}
+
+/// Expects a commit and succeeds it, reporting whether the conditional alarm delete deleted.
+fn commit_alarm_delete(t: &T, deleted: bool) -> Batch {
+    let (b, tx) = t.expect_commit();
+    tx.send(Ok(CommitResult { alarm_deleted: deleted, ..Default::default() })).unwrap();
+    t.run();
+    b
+}
+
+#[test]
+fn actor_cache_124_arming_with_a_clean_other_alarm_cancels_the_run() {
+    let t = T::new();
+    load_alarm(&t, None);
+    assert!(t.cache.arm_alarm_handler(10, false).is_none(), "deleted meanwhile");
+    let t = T::new();
+    load_alarm(&t, Some(20));
+    assert!(t.cache.arm_alarm_handler(10, false).is_none(), "moved meanwhile");
+    assert_eq!(alarm_now(&t), Some(20));
+    // A dirty alarm of another time is not confirmed: the run goes ahead, and the write is kept.
+    let t = T::new();
+    drop(t.cache.set_alarm(20, PutOptions::default()));
+    let d = t.cache.arm_alarm_handler(10, false).expect("runs");
+    drop(d);
+    assert_eq!(alarm_now(&t), Some(20));
+    t.end_turn();
+    let b = t.commit_ok(&[]);
+    assert_eq!((b.alarm, b.alarm_delete_if), (Some(Some(20)), None));
+    t.no_call();
+}
+
+#[test]
+fn actor_cache_125_finished_handler_deletes_the_alarm_conditionally() {
+    let t = T::new();
+    load_alarm(&t, Some(10));
+    let d = t.cache.arm_alarm_handler(10, false).expect("runs");
+    assert_eq!(alarm_now(&t), None, "the running alarm reads as deleted");
+    t.end_turn();
+    t.no_call();
+    drop(d);
+    assert_eq!(t.locks(), vec![None], "the delete holds the output gate");
+    t.end_turn();
+    let b = commit_alarm_delete(&t, true);
+    assert_eq!(b, Batch { alarm_delete_if: Some(10), ..Batch::default() });
+    assert_eq!(t.locks(), vec![Some(Ok(()))]);
+    assert_eq!(alarm_now(&t), None);
+    t.no_call();
+}
+
+#[test]
+fn actor_cache_126_handler_setting_a_new_alarm_skips_the_delete() {
+    let t = T::new();
+    load_alarm(&t, Some(10));
+    let d = t.cache.arm_alarm_handler(10, false).expect("runs");
+    drop(t.cache.set_alarm(20, PutOptions::default()));
+    drop(d);
+    t.end_turn();
+    let b = t.commit_ok(&[]);
+    assert_eq!(b, Batch { alarm: Some(Some(20)), ..Batch::default() });
+    assert_eq!(alarm_now(&t), Some(20));
+    t.no_call();
+    // Even setting the same time again is a write.
+    let t = T::new();
+    load_alarm(&t, Some(10));
+    let d = t.cache.arm_alarm_handler(10, false).expect("runs");
+    drop(t.cache.set_alarm(10, PutOptions::default()));
+    drop(d);
+    t.end_turn();
+    assert_eq!(t.commit_ok(&[]), Batch { alarm: Some(Some(10)), ..Batch::default() });
+    // A failed handler cancels the delete: the alarm stays set.
+    let t = T::new();
+    load_alarm(&t, Some(10));
+    let d = t.cache.arm_alarm_handler(10, false).expect("runs");
+    t.cache.cancel_deferred_alarm_deletion();
+    drop(d);
+    t.end_turn();
+    t.no_call();
+    assert_eq!(alarm_now(&t), Some(10));
+}
+
+#[test]
+fn actor_cache_127_not_deleted_leaves_the_alarm_unknown() {
+    let t = T::new();
+    load_alarm(&t, Some(10));
+    drop(t.cache.arm_alarm_handler(10, false).expect("runs"));
+    t.end_turn();
+    commit_alarm_delete(&t, false);
+    assert!(alarm_uncached(&t));
+}
+
+#[test]
+fn actor_cache_128_no_cache_deferred_delete_is_not_cached() {
+    let t = T::new();
+    load_alarm(&t, Some(10));
+    drop(t.cache.arm_alarm_handler(10, true).expect("runs"));
+    t.end_turn();
+    commit_alarm_delete(&t, true);
+    assert!(alarm_uncached(&t));
+}
+
+#[test]
+fn actor_cache_129_get_alarm_of_an_uncached_alarm() {
+    let t = T::new();
+    load_alarm(&t, Some(10));
+    assert_eq!(alarm_now(&t), Some(10));
+    // And a handler armed with the alarm unknown runs.
+    let t = T::new();
+    let d = t.cache.arm_alarm_handler(10, false).expect("runs");
+    assert_eq!(alarm_now(&t), None);
+    drop(d);
+    t.end_turn();
+    assert_eq!(commit_alarm_delete(&t, true).alarm_delete_if, Some(10));
+}
+
+#[test]
+fn actor_cache_130_deferred_delete_retried_after_disconnects() {
+    let t = T::new();
+    load_alarm(&t, Some(10));
+    drop(t.cache.arm_alarm_handler(10, false).expect("runs"));
+    t.end_turn();
+    for _ in 0..2 {
+        let (b, tx) = t.expect_commit();
+        assert_eq!(b.alarm_delete_if, Some(10));
+        tx.send(Err(StoreError::Disconnected("x".into()))).unwrap();
+    }
+    assert_eq!(commit_alarm_delete(&t, false).alarm_delete_if, Some(10));
+    assert!(t.breaks().is_empty() && t.locks() == vec![Some(Ok(()))]);
+    assert!(alarm_uncached(&t), "the bookkeeping ran: not deleted, so unknown");
+}
+
+#[test]
+fn actor_cache_134_delete_all_with_alarm_supersedes_the_deferred_delete() {
+    let t = T::with(ActorCacheOptions { delete_all_deletes_alarm: true, ..ActorCacheOptions::default() });
+    load_alarm(&t, Some(10));
+    let d = t.cache.arm_alarm_handler(10, false).expect("runs");
+    drop(t.cache.delete_all(PutOptions::default()));
+    drop(d);
+    t.end_turn();
+    let b = t.commit_ok(&[]);
+    assert_eq!(b, Batch { delete_all: true, alarm: Some(None), ..Batch::default() });
+    t.no_call();
+    assert_eq!(alarm_now(&t), None);
+}
+
+#[test]
+fn actor_cache_135_delete_all_without_alarm_keeps_the_deferred_delete_first() {
+    let t = T::new();
+    load_alarm(&t, Some(10));
+    let d = t.cache.arm_alarm_handler(10, false).expect("runs");
+    drop(t.cache.delete_all(PutOptions::default()));
+    drop(d);
+    t.end_turn();
+    assert_eq!(commit_alarm_delete(&t, true), Batch { alarm_delete_if: Some(10), ..Batch::default() });
+    assert_eq!(t.commit_ok(&[]), Batch { delete_all: true, ..Batch::default() });
+    t.no_call();
+    assert_eq!(alarm_now(&t), None);
+}
+
+// ----- §4 abandonAlarm: statements 143, 145–147 -------------------------------------------------------------
+
+#[test]
+fn actor_cache_143_abandon_alarm_clears_the_stored_alarm() {
+    for cached in [true, false] {
+        let t = T::new();
+        if cached {
+            load_alarm(&t, Some(10));
+        }
+        let mut a = t.cache.abandon_alarm(10);
+        assert!(poll(&mut a).is_none());
+        if !cached {
+            match t.next() {
+                Call::GetAlarm(tx) => tx.send(Ok(Some(10))).unwrap(),
+                c => panic!("expected getAlarm, got {c:?}"),
+            }
+            assert!(poll(&mut a).is_none());
+        }
+        t.end_turn();
+        assert_eq!(commit_alarm_delete(&t, true), Batch { alarm_delete_if: Some(10), ..Batch::default() });
+        assert_eq!(poll(&mut a).unwrap().unwrap(), None);
+        assert!(t.locks().is_empty(), "not an application write: no output lock");
+        assert!(alarm_uncached(&t), "the next getAlarm reads storage");
+    }
+}
+
+#[test]
+fn actor_cache_145_abandon_after_the_user_replaced_the_alarm() {
+    let t = T::new();
+    load_alarm(&t, Some(10));
+    drop(t.cache.set_alarm(20, PutOptions::default()));
+    t.end_turn();
+    t.commit_ok(&[]);
+    assert_eq!(poll(&mut t.cache.abandon_alarm(10)).unwrap().unwrap(), Some(20));
+    t.end_turn();
+    t.no_call();
+    assert_eq!(alarm_now(&t), Some(20));
+}
+
+#[test]
+fn actor_cache_146_abandon_with_no_alarm_stored() {
+    let t = T::new();
+    let mut a = t.cache.abandon_alarm(10);
+    match t.next() {
+        Call::GetAlarm(tx) => tx.send(Ok(None)).unwrap(),
+        c => panic!("expected getAlarm, got {c:?}"),
+    }
+    assert_eq!(poll(&mut a).unwrap().unwrap(), None);
+    t.end_turn();
+    t.no_call();
+}
+
+#[test]
+fn actor_cache_147_abandon_while_a_newer_alarm_is_dirty() {
+    let t = T::new();
+    load_alarm(&t, Some(10));
+    drop(t.cache.set_alarm(20, PutOptions::default()));
+    assert_eq!(poll(&mut t.cache.abandon_alarm(10)).unwrap().unwrap(), None);
+    t.end_turn();
+    assert_eq!(t.commit_ok(&[]), Batch { alarm: Some(Some(20)), ..Batch::default() });
+    t.no_call();
+    assert_eq!(alarm_now(&t), Some(20));
 }

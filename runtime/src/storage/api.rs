@@ -135,6 +135,23 @@ impl Storage {
         self.sqlite_backend().sync().await
     }
 
+    /// A bookmark for now, including the writes of the current batch (spec §3.6 `getCurrentBookmark`).
+    pub async fn get_current_bookmark(&self) -> Result<String, Error> {
+        self.sqlite_backend().get_current_bookmark()
+    }
+
+    /// The bookmark of the state at `unix_ms` (the last commit at or before it; spec §3.6
+    /// `getBookmarkForTime`). Fails unless the time is within the last 30 days.
+    pub async fn get_bookmark_for_time(&self, unix_ms: i64) -> Result<String, Error> {
+        self.sqlite_backend().get_bookmark_for_time(unix_ms)
+    }
+
+    /// Restores the storage to `bookmark` when the object next starts; returns the bookmark of the state just
+    /// before the restore, to undo it (spec §3.6 `onNextSessionRestoreBookmark`).
+    pub async fn on_next_session_restore_bookmark(&self, bookmark: &str) -> Result<String, Error> {
+        self.sqlite_backend().on_next_session_restore_bookmark(bookmark)
+    }
+
     /// The SQL API (SQLite-backed objects only; spec §3.1).
     pub fn sql(&self) -> Result<Sql, Error> {
         match &self.backend {

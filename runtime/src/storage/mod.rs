@@ -8,6 +8,7 @@
 //! - [`actor_cache`]: the KV backend (workerd's `ActorCache`): a write-coalescing cache over an async store.
 //! - [`sqlite`]: the SQLite backend: the implicit transaction of each turn, explicit transactions, deleteAll,
 //!   sync, alarms; it drives [`sql`] and [`kv`].
+//! - [`pitr`]: point-in-time recovery of the SQLite backend: the commit history, bookmarks, restores.
 //! - [`api`]: [`Storage`], the typed API objects call, over either backend.
 //! - [`gates`]: the narrow interface between storage and the runtime's event loop and gates.
 
@@ -16,6 +17,7 @@ pub mod api;
 pub mod gates;
 pub mod kv;
 pub mod location;
+pub mod pitr;
 pub mod sql;
 pub mod sqlite;
 pub mod value;

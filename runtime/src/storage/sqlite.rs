@@ -19,6 +19,10 @@
 //! # Explicit transactions (spec §3.3)
 //! `transaction_sync` and `transaction` open savepoints (`_cf_sync_savepoint_<n>`, `_cf_savepoint_<n>`); a
 //! failing closure rolls back to its savepoint and the error is returned without resetting the object.
+//!
+//! # Point-in-time recovery (spec §3.6)
+//! Every commit also writes its history entry, in the same transaction (see [`super::pitr`]); a pending
+//! restore is applied when the database is opened.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -28,6 +32,7 @@ use rusqlite::Connection;
 use super::gates::{DurabilityWait, Hooks, OutputLock};
 use super::kv::{self, ListOptions};
 use super::location::DatabaseLocation;
+use super::pitr::{Clock, ManualClock, Pitr};
 use super::sql::{self, Cursor, SqlValue};
 use crate::error::{messages, Error};
 
@@ -73,6 +78,8 @@ struct Tx {
 }
 
 struct State {
+    /// First, so it drops (uninstalling its hook on the connection) before the connection closes.
+    pitr: Pitr,
     conn: Connection,
     tx: Tx,
 }
@@ -102,16 +109,33 @@ fn sqlite_error(e: &rusqlite::Error) -> Error {
 }
 
 impl SqliteStorage {
-    /// Opens the object's database and prepares its connection (authorizer, limits).
+    /// Opens the object's database and prepares its connection (authorizer, limits), with a clock stopped
+    /// at 0 for point-in-time recovery: every commit is stamped with time 0 (bookmarks still sort in commit
+    /// order). Embedders that want `get_bookmark_for_time` to mean something use [`SqliteStorage::open_with_clock`].
     pub fn open(
         location: &DatabaseLocation,
         hooks: Hooks,
         durability: Arc<dyn DurabilityWait>,
         settings: SqliteSettings,
     ) -> Result<SqliteStorage, Error> {
-        let conn = location.open().map_err(|e| Error::new(e.to_string()))?;
+        Self::open_with_clock(location, hooks, durability, settings, Arc::new(ManualClock::new(0)))
+    }
+
+    /// Opens the object's database and prepares its connection (authorizer, limits, point-in-time recovery
+    /// with `clock` as the node's time), and applies a restore requested by
+    /// [`SqliteStorage::on_next_session_restore_bookmark`] in an earlier session. A restore that cannot be
+    /// applied fails the open with its error and is discarded.
+    pub fn open_with_clock(
+        location: &DatabaseLocation,
+        hooks: Hooks,
+        durability: Arc<dyn DurabilityWait>,
+        settings: SqliteSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<SqliteStorage, Error> {
+        let mut conn = location.open().map_err(|e| Error::new(e.to_string()))?;
         sql::prepare_connection(&conn).map_err(|e| sqlite_error(&e))?;
-        let state = State { conn, tx: Tx::default() };
+        let pitr = Pitr::open(&mut conn, clock)?;
+        let state = State { conn, tx: Tx::default(), pitr };
         Ok(SqliteStorage {
             shared: Arc::new(Shared { state: Mutex::new(state), hooks, durability, settings }),
         })
@@ -127,19 +151,34 @@ impl SqliteStorage {
         &self,
         op: impl FnOnce(&Connection, &mut Tx, &dyn Fn(&mut Tx, bool) -> Result<(), Error>) -> Result<R, Error>,
     ) -> Result<R, Error> {
+        self.with_state_pitr(|conn, tx, _, begin| op(conn, tx, begin))
+    }
+
+    /// [`SqliteStorage::with_state`], with the point-in-time recovery state too.
+    fn with_state_pitr<R>(
+        &self,
+        op: impl FnOnce(
+            &Connection,
+            &mut Tx,
+            &mut Pitr,
+            &dyn Fn(&mut Tx, bool) -> Result<(), Error>,
+        ) -> Result<R, Error>,
+    ) -> Result<R, Error> {
         let mut guard = self.lock();
-        let State { conn, tx } = &mut *guard;
+        let State { conn, tx, pitr } = &mut *guard;
         if let Some(e) = &tx.broken {
             return Err(e.clone());
         }
         let in_txn_before = tx.implicit.is_some() || !tx.levels.is_empty();
         let begin = |tx: &mut Tx, confirmed: bool| self.begin_write(conn, tx, confirmed);
-        let result = op(conn, tx, &begin);
+        let result = op(conn, tx, pitr, &begin);
         if let Err(e) = &result {
             let in_txn = in_txn_before || tx.implicit.is_some() || !tx.levels.is_empty();
             if in_txn && conn.is_autocommit() {
-                // SQLite rolled the whole transaction back: a critical error (spec §3.2).
+                // SQLite rolled the whole transaction back: a critical error (spec §3.2). The caller gets the
+                // error the object is now broken with (flagged as a reset), like every later call.
                 self.break_storage(tx, e.clone());
+                return Err(tx.broken.clone().expect("break_storage sets it"));
             }
         }
         result
@@ -169,19 +208,23 @@ impl SqliteStorage {
     async fn commit_implicit(&self) {
         let (implicit, result) = {
             let mut guard = self.lock();
-            let State { conn, tx } = &mut *guard;
+            let State { conn, tx, pitr } = &mut *guard;
             let Some(implicit) = tx.implicit.take() else { return };
             assert!(
                 tx.levels.is_empty(),
                 "an implicit transaction never encloses an open savepoint at commit"
             );
-            let result = conn.execute_batch("COMMIT");
-            if let Err(e) = &result {
-                let err = commit_error(e);
-                if !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
+            let result = pitr.before_commit(conn).and_then(|()| conn.execute_batch("COMMIT"));
+            match &result {
+                Ok(()) => pitr.after_commit(),
+                Err(e) => {
+                    let err = commit_error(e);
+                    if !conn.is_autocommit() {
+                        let _ = conn.execute_batch("ROLLBACK");
+                    }
+                    pitr.after_rollback(conn);
+                    tx.broken = Some(err);
                 }
-                tx.broken = Some(err);
             }
             (implicit, result)
         };
@@ -419,7 +462,7 @@ impl SqliteStorage {
 
     fn close_level<R>(&self, depth: usize, result: Result<R, Error>) -> Result<R, Error> {
         let mut guard = self.lock();
-        let State { conn, tx } = &mut *guard;
+        let State { conn, tx, pitr } = &mut *guard;
         if let Some(e) = &tx.broken {
             // A critical error inside: SQLite already rolled everything back.
             return match result {
@@ -430,14 +473,29 @@ impl SqliteStorage {
         assert_eq!(tx.levels.len(), depth + 1, "savepoints close in the order they opened");
         let level = tx.levels.pop().expect("checked above");
         let name = &level.name;
+        // Releasing or rolling back the root savepoint outside the implicit transaction ends a transaction.
+        let ends_txn = tx.levels.is_empty() && tx.implicit.is_none();
         let sql = match &result {
             Ok(_) => format!("RELEASE {name}"),
             Err(_) => format!("ROLLBACK TO {name}; RELEASE {name}"),
         };
-        if let Err(e) = conn.execute_batch(&sql) {
+        let history = if ends_txn && result.is_ok() { pitr.before_commit(conn) } else { Ok(()) };
+        if let Err(e) = history.and_then(|()| conn.execute_batch(&sql)) {
             let err = if result.is_ok() { commit_error(&e) } else { sqlite_error(&e) };
+            if ends_txn {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                pitr.after_rollback(conn);
+            }
             self.break_storage(tx, err.clone());
             return Err(err.with_reset());
+        }
+        if ends_txn {
+            match result {
+                Ok(_) => pitr.after_commit(),
+                Err(_) => pitr.after_rollback(conn),
+            }
         }
         if result.is_ok() {
             if let Some(parent) = tx.levels.last_mut() {
@@ -458,12 +516,13 @@ impl SqliteStorage {
     /// confirmed: the output gate waits for it to be durable.
     pub async fn delete_all(&self) -> Result<(), Error> {
         let deletes_alarm = self.shared.settings.delete_all_deletes_alarm;
-        let lock = self.with_state(|conn, tx, _| {
+        let lock = self.with_state_pitr(|conn, tx, pitr, _| {
             if !tx.levels.is_empty() {
                 return Err(Error::new(messages::DELETE_ALL_IN_TRANSACTION));
             }
             if let Some(implicit) = tx.implicit.take() {
                 conn.execute_batch("ROLLBACK").map_err(|e| sqlite_error(&e))?;
+                pitr.after_rollback(conn);
                 if let Some(lock) = implicit.output {
                     lock.release();
                 }
@@ -477,6 +536,7 @@ impl SqliteStorage {
             let mut stmt = conn
                 .prepare(
                     "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' AND name != '_cf_METADATA' \
+                     AND name != '_cf_KV' AND name NOT LIKE '\\_cf\\_PITR\\_%' ESCAPE '\\' \
                      AND type IN ('table', 'view') ORDER BY name",
                 )
                 .map_err(|e| sqlite_error(&e))?;
@@ -485,6 +545,14 @@ impl SqliteStorage {
                 .and_then(|rows| rows.collect())
                 .map_err(|e| sqlite_error(&e))?;
             drop(stmt);
+            // `_cf_KV` is emptied rather than dropped, so that the history records its rows (spec §3.6).
+            if conn
+                .query_row("SELECT count(*) FROM sqlite_master WHERE name = '_cf_KV'", [], |r| r.get::<_, i64>(0))
+                .map_err(|e| sqlite_error(&e))?
+                > 0
+            {
+                script.push_str("DELETE FROM _cf_KV;\n");
+            }
             for (kind, name) in objects {
                 let kind = if kind == "view" { "VIEW" } else { "TABLE" };
                 script.push_str(&format!("DROP {kind} IF EXISTS \"{}\";\n", name.replace('"', "\"\"")));
@@ -492,15 +560,20 @@ impl SqliteStorage {
             if deletes_alarm && alarm.is_some() {
                 script.push_str(&format!("DELETE FROM _cf_METADATA WHERE key = {METADATA_ALARM_KEY};\n"));
             }
-            script.push_str("COMMIT;");
-            if let Err(e) = conn.execute_batch(&script) {
+            let committed = conn
+                .execute_batch(&script)
+                .and_then(|()| pitr.before_commit(conn))
+                .and_then(|()| conn.execute_batch("COMMIT"));
+            if let Err(e) = committed {
                 if !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
+                pitr.after_rollback(conn);
                 let err = Error::new(messages::delete_all_internal(&sqlite_error(&e).to_string()));
                 lock.fail(err.clone());
                 return Err(err);
             }
+            pitr.after_commit();
             Ok(lock)
         })?;
         self.shared.durability.wait().await;
@@ -528,6 +601,31 @@ impl SqliteStorage {
         rx.await.unwrap_or_else(|_| Err(Error::new(messages::STORAGE_NO_LONGER_ACCESSIBLE).with_retryable()))
     }
 
+    /// A bookmark for now (spec §3.6 `getCurrentBookmark`), including the writes of the open implicit batch
+    /// (or explicit transaction): it is the bookmark that batch's commit gets.
+    pub fn get_current_bookmark(&self) -> Result<String, Error> {
+        self.with_state_pitr(|_, tx, pitr, _| {
+            Ok(pitr.current_bookmark(tx.implicit.is_some() || !tx.levels.is_empty()))
+        })
+    }
+
+    /// The bookmark of the last commit at or before `unix_ms` (spec §3.6 `getBookmarkForTime`). A time older
+    /// than [`WINDOW_MS`](super::pitr::WINDOW_MS) (30 days) or in the future fails with
+    /// [`TIME_OUTSIDE_WINDOW`](super::pitr::TIME_OUTSIDE_WINDOW).
+    pub fn get_bookmark_for_time(&self, unix_ms: i64) -> Result<String, Error> {
+        self.with_state_pitr(|conn, _, pitr, _| pitr.bookmark_for_time(conn, unix_ms))
+    }
+
+    /// Arranges for the database to be restored to `bookmark` at its next open (spec §3.6
+    /// `onNextSessionRestoreBookmark`); returns the bookmark of the state just before the restore (now,
+    /// including the open batch), to undo it. Fails with [`MALFORMED_BOOKMARK`](super::pitr::MALFORMED_BOOKMARK),
+    /// [`UNKNOWN_BOOKMARK`](super::pitr::UNKNOWN_BOOKMARK) or [`SCHEMA_CHANGED`](super::pitr::SCHEMA_CHANGED).
+    pub fn on_next_session_restore_bookmark(&self, bookmark: &str) -> Result<String, Error> {
+        self.with_state_pitr(|conn, tx, pitr, _| {
+            pitr.request_restore(conn, bookmark, tx.implicit.is_some() || !tx.levels.is_empty())
+        })
+    }
+
     /// Shuts the storage down (the object is reset, evicted or aborted; spec §3.2): the uncommitted implicit
     /// transaction is rolled back, its held output fails, and every later call fails with `reason` (by default
     /// the spec's retryable "storage is no longer accessible").
@@ -536,13 +634,14 @@ impl SqliteStorage {
             Error::new(messages::STORAGE_NO_LONGER_ACCESSIBLE).with_retryable().with_reset()
         });
         let mut guard = self.lock();
-        let State { conn, tx } = &mut *guard;
+        let State { conn, tx, pitr } = &mut *guard;
         if tx.broken.is_some() {
             return;
         }
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
+        pitr.after_rollback(conn);
         tx.levels.clear();
         if let Some(implicit) = tx.implicit.take() {
             if let Some(lock) = implicit.output {

@@ -2,7 +2,7 @@
 //! `ActorCache`), over an asynchronous [`KvStore`].
 //!
 //! # Entries
-//! Each key the cache knows of has an entry ([`entries`]): a value (present, absent, or unknown for the end
+//! Each key the cache knows of has an entry (module `entries`): a value (present, absent, or unknown for the end
 //! marker of a listed range), a status, and a flag saying the gap up to the next entry holds no key. The
 //! status moves `Clean → Dirty` on a write, `Dirty → Flushing` when a flush collects it, `Flushing → Clean`
 //! when that flush commits, and `Flushing → Dirty` if it is written again meanwhile. Only clean entries are
@@ -10,7 +10,7 @@
 //! gaps on both sides of it.
 //!
 //! # Flushes
-//! The first write with no flush task running hands one task to [`TurnHooks::after_turn`]; it runs *rounds*
+//! The first write with no flush task running hands one task to [`TurnHooks::after_turn`](super::gates::TurnHooks::after_turn); it runs *rounds*
 //! until nothing is dirty. A round first waits for every read started before it (§2.2), then collects every
 //! dirty entry, pending counted delete and dirty alarm into one [`Batch`] and commits it; a DISCONNECTED
 //! failure is retried up to 4 times, each retry re-collecting what was dirtied meanwhile (statement 35). A
@@ -26,6 +26,12 @@
 //! are cached only where the cache still knows nothing of the key (a later write wins), and a list caches its
 //! gaps only if no eviction or deleteAll happened while it was out.
 //!
+//! # Transactions and alarms
+//! [`ActorCache::transaction`] (in `transaction.rs`) buffers writes in a [`CacheTransaction`] and applies them
+//! to the cache at once on success. [`ActorCache::arm_alarm_handler`] makes the running alarm read as deleted
+//! and, when its [`DeferredAlarmDeleter`] drops, flushes a conditional delete ([`Batch::alarm_delete_if`]);
+//! [`ActorCache::abandon_alarm`] flushes the same conditional delete without an output lock.
+//!
 //! # Error references
 //! The `reference = <id>` of the internal-error messages (§0, §2.3) is deterministic: 16 lowercase hex digits
 //! of the 64-bit FNV-1a hash of the failure's description followed by `#` and the cache's count of internal
@@ -34,6 +40,7 @@
 pub mod store;
 
 mod entries;
+mod transaction;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -53,6 +60,7 @@ use super::value::{check_key, check_key_count, check_value};
 use crate::error::{messages, Error};
 
 pub use self::entries::ENTRY_OVERHEAD;
+pub use self::transaction::CacheTransaction;
 
 /// A future an [`ActorCache`] call returns. The call takes effect when it is made; the future only reports
 /// its outcome (a write's future is its backpressure signal).
@@ -137,12 +145,15 @@ struct Frozen {
     writes: BTreeMap<String, Option<Arc<[u8]>>>,
     counted: Vec<Counted>,
     alarm: Option<Option<i64>>,
+    /// The deferred (conditional) alarm delete, by time.
+    alarm_delete_if: Option<i64>,
 }
 
 impl Frozen {
     /// The batch, and the indexes in `counted` of the live counted deletes, in batch order.
     fn batch(&self) -> (Batch, Vec<usize>) {
-        let mut batch = Batch { alarm: self.alarm, ..Batch::default() };
+        let mut batch =
+            Batch { alarm: self.alarm, alarm_delete_if: self.alarm_delete_if, ..Batch::default() };
         let mut live = Vec::new();
         let mut counted_keys = BTreeSet::new();
         for (i, c) in self.counted.iter().enumerate() {
@@ -164,7 +175,59 @@ impl Frozen {
     }
 
     fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.counted.is_empty() && self.alarm.is_none()
+        self.writes.is_empty()
+            && self.counted.is_empty()
+            && self.alarm.is_none()
+            && self.alarm_delete_if.is_none()
+    }
+}
+
+/// Where the deferred delete of a run alarm is (§4, statements 124–130).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DeferredPhase {
+    /// The handler is running.
+    Waiting,
+    /// The handler succeeded: the conditional delete is to be flushed.
+    Ready,
+    /// The conditional delete is in the flush in flight.
+    Flushing,
+}
+
+/// The deferred delete of the alarm set for `time`.
+#[derive(Clone, Copy, Debug)]
+struct DeferredDelete {
+    time: i64,
+    /// Afterwards, leave the alarm unknown instead of caching it as deleted.
+    no_cache: bool,
+    phase: DeferredPhase,
+}
+
+/// Returned by [`ActorCache::arm_alarm_handler`] for a run that goes ahead: dropping it (the handler finished)
+/// schedules the deferred delete of the alarm, unless [`ActorCache::cancel_deferred_alarm_deletion`] was
+/// called first (the handler failed) or the handler wrote the alarm itself.
+#[must_use = "dropping it at once deletes the alarm as if the handler had run"]
+pub struct DeferredAlarmDeleter {
+    cache: Option<ActorCache>,
+}
+
+impl std::fmt::Debug for DeferredAlarmDeleter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeferredAlarmDeleter").field("deletes", &self.cache.is_some()).finish()
+    }
+}
+
+impl Drop for DeferredAlarmDeleter {
+    fn drop(&mut self) {
+        if let Some(cache) = self.cache.take() {
+            let mut st = cache.lock();
+            if st.broken.is_some() {
+                return;
+            }
+            if let Some(d) = st.deferred.as_mut().filter(|d| d.phase == DeferredPhase::Waiting) {
+                d.phase = DeferredPhase::Ready;
+                cache.schedule(&mut st, PutOptions::default());
+            }
+        }
     }
 }
 
@@ -181,6 +244,8 @@ struct State {
     alarm_status: Status,
     /// The alarm is to be deleted by the pending deleteAll.
     alarm_by_delete_all: bool,
+    /// The deferred delete of a run alarm, if any.
+    deferred: Option<DeferredDelete>,
     counted: Vec<Counted>,
     next_waiters: Vec<Reply<()>>,
     next_lock: Option<OutputLock>,
@@ -302,6 +367,7 @@ impl ActorCache {
             alarm: None,
             alarm_status: Status::Clean,
             alarm_by_delete_all: false,
+            deferred: None,
             counted: Vec::new(),
             next_waiters: Vec::new(),
             next_lock: None,
@@ -567,7 +633,11 @@ impl ActorCache {
                     unknown_to = Some(hi);
                     break;
                 };
-                if !*gap {
+                // The gap after `k` matters only if some key lies between `k` and `hi`.
+                let adjacent = hi.as_ref().is_some_and(|h| {
+                    h.len() == k.len() + 1 && h.starts_with(k.as_str()) && h.ends_with('\0')
+                });
+                if !*gap && !adjacent {
                     unknown_to = Some(hi);
                     break;
                 }
@@ -585,14 +655,50 @@ impl ActorCache {
                 hi = Some(k.clone());
             }
         }
+        // In reverse, the bottom of the range known from the cache need not be listed again (statement 81):
+        // `low` holds its present entries, ascending; `low_end` where storage must start.
+        let mut low: Vec<(String, Arc<[u8]>)> = Vec::new();
+        let mut low_end = range.start.clone();
+        if let Some(to) = &unknown_to {
+            loop {
+                if to.as_ref().is_some_and(|t| low_end >= *t) {
+                    break;
+                }
+                match snap.lookup(&low_end) {
+                    Val::Unknown => break,
+                    v => {
+                        if let Val::Present(v) = v {
+                            low.push((low_end.clone(), v));
+                        }
+                        if snap.entries.get(&low_end).is_none_or(|(_, g)| *g) {
+                            match snap
+                                .entries
+                                .range::<str, _>((Bound::Excluded(low_end.as_str()), Bound::Unbounded))
+                                .next()
+                            {
+                                Some((k, _)) => low_end = k.clone(),
+                                None => break,
+                            }
+                        } else {
+                            low_end.push('\0');
+                        }
+                    }
+                }
+            }
+            if to.as_ref().is_some_and(|t| low_end >= *t) {
+                // Everything is known after all.
+                known.extend(low.drain(..).rev());
+                unknown_to = None;
+            }
+        }
         if unknown_from.is_none() && unknown_to.is_none() {
             known.truncate(limit.unwrap_or(usize::MAX));
             return ready(Ok(known.into_iter().map(|(k, v)| (k, v.to_vec())).collect()));
         }
-        // The storage range: what the walk did not cover.
+        // The storage range: what the walks did not cover.
         let (lo, hi) = match (unknown_from, unknown_to) {
             (Some(from), _) => (from, range.end.clone()),
-            (None, Some(to)) => (range.start.clone(), to),
+            (None, Some(to)) => (low_end, to),
             (None, None) => unreachable!("checked above"),
         };
         let in_req = {
@@ -639,6 +745,9 @@ impl ActorCache {
             let mut out: Vec<Pair> = known.iter().map(|(k, v)| (k.clone(), v.to_vec())).collect();
             if reverse {
                 out.extend(merged.into_iter().rev());
+                if !truncated {
+                    out.extend(low.iter().rev().map(|(k, v)| (k.clone(), v.to_vec())));
+                }
             } else {
                 out.extend(merged);
             }
@@ -869,6 +978,10 @@ impl ActorCache {
             st.alarm = Some(None);
             st.alarm_status = Status::Clean;
             st.alarm_by_delete_all = true;
+            // It supersedes a handler's deferred delete (statement 134).
+            if st.deferred.is_some_and(|d| d.phase != DeferredPhase::Flushing) {
+                st.deferred = None;
+            }
         }
         self.schedule(&mut st, options);
         Box::pin(async move { rx.await.unwrap_or_else(|_| Err(closed())) })
@@ -908,8 +1021,12 @@ impl ActorCache {
         if let Err(e) = self.check_write(&st) {
             return ready(Err(e));
         }
-        if st.alarm == Some(alarm) && !st.alarm_by_delete_all {
+        if st.alarm == Some(alarm) && !st.alarm_by_delete_all && st.deferred.is_none() {
             return ready(Ok(()));
+        }
+        // A write during the handler replaces its deferred delete (statement 126).
+        if st.deferred.is_some_and(|d| d.phase != DeferredPhase::Flushing) {
+            st.deferred = None;
         }
         st.alarm = Some(alarm);
         st.alarm_status = Status::Dirty;
@@ -931,6 +1048,93 @@ impl ActorCache {
         self.write_alarm(None, options)
     }
 
+    /// Arms the alarm handler for the alarm scheduled at `scheduled_ms` (§4, statements 124–128): `None` cancels
+    /// the run (the cached alarm is clean and not that time: it was deleted or moved). Otherwise the alarm reads
+    /// as deleted while the handler runs, and dropping the returned deleter (the handler succeeded) flushes a
+    /// conditional delete of the alarm at that time, unless the handler wrote the alarm (which then stands) or
+    /// [`ActorCache::cancel_deferred_alarm_deletion`] was called. With `no_cache` the alarm is left unknown after
+    /// the delete. A dirty alarm of another time is kept and nothing is deleted.
+    pub fn arm_alarm_handler(&self, scheduled_ms: i64, no_cache: bool) -> Option<DeferredAlarmDeleter> {
+        let mut st = self.lock();
+        if let Some(current) = st.alarm {
+            if current != Some(scheduled_ms) {
+                return if st.alarm_status == Status::Clean && !st.alarm_by_delete_all {
+                    None
+                } else {
+                    Some(DeferredAlarmDeleter { cache: None })
+                };
+            }
+        }
+        st.deferred = Some(DeferredDelete { time: scheduled_ms, no_cache, phase: DeferredPhase::Waiting });
+        st.alarm = Some(None);
+        st.alarm_status = Status::Clean;
+        Some(DeferredAlarmDeleter { cache: Some(self.clone()) })
+    }
+
+    /// The handler failed (§4): its deferred delete is cancelled and the alarm stays set, to be retried.
+    pub fn cancel_deferred_alarm_deletion(&self) {
+        let mut st = self.lock();
+        if let Some(d) = st.deferred.filter(|d| d.phase == DeferredPhase::Waiting) {
+            st.deferred = None;
+            st.alarm = Some(Some(d.time));
+            st.alarm_status = Status::Clean;
+        }
+    }
+
+    /// After a conditional alarm delete committed: the alarm is known deleted, or unknown if storage held
+    /// another time (statement 127) or the delete was `no_cache` (statement 128). A newer write is kept.
+    fn deferred_done(st: &mut State, deleted: bool) {
+        let Some(d) = st.deferred.take() else { return };
+        if st.alarm_status == Status::Clean && !st.alarm_by_delete_all {
+            st.alarm = (deleted && !d.no_cache).then_some(None);
+        }
+    }
+
+    /// The scheduler gave up on the alarm at `scheduled_ms` (§4, statements 143–147). If storage holds that
+    /// alarm it is deleted (conditionally, with no output lock) and left unknown in the cache; resolves to
+    /// `None` then. If the alarm was replaced by one already stored, nothing is done and that time is
+    /// returned; a replacement not yet flushed, no alarm at all, or a handler running also give `None` and
+    /// change nothing.
+    pub fn abandon_alarm(&self, scheduled_ms: i64) -> CacheFuture<Option<i64>> {
+        let unknown = {
+            let st = self.lock();
+            if let Err(e) = self.check_open(&st) {
+                return ready(Err(e));
+            }
+            st.alarm.is_none()
+        };
+        // Storage is asked at the call, as for any read.
+        let read = unknown.then(|| self.get_alarm(GetOptions { allow_concurrency: true, no_cache: false }));
+        let me = self.clone();
+        Box::pin(async move {
+            let stored = match read {
+                Some(f) => f.await?,
+                None => None,
+            };
+            let rx = {
+                let mut st = me.lock();
+                me.check_open(&st)?;
+                if st.alarm_status != Status::Clean || st.deferred.is_some() || st.alarm_by_delete_all {
+                    return Ok(None);
+                }
+                match st.alarm.unwrap_or(stored) {
+                    None => return Ok(None),
+                    Some(t) if t != scheduled_ms => return Ok(Some(t)),
+                    Some(_) => {}
+                }
+                st.deferred =
+                    Some(DeferredDelete { time: scheduled_ms, no_cache: true, phase: DeferredPhase::Ready });
+                st.alarm = Some(None);
+                let (tx, rx) = oneshot::channel();
+                st.next_waiters.push(tx);
+                me.schedule(&mut st, PutOptions { allow_unconfirmed: true, ..PutOptions::default() });
+                rx
+            };
+            rx.await.unwrap_or_else(|_| Err(closed()))?;
+            Ok(None)
+        })
+    }
+
     // ----- sync, shutdown, eviction ----------------------------------------------------------------------
 
     fn has_pending(st: &State) -> bool {
@@ -938,6 +1142,7 @@ impl ActorCache {
             || !st.counted.is_empty()
             || st.alarm_status == Status::Dirty
             || st.delete_all.is_some()
+            || st.deferred.is_some_and(|d| d.phase == DeferredPhase::Ready)
     }
 
     /// `sync()` (§2.9): resolves when the flush scheduled or in flight now has committed; at once if none.
@@ -1033,6 +1238,10 @@ impl ActorCache {
         if st.alarm_status == Status::Dirty {
             frozen.alarm = st.alarm;
             st.alarm_status = Status::Flushing;
+        }
+        if let Some(d) = st.deferred.as_mut().filter(|d| d.phase == DeferredPhase::Ready) {
+            d.phase = DeferredPhase::Flushing;
+            frozen.alarm_delete_if = Some(d.time);
         }
         frozen
     }
@@ -1151,8 +1360,17 @@ impl ActorCache {
     /// One round: a pending deleteAll (its earlier writes, then itself), then the dirty entries.
     async fn round(&self, delete_all: Option<PendingDeleteAll>) -> Result<(), Error> {
         if let Some(da) = delete_all {
-            if !da.pre.is_empty() {
-                self.commit(da.pre, false).await?;
+            let mut pre = da.pre;
+            if !da.delete_alarm {
+                // A deferred alarm delete that became ready meanwhile goes before the deleteAll (statement 135).
+                let mut st = self.lock();
+                if let Some(d) = st.deferred.as_mut().filter(|d| d.phase == DeferredPhase::Ready) {
+                    d.phase = DeferredPhase::Flushing;
+                    pre.alarm_delete_if = Some(d.time);
+                }
+            }
+            if !pre.is_empty() {
+                self.commit(pre, false).await?;
             }
             let alarm = da.delete_alarm.then_some(None);
             let batch = Batch { delete_all: true, alarm, ..Batch::default() };
@@ -1224,6 +1442,9 @@ impl ActorCache {
                     }
                     if merge && st.alarm_status == Status::Flushing {
                         st.alarm_status = Status::Clean;
+                    }
+                    if frozen.alarm_delete_if.is_some() {
+                        Self::deferred_done(&mut st, r.alarm_deleted);
                     }
                     return Ok(());
                 }

@@ -41,7 +41,7 @@ pub struct ListRequest {
 /// One atomic write (one flush, §2.2–2.3).
 ///
 /// Applied in this order, all or nothing: `delete_all` (every key), then each counted delete, then the muted
-/// deletes, then the puts, then the alarm change. The order matters only where a key appears twice: a counted
+/// deletes, then the puts, then the conditional alarm delete, then the alarm change. The order matters only where a key appears twice: a counted
 /// delete of a key that a later put overwrote is applied first, so its count is that of the old state
 /// (statement 29), and the put wins.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -54,6 +54,9 @@ pub struct Batch {
     pub muted_deletes: Vec<String>,
     /// Puts, sorted by key.
     pub puts: Vec<(String, Vec<u8>)>,
+    /// Deletes the alarm only if it is set to exactly this time (the deferred delete of an alarm that ran, or
+    /// an abandoned alarm, §4); whether it did is [`CommitResult::alarm_deleted`]. Applied before `alarm`.
+    pub alarm_delete_if: Option<i64>,
     /// `Some(Some(t))` sets the alarm to `t` ms; `Some(None)` deletes it; `None` leaves it.
     pub alarm: Option<Option<i64>>,
 }
@@ -66,6 +69,7 @@ impl Batch {
             && self.muted_deletes.is_empty()
             && self.puts.is_empty()
             && self.alarm.is_none()
+            && self.alarm_delete_if.is_none()
     }
 }
 
@@ -76,6 +80,8 @@ pub struct CommitResult {
     pub counts: Vec<usize>,
     /// With `delete_all`, how many keys it deleted.
     pub deleted_all: usize,
+    /// With `alarm_delete_if`, whether the alarm was set to that time (and so deleted).
+    pub alarm_deleted: bool,
 }
 
 /// The durable store beneath one object's actor cache.
