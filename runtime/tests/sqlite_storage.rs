@@ -263,3 +263,24 @@ fn shutdown_discards_the_open_turn_and_fails_every_later_call() {
     assert_eq!(e.message(), "Durable Object storage is no longer accessible.");
     assert!(e.retryable() && e.durable_object_reset());
 }
+
+#[test]
+fn sql_3_3_a_root_transaction_sync_commits_with_the_turn_and_locks_the_gate_for_its_writes() {
+    let (s, h, p) = open("txn_sync_turn.db");
+    s.exec("CREATE TABLE t(x)", &[]).unwrap();
+    h.end_turn();
+    h.lock_outcomes();
+    s.transaction_sync(|| s.exec("INSERT INTO t VALUES (1)", &[]).map(|_| ())).unwrap();
+    assert_eq!(h.pending_tasks(), 1, "the savepoint joined the turn's implicit transaction");
+    assert_eq!(h.locks_taken(), 1, "its confirmed write locks the output gate until the turn commits");
+    // A read-only transaction_sync takes no lock.
+    let (s2, h2, _) = open("txn_sync_read.db");
+    s2.transaction_sync(|| s2.exec("SELECT 1", &[]).map(|_| ())).unwrap();
+    assert_eq!(h2.locks_taken(), 0);
+    // The turn is cut before it ends: the savepoint's write is gone too.
+    s.shutdown(None);
+    h.end_turn();
+    drop((s, h));
+    let (s, _) = open_at(&p, SqliteSettings::default());
+    assert_eq!(count(&s, "t"), 0);
+}

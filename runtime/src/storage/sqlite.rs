@@ -394,7 +394,11 @@ impl SqliteStorage {
 
     /// Runs `f` in a savepoint (spec §3.3 `transactionSync`): committed if it returns `Ok`, rolled back (and
     /// its error returned, the object not reset) if it returns `Err`. Nestable.
+    ///
+    /// A root `transaction_sync` nests in the turn's implicit transaction (opening it if needed, without locking
+    /// the output gate): its writes commit with the turn's, and lock the gate if they are confirmed.
     pub fn transaction_sync<R>(&self, f: impl FnOnce() -> Result<R, Error>) -> Result<R, Error> {
+        self.with_state(|_, tx, begin| begin(tx, false))?;
         let depth = self.open_level("_cf_sync_savepoint_")?;
         let result = f();
         self.close_level(depth, result)
