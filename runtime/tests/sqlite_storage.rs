@@ -7,7 +7,7 @@ use std::sync::Arc;
 use dosim_runtime::storage::gates::{block_on, DurableOnReturn, ManualTurns};
 use dosim_runtime::storage::sql::SqlValue;
 use dosim_runtime::storage::sqlite::{SqliteSettings, SqliteStorage, WriteOptions};
-use dosim_runtime::storage::DatabaseLocation;
+use dosim_runtime::storage::{DatabaseLocation, Storage};
 use dosim_runtime::Error;
 
 fn rt() -> Rt {
@@ -283,4 +283,81 @@ fn sql_3_3_a_root_transaction_sync_commits_with_the_turn_and_locks_the_gate_for_
     drop((s, h));
     let (s, _) = open_at(&p, SqliteSettings::default());
     assert_eq!(count(&s, "t"), 0);
+}
+
+#[test]
+fn appendix_a_13_alarm_calls_and_writes_fail_once_the_object_is_broken() {
+    let (s, h, _) = open("broken_alarm.db");
+    s.exec("CREATE TABLE p(id INTEGER PRIMARY KEY); CREATE TABLE c(p REFERENCES p(id))", &[]).unwrap();
+    s.exec("PRAGMA foreign_keys = ON", &[]).unwrap();
+    h.end_turn();
+    s.exec("PRAGMA defer_foreign_keys = ON; INSERT INTO c VALUES (1)", &[]).unwrap();
+    h.end_turn();
+    let e = h.lock_outcomes().into_iter().find_map(Result::err).expect("the commit failed");
+    assert_eq!(s.get_alarm().unwrap_err(), e);
+    assert_eq!(s.set_alarm(5, CONFIRMED).unwrap_err(), e);
+    assert_eq!(s.delete_alarm(CONFIRMED).unwrap_err(), e);
+    assert_eq!(s.put("k", b"v", UNCONFIRMED).unwrap_err(), e);
+}
+
+#[test]
+fn appendix_a_14_delete_all_keeps_the_alarm_unless_the_setting_deletes_it() {
+    for (deletes_alarm, expected) in [(false, Some(7_000)), (true, None)] {
+        let p = path(&format!("a14_{deletes_alarm}.db"));
+        let (s, h) = open_at(&p, SqliteSettings { delete_all_deletes_alarm: deletes_alarm });
+        s.set_alarm(7_000, CONFIRMED).unwrap();
+        h.end_turn();
+        rt().block_on(s.delete_all()).unwrap();
+        assert_eq!(s.get_alarm().unwrap(), expected);
+        // And an unset alarm stays unset.
+        rt().block_on(s.delete_all()).unwrap();
+        assert_eq!(s.get_alarm().unwrap(), expected);
+    }
+}
+
+#[test]
+fn appendix_a_15_rolling_back_a_transaction_restores_the_alarm_and_committing_keeps_it() {
+    let (s, h, _) = open("a15.db");
+    s.set_alarm(1_000, CONFIRMED).unwrap();
+    h.end_turn();
+    let r: Result<(), Error> = s.transaction_sync(|| {
+        s.set_alarm(2_000, CONFIRMED)?;
+        // Nested: its change is rolled back with it.
+        let inner: Result<(), Error> = s.transaction_sync(|| {
+            s.delete_alarm(CONFIRMED)?;
+            Err(Error::new("inner"))
+        });
+        assert!(inner.is_err());
+        assert_eq!(s.get_alarm()?, Some(2_000));
+        Err(Error::new("outer"))
+    });
+    assert!(r.is_err());
+    assert_eq!(s.get_alarm().unwrap(), Some(1_000), "rolled back to the alarm before the transaction");
+    s.transaction_sync(|| s.set_alarm(3_000, CONFIRMED)).unwrap();
+    assert_eq!(s.get_alarm().unwrap(), Some(3_000), "committing keeps it");
+}
+
+#[test]
+fn appendix_a_18_explicit_transactions_lock_the_gate_only_for_confirmed_writes() {
+    let rt = rt();
+    // Unconfirmed writes only: no lock at commit.
+    let (s, h, _) = open("a18_unconfirmed.db");
+    let storage = Storage::sqlite(s.clone());
+    rt.block_on(storage.transaction(async |_| s.put("a", b"1", UNCONFIRMED))).unwrap();
+    assert_eq!(h.locks_taken(), 0);
+    // A confirmed write in a nested transaction propagates to the root, which locks at commit.
+    rt.block_on(storage.transaction(async |_| {
+        s.transaction_sync(|| s.put("b", b"2", CONFIRMED))?;
+        Ok(())
+    }))
+    .unwrap();
+    assert_eq!(h.lock_outcomes(), vec![Ok(())]);
+    // A rollback resets the confirmed flag: nothing to hold.
+    rt.block_on(storage.transaction(async |txn| {
+        s.put("c", b"3", CONFIRMED)?;
+        txn.rollback()
+    }))
+    .unwrap();
+    assert_eq!(h.locks_taken(), 0);
+    assert_eq!(s.get("c").unwrap(), None);
 }
