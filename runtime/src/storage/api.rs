@@ -2,13 +2,16 @@
 //!
 //! Values go through [`super::value`] (CBOR); keys are strings in UTF-8 byte order. Every method is async, as
 //! on Cloudflare, although on the SQLite backend each resolves at once: SQLite calls are synchronous and need
-//! no input gate (spec §1.2, §3.1).
+//! no input gate (spec §1.2, §3.1). On the KV backend ([`Storage::kv`]) each call goes to the
+//! [`ActorCache`], which answers from its entries or reads storage, and enforces the key and value limits
+//! (spec §2); the SQL-only calls fail there (spec §3.1).
 
 use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::actor_cache::{ActorCache, CacheListOptions, CacheTransaction, GetOptions, PutOptions};
 use super::kv::ListOptions;
 use super::sql::{Cursor, SqlValue};
 use super::sqlite::{SqliteStorage, WriteOptions};
@@ -24,6 +27,19 @@ pub struct Storage {
 #[derive(Clone, Debug)]
 enum Backend {
     Sqlite(SqliteStorage),
+    Kv(ActorCache),
+}
+
+fn put_options(options: WriteOptions) -> PutOptions {
+    PutOptions { allow_unconfirmed: options.allow_unconfirmed, ..PutOptions::default() }
+}
+
+fn cache_list(options: &ListOptions) -> CacheListOptions {
+    CacheListOptions { list: options.clone(), ..CacheListOptions::default() }
+}
+
+fn decode_pairs<T: DeserializeOwned>(raw: Vec<(String, Vec<u8>)>) -> Result<Vec<(String, T)>, Error> {
+    raw.into_iter().map(|(k, b)| Ok((k, value::decode(&b)?))).collect()
 }
 
 /// The SQL API of a SQLite-backed object (`ctx.storage.sql`).
@@ -50,15 +66,26 @@ impl Storage {
         Storage { backend: Backend::Sqlite(storage) }
     }
 
-    fn sqlite_backend(&self) -> &SqliteStorage {
+    /// The storage of a KV-backend object: every call goes through `cache` (spec §2).
+    pub fn kv(cache: ActorCache) -> Storage {
+        Storage { backend: Backend::Kv(cache) }
+    }
+
+    /// The SQLite backend, or the error of a SQLite-only call on the KV backend.
+    fn sqlite_backend(&self) -> Result<&SqliteStorage, Error> {
         match &self.backend {
-            Backend::Sqlite(s) => s,
+            Backend::Sqlite(s) => Ok(s),
+            Backend::Kv(_) => Err(Error::new(messages::NOT_BACKED_BY_SQL)),
         }
     }
 
     /// The value under `key`, or `None`.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        self.sqlite_backend().get(key)?.map(|b| value::decode(&b)).transpose()
+        let raw = match &self.backend {
+            Backend::Sqlite(s) => s.get(key)?,
+            Backend::Kv(c) => c.get(key, GetOptions::default()).await?,
+        };
+        raw.map(|b| value::decode(&b)).transpose()
     }
 
     /// The values of the present keys among `keys`, sorted by key, duplicates collapsed.
@@ -66,7 +93,10 @@ impl Storage {
         &self,
         keys: &[&str],
     ) -> Result<BTreeMap<String, T>, Error> {
-        let raw = self.sqlite_backend().get_multiple(keys)?;
+        let raw = match &self.backend {
+            Backend::Sqlite(s) => s.get_multiple(keys)?,
+            Backend::Kv(c) => c.get_multiple(keys, GetOptions::default()).await?.into_iter().collect(),
+        };
         raw.into_iter().map(|(k, b)| Ok((k, value::decode(&b)?))).collect()
     }
 
@@ -83,7 +113,10 @@ impl Storage {
         options: WriteOptions,
     ) -> Result<(), Error> {
         let bytes = value::encode(value)?;
-        self.sqlite_backend().put(key, &bytes, options)
+        match &self.backend {
+            Backend::Sqlite(s) => s.put(key, &bytes, options),
+            Backend::Kv(c) => c.put(key, &bytes, put_options(options)).await,
+        }
     }
 
     /// Stores every pair, all or nothing.
@@ -91,71 +124,99 @@ impl Storage {
         let encoded: Vec<(&str, Vec<u8>)> =
             entries.iter().map(|(k, v)| Ok((*k, value::encode(v)?))).collect::<Result<_, Error>>()?;
         let pairs: Vec<(&str, &[u8])> = encoded.iter().map(|(k, v)| (*k, v.as_slice())).collect();
-        self.sqlite_backend().put_multiple(&pairs, WriteOptions::default())
+        match &self.backend {
+            Backend::Sqlite(s) => s.put_multiple(&pairs, WriteOptions::default()),
+            Backend::Kv(c) => c.put_multiple(&pairs, PutOptions::default()).await,
+        }
     }
 
     /// Deletes `key`; true if it existed.
     pub async fn delete(&self, key: &str) -> Result<bool, Error> {
-        self.sqlite_backend().delete(key, WriteOptions::default())
+        match &self.backend {
+            Backend::Sqlite(s) => s.delete(key, WriteOptions::default()),
+            Backend::Kv(c) => c.delete(key, PutOptions::default()).await,
+        }
     }
 
     /// Deletes every key of `keys`; how many existed.
     pub async fn delete_multiple(&self, keys: &[&str]) -> Result<usize, Error> {
-        self.sqlite_backend().delete_multiple(keys, WriteOptions::default())
+        match &self.backend {
+            Backend::Sqlite(s) => s.delete_multiple(keys, WriteOptions::default()),
+            Backend::Kv(c) => c.delete_multiple(keys, PutOptions::default()).await,
+        }
     }
 
     /// The pairs `options` selects, in key order (descending with `reverse`).
     pub async fn list<T: DeserializeOwned>(&self, options: &ListOptions) -> Result<Vec<(String, T)>, Error> {
-        let raw = self.sqlite_backend().list(options)?;
-        raw.into_iter().map(|(k, b)| Ok((k, value::decode(&b)?))).collect()
+        let raw = match &self.backend {
+            Backend::Sqlite(s) => s.list(options)?,
+            Backend::Kv(c) => c.list(cache_list(options)).await?,
+        };
+        decode_pairs(raw)
     }
 
     /// Deletes every key and table (and the alarm, if the backend's setting says so).
     pub async fn delete_all(&self) -> Result<(), Error> {
-        self.sqlite_backend().delete_all().await
+        match &self.backend {
+            Backend::Sqlite(s) => s.delete_all().await,
+            Backend::Kv(c) => c.delete_all(PutOptions::default()).await.map(|_| ()),
+        }
     }
 
     /// The alarm's time in ms since the epoch, or `None`.
     pub async fn get_alarm(&self) -> Result<Option<i64>, Error> {
-        self.sqlite_backend().get_alarm()
+        match &self.backend {
+            Backend::Sqlite(s) => s.get_alarm(),
+            Backend::Kv(c) => c.get_alarm(GetOptions::default()).await,
+        }
     }
 
     /// Sets the alarm to `scheduled_ms` (ms since the epoch; must be positive).
     pub async fn set_alarm(&self, scheduled_ms: i64) -> Result<(), Error> {
-        self.sqlite_backend().set_alarm(scheduled_ms, WriteOptions::default())
+        match &self.backend {
+            Backend::Sqlite(s) => s.set_alarm(scheduled_ms, WriteOptions::default()),
+            Backend::Kv(c) => c.set_alarm(scheduled_ms, PutOptions::default()).await,
+        }
     }
 
     /// Deletes the alarm.
     pub async fn delete_alarm(&self) -> Result<(), Error> {
-        self.sqlite_backend().delete_alarm(WriteOptions::default())
+        match &self.backend {
+            Backend::Sqlite(s) => s.delete_alarm(WriteOptions::default()),
+            Backend::Kv(c) => c.delete_alarm(PutOptions::default()).await,
+        }
     }
 
     /// Resolves once every write made before the call is durable.
     pub async fn sync(&self) -> Result<(), Error> {
-        self.sqlite_backend().sync().await
+        match &self.backend {
+            Backend::Sqlite(s) => s.sync().await,
+            Backend::Kv(c) => c.sync().await,
+        }
     }
 
-    /// A bookmark for now, including the writes of the current batch (spec §3.6 `getCurrentBookmark`).
+    /// A bookmark for now (SQLite-backed objects only), including the writes of the current batch (spec §3.6 `getCurrentBookmark`).
     pub async fn get_current_bookmark(&self) -> Result<String, Error> {
-        self.sqlite_backend().get_current_bookmark()
+        self.sqlite_backend()?.get_current_bookmark()
     }
 
     /// The bookmark of the state at `unix_ms` (the last commit at or before it; spec §3.6
     /// `getBookmarkForTime`). Fails unless the time is within the last 30 days.
     pub async fn get_bookmark_for_time(&self, unix_ms: i64) -> Result<String, Error> {
-        self.sqlite_backend().get_bookmark_for_time(unix_ms)
+        self.sqlite_backend()?.get_bookmark_for_time(unix_ms)
     }
 
     /// Restores the storage to `bookmark` when the object next starts; returns the bookmark of the state just
     /// before the restore, to undo it (spec §3.6 `onNextSessionRestoreBookmark`).
     pub async fn on_next_session_restore_bookmark(&self, bookmark: &str) -> Result<String, Error> {
-        self.sqlite_backend().on_next_session_restore_bookmark(bookmark)
+        self.sqlite_backend()?.on_next_session_restore_bookmark(bookmark)
     }
 
     /// The SQL API (SQLite-backed objects only; spec §3.1).
     pub fn sql(&self) -> Result<Sql, Error> {
         match &self.backend {
             Backend::Sqlite(s) => Ok(Sql { storage: s.clone() }),
+            Backend::Kv(_) => Err(Error::new(messages::SQL_NOT_AVAILABLE)),
         }
     }
 
@@ -163,12 +224,15 @@ impl Storage {
     pub fn transaction_sync<R>(&self, f: impl FnOnce() -> Result<R, Error>) -> Result<R, Error> {
         match &self.backend {
             Backend::Sqlite(s) => s.transaction_sync(f),
+            Backend::Kv(_) => Err(Error::new(messages::NOT_BACKED_BY_SQL)),
         }
     }
 
     /// Runs the async closure in a transaction (spec §2.7, §3.3): committed if it returns `Ok`, rolled back
     /// if it returns `Err`, whose error is returned without resetting the object. The closure gets the
     /// transaction's handle; on the SQLite backend, storage calls made directly meanwhile are part of it too.
+    /// On the KV backend the handle's writes are buffered and applied to the cache at once when `f` returns
+    /// `Ok` (spec §2.7).
     ///
     /// ```no_run
     /// # async fn demo(storage: dosim_runtime::storage::Storage) -> Result<i64, dosim_runtime::Error> {
@@ -186,11 +250,18 @@ impl Storage {
         &self,
         f: impl AsyncFnOnce(&Transaction) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        let storage = self.sqlite_backend().clone();
+        let storage = match &self.backend {
+            Backend::Sqlite(s) => s.clone(),
+            Backend::Kv(c) => {
+                return c.transaction(async |t| f(&Transaction { handle: Handle::Kv(t.clone()) }).await).await
+            }
+        };
         let outcome = std::sync::Arc::new(std::sync::Mutex::new(TxnState::Active));
         let result = storage
             .transaction(async |depth| {
-                let txn = Transaction { storage: storage.clone(), depth, state: outcome.clone() };
+                let txn = Transaction {
+                    handle: Handle::Sqlite { storage: storage.clone(), depth, state: outcome.clone() },
+                };
                 f(&txn).await
             })
             .await;
@@ -207,19 +278,26 @@ enum TxnState {
     Finished,
 }
 
-/// The handle of an explicit transaction (`txn` in `storage.transaction(async txn => …)`).
+/// The handle of an explicit transaction (`txn` in `storage.transaction(async txn => …)`), on either backend.
 #[derive(Debug)]
 pub struct Transaction {
-    storage: SqliteStorage,
-    depth: usize,
-    state: std::sync::Arc<std::sync::Mutex<TxnState>>,
+    handle: Handle,
+}
+
+#[derive(Debug)]
+enum Handle {
+    Sqlite { storage: SqliteStorage, depth: usize, state: std::sync::Arc<std::sync::Mutex<TxnState>> },
+    Kv(CacheTransaction),
 }
 
 impl Transaction {
-    /// Fails unless the transaction is active, with the spec's message for `op` (spec §2.7).
-    fn check(&self, op: &str) -> Result<(), Error> {
-        match *self.state.lock().unwrap_or_else(|e| e.into_inner()) {
-            TxnState::Active => Ok(()),
+    /// The SQLite handle, if the transaction is active; else the spec's message for `op` (spec §2.7).
+    fn sqlite(&self, op: &str) -> Result<&SqliteStorage, Error> {
+        let Handle::Sqlite { storage, state, .. } = &self.handle else {
+            unreachable!("only called on the SQLite handle")
+        };
+        match *state.lock().unwrap_or_else(|e| e.into_inner()) {
+            TxnState::Active => Ok(storage),
             TxnState::RolledBack => Err(Error::new(messages::rolled_back(op))),
             TxnState::Finished => Err(Error::new(messages::already_committed(op))),
         }
@@ -227,56 +305,84 @@ impl Transaction {
 
     /// The value under `key`, as the transaction sees it.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        self.check("get()")?;
-        self.storage.get(key)?.map(|b| value::decode(&b)).transpose()
+        let raw = match &self.handle {
+            Handle::Kv(t) => t.get(key, GetOptions::default()).await?,
+            Handle::Sqlite { .. } => self.sqlite("get()")?.get(key)?,
+        };
+        raw.map(|b| value::decode(&b)).transpose()
     }
 
     /// Stores `value` under `key` in the transaction.
     pub async fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), Error> {
-        self.check("put()")?;
-        self.storage.put(key, &value::encode(value)?, WriteOptions::default())
+        match &self.handle {
+            Handle::Kv(t) => {
+                // The handle's own check comes first, as an encoding error would otherwise hide it.
+                let bytes = value::encode(value)?;
+                t.put(key, &bytes, PutOptions::default()).await
+            }
+            Handle::Sqlite { .. } => {
+                let storage = self.sqlite("put()")?;
+                storage.put(key, &value::encode(value)?, WriteOptions::default())
+            }
+        }
     }
 
     /// Deletes `key` in the transaction; true if it existed.
     pub async fn delete(&self, key: &str) -> Result<bool, Error> {
-        self.check("delete()")?;
-        self.storage.delete(key, WriteOptions::default())
+        match &self.handle {
+            Handle::Kv(t) => t.delete(key, PutOptions::default()).await,
+            Handle::Sqlite { .. } => self.sqlite("delete()")?.delete(key, WriteOptions::default()),
+        }
     }
 
     /// The pairs `options` selects, as the transaction sees them.
     pub async fn list<T: DeserializeOwned>(&self, options: &ListOptions) -> Result<Vec<(String, T)>, Error> {
-        self.check("list()")?;
-        let raw = self.storage.list(options)?;
-        raw.into_iter().map(|(k, b)| Ok((k, value::decode(&b)?))).collect()
+        let raw = match &self.handle {
+            Handle::Kv(t) => t.list(cache_list(options)).await?,
+            Handle::Sqlite { .. } => self.sqlite("list()")?.list(options)?,
+        };
+        decode_pairs(raw)
     }
 
     /// The alarm, as the transaction sees it.
     pub async fn get_alarm(&self) -> Result<Option<i64>, Error> {
-        self.check("getAlarm()")?;
-        self.storage.get_alarm()
+        match &self.handle {
+            Handle::Kv(t) => t.get_alarm(GetOptions::default()).await,
+            Handle::Sqlite { .. } => self.sqlite("getAlarm()")?.get_alarm(),
+        }
     }
 
     /// Sets the alarm in the transaction.
     pub async fn set_alarm(&self, scheduled_ms: i64) -> Result<(), Error> {
-        self.check("setAlarm()")?;
-        self.storage.set_alarm(scheduled_ms, WriteOptions::default())
+        match &self.handle {
+            Handle::Kv(t) => t.set_alarm(scheduled_ms, PutOptions::default()).await,
+            Handle::Sqlite { .. } => {
+                self.sqlite("setAlarm()")?.set_alarm(scheduled_ms, WriteOptions::default())
+            }
+        }
     }
 
     /// Deletes the alarm in the transaction.
     pub async fn delete_alarm(&self) -> Result<(), Error> {
-        self.check("deleteAlarm()")?;
-        self.storage.delete_alarm(WriteOptions::default())
+        match &self.handle {
+            Handle::Kv(t) => t.delete_alarm(PutOptions::default()).await,
+            Handle::Sqlite { .. } => self.sqlite("deleteAlarm()")?.delete_alarm(WriteOptions::default()),
+        }
     }
 
     /// Discards the transaction's writes; it commits nothing. May be called again; any other use of the handle
     /// afterwards fails (spec §2.7).
     pub fn rollback(&self) -> Result<(), Error> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (storage, depth, state) = match &self.handle {
+            Handle::Kv(t) => return t.rollback(),
+            Handle::Sqlite { storage, depth, state } => (storage, *depth, state),
+        };
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
         match *state {
             TxnState::RolledBack => Ok(()),
             TxnState::Finished => Err(Error::new(messages::already_committed("rollback()"))),
             TxnState::Active => {
-                self.storage.rollback_to(self.depth)?;
+                storage.rollback_to(depth)?;
                 *state = TxnState::RolledBack;
                 Ok(())
             }

@@ -37,6 +37,7 @@
 //! of the 64-bit FNV-1a hash of the failure's description followed by `#` and the cache's count of internal
 //! errors so far (starting at 1), see [`error_reference`].
 
+pub mod sqlite_store;
 pub mod store;
 
 mod entries;

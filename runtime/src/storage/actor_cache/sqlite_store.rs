@@ -1,0 +1,184 @@
+//! [`SqliteKvStore`]: the durable store beneath a KV-backend object's [`super::ActorCache`], a SQLite database
+//! opened through [`DatabaseLocation`] (a real file, or a file on the simulation's disk).
+//!
+//! Pairs live in `_cf_KV(key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID` (keys compare in UTF-8 byte order,
+//! SQLite's `BINARY` collation), the alarm in `_cf_METADATA` at key 1, as on the SQLite backend (spec §3.1).
+//! Each call runs when it is made; a [`Batch`] is applied in one SQLite transaction, and its future resolves
+//! only after the embedder's [`DurabilityWait`] that follows `COMMIT`.
+//!
+//! Every SQLite failure is a critical storage failure, [`StoreError::Internal`]: it is never
+//! [`StoreError::Disconnected`] (a local disk error is not a lost connection, and retrying it would only
+//! repeat it), and it carries no application-visible text.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::store::{Batch, CommitResult, KvStore, ListRequest, StoreError, StoreFuture};
+use crate::storage::gates::DurabilityWait;
+use crate::storage::location::{DatabaseLocation, OpenError};
+
+/// Where the alarm lives in `_cf_METADATA` (the SQLite backend's key, spec §3.1).
+const METADATA_ALARM_KEY: i64 = 1;
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
+     CREATE TABLE IF NOT EXISTS _cf_METADATA (key INTEGER PRIMARY KEY, value BLOB);";
+
+/// A [`KvStore`] over one SQLite database. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct SqliteKvStore {
+    conn: Arc<Mutex<Connection>>,
+    durability: Arc<dyn DurabilityWait>,
+    location: String,
+}
+
+impl std::fmt::Debug for SqliteKvStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteKvStore").field("location", &self.location).finish()
+    }
+}
+
+fn internal(e: &rusqlite::Error) -> StoreError {
+    StoreError::Internal(format!("SQLite error: {e}"))
+}
+
+fn ready<T: Send + 'static>(r: Result<T, StoreError>) -> StoreFuture<T> {
+    Box::pin(std::future::ready(r))
+}
+
+impl SqliteKvStore {
+    /// Opens (creating if needed) the database at `location` with the runtime's settings, and its tables.
+    /// Commits report success once `durability` has waited after `COMMIT`.
+    pub fn open(
+        location: &DatabaseLocation,
+        durability: Arc<dyn DurabilityWait>,
+    ) -> Result<SqliteKvStore, OpenError> {
+        let conn = location.open()?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| OpenError { location: location.to_string(), reason: e.to_string() })?;
+        Ok(SqliteKvStore { conn: Arc::new(Mutex::new(conn)), durability, location: location.to_string() })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read_alarm(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+        conn.query_row("SELECT value FROM _cf_METADATA WHERE key = ?1", [METADATA_ALARM_KEY], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .optional()
+        .map(Option::flatten)
+    }
+
+    fn get_now(&self, keys: &[String]) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT value FROM _cf_KV WHERE key = ?1")?;
+        let mut out = Vec::new();
+        for key in keys.iter().collect::<BTreeSet<_>>() {
+            if let Some(v) = stmt.query_row([key], |r| r.get::<_, Vec<u8>>(0)).optional()? {
+                out.push((key.clone(), v));
+            }
+        }
+        Ok(out)
+    }
+
+    fn list_now(&self, request: &ListRequest) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
+        let conn = self.conn();
+        let order = if request.reverse { "DESC" } else { "ASC" };
+        let limit = request.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let map = |r: &rusqlite::Row<'_>| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?));
+        match &request.end {
+            Some(end) => {
+                let sql = format!(
+                    "SELECT key, value FROM _cf_KV WHERE key >= ?1 AND key < ?2 ORDER BY key {order} LIMIT ?3"
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params![request.start, end, limit], map)?;
+                rows.collect()
+            }
+            None => {
+                let sql =
+                    format!("SELECT key, value FROM _cf_KV WHERE key >= ?1 ORDER BY key {order} LIMIT ?2");
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params![request.start, limit], map)?;
+                rows.collect()
+            }
+        }
+    }
+
+    /// Applies `batch` in one SQLite transaction, in [`Batch`]'s documented order.
+    fn commit_now(&self, batch: &Batch) -> rusqlite::Result<CommitResult> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut result = CommitResult::default();
+        if batch.delete_all {
+            result.deleted_all = tx.execute("DELETE FROM _cf_KV", [])?;
+        }
+        {
+            let mut del = tx.prepare_cached("DELETE FROM _cf_KV WHERE key = ?1")?;
+            for keys in &batch.counted_deletes {
+                let mut n = 0;
+                for key in keys.iter().collect::<BTreeSet<_>>() {
+                    n += del.execute([key])?;
+                }
+                result.counts.push(n);
+            }
+            for key in &batch.muted_deletes {
+                del.execute([key])?;
+            }
+            let mut put = tx.prepare_cached("INSERT OR REPLACE INTO _cf_KV (key, value) VALUES (?1, ?2)")?;
+            for (key, value) in &batch.puts {
+                put.execute(params![key, value])?;
+            }
+        }
+        if let Some(t) = batch.alarm_delete_if {
+            result.alarm_deleted = tx
+                .execute("DELETE FROM _cf_METADATA WHERE key = ?1 AND value = ?2", [METADATA_ALARM_KEY, t])?
+                > 0;
+        }
+        match batch.alarm {
+            Some(Some(t)) => {
+                tx.execute(
+                    "INSERT INTO _cf_METADATA (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+                    [METADATA_ALARM_KEY, t],
+                )?;
+            }
+            Some(None) => {
+                tx.execute("DELETE FROM _cf_METADATA WHERE key = ?1", [METADATA_ALARM_KEY])?;
+            }
+            None => {}
+        }
+        // On an error above, dropping `tx` rolls back: nothing of the batch is applied.
+        tx.commit()?;
+        Ok(result)
+    }
+}
+
+impl KvStore for SqliteKvStore {
+    fn get(&self, keys: Vec<String>) -> StoreFuture<Vec<(String, Vec<u8>)>> {
+        ready(self.get_now(&keys).map_err(|e| internal(&e)))
+    }
+
+    fn list(&self, request: ListRequest) -> StoreFuture<Vec<(String, Vec<u8>)>> {
+        ready(self.list_now(&request).map_err(|e| internal(&e)))
+    }
+
+    fn get_alarm(&self) -> StoreFuture<Option<i64>> {
+        ready(Self::read_alarm(&self.conn()).map_err(|e| internal(&e)))
+    }
+
+    fn commit(&self, batch: Batch) -> StoreFuture<CommitResult> {
+        match self.commit_now(&batch) {
+            Err(e) => ready(Err(internal(&e))),
+            Ok(result) => {
+                let durable = self.durability.wait();
+                Box::pin(async move {
+                    durable.await;
+                    Ok(result)
+                })
+            }
+        }
+    }
+}
