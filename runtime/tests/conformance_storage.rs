@@ -5,30 +5,17 @@
 //! The oracle awaited each top-level op before the next, so each is its own turn here (`end_turn` after it);
 //! a `concurrent` op runs its sub-ops in one turn, as un-awaited calls do.
 
+mod common;
+
+use common::oracle::{alarm_time, error_json, expected, list_options, map_json, normalize, undefined, T0_MS};
 use std::sync::Arc;
 
 use dosim_runtime::storage::gates::{block_on, DurableOnReturn, ManualTurns};
-use dosim_runtime::storage::kv::ListOptions;
 use dosim_runtime::storage::sql::SqlValue;
 use dosim_runtime::storage::sqlite::{SqliteSettings, SqliteStorage};
 use dosim_runtime::storage::{DatabaseLocation, Storage, Transaction};
 use dosim_runtime::Error;
 use serde_json::{json, Value};
-
-/// The oracle's alarm times are relative to the case start; ours are relative to this instant.
-const T0_MS: i64 = 1_767_225_600_000;
-
-fn undefined() -> Value {
-    json!({"$undefined": true})
-}
-
-fn error_json(e: &Error) -> Value {
-    json!({"name": e.kind().to_string(), "message": e.message()})
-}
-
-fn map_json(entries: Vec<(String, Value)>) -> Value {
-    json!({"$map": entries.into_iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>()})
-}
 
 fn sql_json(v: &SqlValue) -> Value {
     match v {
@@ -38,26 +25,6 @@ fn sql_json(v: &SqlValue) -> Value {
         SqlValue::Text(t) => json!(t),
         SqlValue::Blob(b) => json!({"$u8": b}),
     }
-}
-
-fn list_options(op: &Value) -> ListOptions {
-    let o = &op["options"];
-    let s = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
-    ListOptions {
-        start: s("start"),
-        start_after: s("startAfter"),
-        end: s("end"),
-        prefix: s("prefix"),
-        reverse: o.get("reverse").and_then(Value::as_bool).unwrap_or(false),
-        limit: o.get("limit").and_then(Value::as_i64),
-    }
-}
-
-fn alarm_time(op: &Value) -> i64 {
-    let t = &op["time"];
-    let rel =
-        t.get("$t0").or_else(|| t.get("$date_t0")).and_then(Value::as_i64).expect("relative alarm time");
-    T0_MS + rel
 }
 
 /// Runs one storage op (top level or inside a transaction). `None`: not applicable in Rust (with a reason).
@@ -174,23 +141,6 @@ async fn run_op(
         }
         other => return Err(format!("op {other} is not part of this conformance file")),
     })
-}
-
-fn expected(r: &Value) -> Result<Value, Value> {
-    match r.get("error") {
-        Some(e) => Err(json!({"name": e["name"], "message": e["message"]})),
-        None => Ok(r["ok"].clone()),
-    }
-}
-
-/// Numbers compare as doubles (JavaScript has no integers).
-fn normalize(v: &Value) -> Value {
-    match v {
-        Value::Number(n) => json!(n.as_f64().unwrap()),
-        Value::Array(a) => Value::Array(a.iter().map(normalize).collect()),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), normalize(v))).collect()),
-        other => other.clone(),
-    }
 }
 
 #[test]

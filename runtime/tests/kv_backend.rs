@@ -6,6 +6,9 @@
 //!   `source` field) replayed through [`Storage`]. As in `conformance_storage.rs`, each top-level op is its own
 //!   turn (`end_turn` after it, which flushes); a `concurrent` op runs its sub-ops in one turn.
 
+mod common;
+
+use common::oracle::{alarm_time, error_json, expected, list_options, map_json, normalize, undefined, T0_MS};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -120,41 +123,6 @@ fn a_batch_reports_counts_and_applies_in_order() {
 
 // ----- oracle conformance ------------------------------------------------------------------------------------
 
-/// The oracle's alarm times are relative to the case start; ours are relative to this instant.
-const T0_MS: i64 = 1_767_225_600_000;
-
-fn undefined() -> Value {
-    json!({"$undefined": true})
-}
-
-fn error_json(e: &Error) -> Value {
-    json!({"name": e.kind().to_string(), "message": e.message()})
-}
-
-fn map_json(entries: Vec<(String, Value)>) -> Value {
-    json!({"$map": entries.into_iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>()})
-}
-
-fn list_options(op: &Value) -> ListOptions {
-    let o = &op["options"];
-    let s = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
-    ListOptions {
-        start: s("start"),
-        start_after: s("startAfter"),
-        end: s("end"),
-        prefix: s("prefix"),
-        reverse: o.get("reverse").and_then(Value::as_bool).unwrap_or(false),
-        limit: o.get("limit").and_then(Value::as_i64),
-    }
-}
-
-fn alarm_time(op: &Value) -> i64 {
-    let t = &op["time"];
-    let rel =
-        t.get("$t0").or_else(|| t.get("$date_t0")).and_then(Value::as_i64).expect("relative alarm time");
-    T0_MS + rel
-}
-
 fn keys(v: &Value) -> Vec<&str> {
     v.as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect()
 }
@@ -245,23 +213,6 @@ async fn run_op(
         }
         other => return Err(format!("op {other} is not part of this conformance file")),
     })
-}
-
-fn expected(r: &Value) -> Result<Value, Value> {
-    match r.get("error") {
-        Some(e) => Err(json!({"name": e["name"], "message": e["message"]})),
-        None => Ok(r["ok"].clone()),
-    }
-}
-
-/// Numbers compare as doubles (JavaScript has no integers).
-fn normalize(v: &Value) -> Value {
-    match v {
-        Value::Number(n) => json!(n.as_f64().unwrap()),
-        Value::Array(a) => Value::Array(a.iter().map(normalize).collect()),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), normalize(v))).collect()),
-        other => other.clone(),
-    }
 }
 
 type Op<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Result<Value, Error>, String>> + 'a>>;
