@@ -10,19 +10,6 @@ use dosim_runtime::storage::sqlite::{SqliteSettings, SqliteStorage, WriteOptions
 use dosim_runtime::storage::{DatabaseLocation, Storage};
 use dosim_runtime::Error;
 
-fn rt() -> Rt {
-    Rt
-}
-
-/// Runs futures on this thread.
-struct Rt;
-
-impl Rt {
-    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        block_on(f)
-    }
-}
-
 fn path(name: &str) -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sqlite_storage");
     std::fs::create_dir_all(&dir).unwrap();
@@ -166,14 +153,13 @@ fn sql_3_3_transaction_sync_commits_or_rolls_back_without_resetting() {
 fn sql_3_3_transaction_waits_for_the_implicit_commit_and_rolls_back_on_error() {
     let (s, h, _) = open("txn_async.db");
     s.exec("CREATE TABLE t(x)", &[]).unwrap();
-    let rt = rt();
-    let r: Result<(), Error> = rt.block_on(s.transaction(|_| async {
+    let r: Result<(), Error> = block_on(s.transaction(|_| async {
         s.exec("INSERT INTO t VALUES (1)", &[])?;
         Err(Error::new("nope"))
     }));
     assert_eq!(r.unwrap_err().message(), "nope");
     assert_eq!(count(&s, "t"), 0);
-    let r = rt.block_on(s.transaction(|_| async {
+    let r = block_on(s.transaction(|_| async {
         s.exec("INSERT INTO t VALUES (2)", &[])?;
         Ok(5)
     }));
@@ -193,7 +179,7 @@ fn sql_3_4_delete_all_wipes_tables_and_keys_atomically_and_keeps_the_alarm_by_de
         s.set_alarm(1_000, CONFIRMED).unwrap();
         h.end_turn();
         s.put("uncommitted", b"x", CONFIRMED).unwrap();
-        rt().block_on(s.delete_all()).unwrap();
+        block_on(s.delete_all()).unwrap();
         assert!(s.exec("SELECT * FROM t", &[]).is_err(), "the table is gone");
         assert_eq!(s.get("k").unwrap(), None);
         assert_eq!(s.get("uncommitted").unwrap(), None, "the turn's writes were rolled back");
@@ -210,8 +196,7 @@ fn sql_3_4_delete_all_wipes_tables_and_keys_atomically_and_keeps_the_alarm_by_de
 #[test]
 fn delete_all_inside_a_transaction_is_refused() {
     let (s, _h, _) = open("delete_all_txn.db");
-    let rt = rt();
-    let r = s.transaction_sync(|| rt.block_on(s.delete_all()));
+    let r = s.transaction_sync(|| block_on(s.delete_all()));
     assert_eq!(r.unwrap_err().message(), "Cannot call deleteAll() within a transaction");
 }
 
@@ -307,10 +292,10 @@ fn appendix_a_14_delete_all_keeps_the_alarm_unless_the_setting_deletes_it() {
         let (s, h) = open_at(&p, SqliteSettings { delete_all_deletes_alarm: deletes_alarm });
         s.set_alarm(7_000, CONFIRMED).unwrap();
         h.end_turn();
-        rt().block_on(s.delete_all()).unwrap();
+        block_on(s.delete_all()).unwrap();
         assert_eq!(s.get_alarm().unwrap(), expected);
         // And an unset alarm stays unset.
-        rt().block_on(s.delete_all()).unwrap();
+        block_on(s.delete_all()).unwrap();
         assert_eq!(s.get_alarm().unwrap(), expected);
     }
 }
@@ -339,21 +324,20 @@ fn appendix_a_15_rolling_back_a_transaction_restores_the_alarm_and_committing_ke
 
 #[test]
 fn appendix_a_18_explicit_transactions_lock_the_gate_only_for_confirmed_writes() {
-    let rt = rt();
     // Unconfirmed writes only: no lock at commit.
     let (s, h, _) = open("a18_unconfirmed.db");
     let storage = Storage::sqlite(s.clone());
-    rt.block_on(storage.transaction(async |_| s.put("a", b"1", UNCONFIRMED))).unwrap();
+    block_on(storage.transaction(async |_| s.put("a", b"1", UNCONFIRMED))).unwrap();
     assert_eq!(h.locks_taken(), 0);
     // A confirmed write in a nested transaction propagates to the root, which locks at commit.
-    rt.block_on(storage.transaction(async |_| {
+    block_on(storage.transaction(async |_| {
         s.transaction_sync(|| s.put("b", b"2", CONFIRMED))?;
         Ok(())
     }))
     .unwrap();
     assert_eq!(h.lock_outcomes(), vec![Ok(())]);
     // A rollback resets the confirmed flag: nothing to hold.
-    rt.block_on(storage.transaction(async |txn| {
+    block_on(storage.transaction(async |txn| {
         s.put("c", b"3", CONFIRMED)?;
         txn.rollback()
     }))
