@@ -222,6 +222,15 @@ pub mod messages {
     }
     /// §6.2: a DISCONNECTED error shown to the caller (retryable).
     pub const NETWORK_CONNECTION_LOST: &str = "Network connection lost.";
+    /// §8: `idFromString` of anything but 64 hex digits (TypeError).
+    pub const INVALID_OBJECT_ID: &str = "Invalid Durable Object ID: must be 64 hex digits";
+    /// §8: `idFromString` of an id whose mac does not match this namespace (TypeError).
+    pub const OBJECT_ID_NOT_FOR_NAMESPACE: &str = "Durable Object ID is not valid for this namespace.";
+    /// §8: an unknown jurisdiction name (TypeError). The spec fixes no text; this names the value and the
+    /// allowed ones.
+    pub fn invalid_jurisdiction(value: &str) -> String {
+        format!("Invalid jurisdiction: \"{value}\". Expected one of \"eu\", \"fedramp\", \"fedramp-high\", \"us\".")
+    }
 }
 
 #[cfg(test)]
