@@ -222,6 +222,69 @@ pub mod messages {
     }
     /// §6.2: a DISCONNECTED error shown to the caller (retryable).
     pub const NETWORK_CONNECTION_LOST: &str = "Network connection lost.";
+    /// §9: a binding to a class that no applied migration created.
+    pub fn binding_to_unconfigured_class(class: &str) -> String {
+        format!("Cannot create binding for class '{class}' because it is not currently configured to implement Durable Objects. Ensure a --new-class migration has been applied to it. [code: 10061]")
+    }
+    /// §9: a `deleted_classes` entry for a class that a binding still references.
+    pub fn delete_bound_class(class: &str) -> String {
+        format!("Cannot apply --delete-class migration to class '{class}' without also removing the binding that references it.")
+    }
+    // The spec fixes no text for the other deploy errors; these follow the style of Cloudflare's (the
+    // directive as a wrangler flag, the class in quotes) and name the class, script or tag at fault.
+    /// §9: the directive `new_classes`, as named in deploy errors.
+    pub const NEW_CLASS: &str = "--new-class";
+    /// §9: the directive `new_sqlite_classes`, as named in deploy errors.
+    pub const NEW_SQLITE_CLASS: &str = "--new-sqlite-class";
+    /// §9: the directive `renamed_classes`, as named in deploy errors.
+    pub const RENAME_CLASS: &str = "--rename-class";
+    /// §9: the directive `transferred_classes`, as named in deploy errors.
+    pub const TRANSFER_CLASS: &str = "--transfer-class";
+    /// §9: creating (`directive` is [`NEW_CLASS`] or [`NEW_SQLITE_CLASS`]) a class that already exists.
+    pub fn new_class_exists(directive: &str, class: &str) -> String {
+        format!("Cannot apply {directive} migration to class '{class}' because it already exists.")
+    }
+    /// §9: `new_sqlite_classes` on an existing KV-backend class.
+    pub fn new_sqlite_class_on_kv_class(class: &str) -> String {
+        format!("Cannot apply --new-sqlite-class migration to class '{class}' because it already exists with the key-value storage backend. The SQLite backend can only be chosen when a class is created; an existing class cannot be converted.")
+    }
+    /// §9: a rename or transfer (`directive`) whose source class does not exist in `script`.
+    pub fn migration_source_missing(directive: &str, class: &str, script: &str) -> String {
+        format!("Cannot apply {directive} migration from class '{class}' because script '{script}' has no such class.")
+    }
+    /// §9: a rename or transfer (`directive`) to a class that already exists.
+    pub fn migration_destination_exists(directive: &str, class: &str) -> String {
+        format!("Cannot apply {directive} migration to class '{class}' because it already exists.")
+    }
+    /// §9: a rename or transfer (`directive`) to a class the Worker does not export.
+    pub fn migration_destination_not_exported(directive: &str, class: &str) -> String {
+        format!("Cannot apply {directive} migration to class '{class}' because the new version of the script does not export it.")
+    }
+    /// §9: a transfer whose `from_script` is the script being deployed.
+    pub fn transfer_within_script(class: &str, script: &str) -> String {
+        format!("Cannot apply --transfer-class migration from class '{class}' of script '{script}' to the same script; use --rename-class instead.")
+    }
+    /// §9: a `deleted_classes` entry for a class that does not exist.
+    pub fn delete_missing_class(class: &str) -> String {
+        format!("Cannot apply --delete-class migration to class '{class}' because it does not exist.")
+    }
+    /// §9: a migration with an empty tag.
+    pub const MIGRATION_TAG_EMPTY: &str = "Migration tags must not be empty.";
+    /// §9: two migrations with the same tag.
+    pub fn migration_tag_duplicate(tag: &str) -> String {
+        format!("Migration tag '{tag}' appears more than once; migration tags must be unique.")
+    }
+    /// §9: a deploy without migrations of a script that has applied `last_tag`.
+    pub fn migrations_required(script: &str, last_tag: &str) -> String {
+        format!("Script '{script}' has applied migration tag '{last_tag}', so every later deploy must include its migrations.")
+    }
+    /// §9: the migrations list does not begin with the tags already applied (`found` is the tag at
+    /// `position`, counted from 0 and shown from 1; `None` past the end of the list).
+    pub fn applied_tags_mismatch(script: &str, tag: &str, position: usize, found: Option<&str>) -> String {
+        let found = found.map_or_else(|| "the end of the list".to_owned(), |f| format!("tag '{f}'"));
+        let number = position + 1;
+        format!("Migration tag '{tag}' was applied to script '{script}' as migration number {number}, but the migrations list has {found} there. Applied migrations cannot be removed or reordered.")
+    }
     /// §8: `idFromString` of anything but 64 hex digits (TypeError).
     pub const INVALID_OBJECT_ID: &str = "Invalid Durable Object ID: must be 64 hex digits";
     /// §8: `idFromString` of an id whose mac does not match this namespace (TypeError).

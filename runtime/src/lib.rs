@@ -7,6 +7,7 @@
 //! This crate grows with the object runtime; for now it holds the storage interface that the simulation and
 //! real mode share.
 
+pub mod deploy;
 pub mod error;
 pub mod id;
 pub mod storage;
