@@ -8,6 +8,7 @@
 //! real mode share.
 
 pub mod error;
+pub mod gate;
 pub mod storage;
 
 pub use error::{Error, ErrorKind};
