@@ -16,7 +16,5 @@
 mod input;
 mod output;
 
-pub use input::{
-    BrokenWait, CriticalSection, InputGate, InputLock, LockWait, CRITICAL_SECTION_DEPTH_MAX,
-};
+pub use input::{BrokenWait, CriticalSection, InputGate, InputLock, LockWait, CRITICAL_SECTION_DEPTH_MAX};
 pub use output::{GateWait, OutputBrokenWait, OutputGate, OUTPUT_LOCK_TIMEOUT};
