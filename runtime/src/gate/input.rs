@@ -54,7 +54,7 @@ enum Phase {
     Running,
     /// A CS that succeeded: its locks and waiters belong to its parent now.
     Reparented,
-    /// A CS that failed (the whole gate is broken).
+    /// A CS whose start was rejected because the gate broke while it waited to start.
     Failed,
 }
 
