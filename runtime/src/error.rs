@@ -214,6 +214,11 @@ pub mod messages {
     /// §1.4: an output lock held for more than 30 s (overloaded, reset).
     pub const STORAGE_TIMEOUT: &str =
         "Durable Object storage operation exceeded timeout which caused object to be reset.";
+    /// §1.3: a running critical section was dropped without succeeding (the input gate breaks).
+    pub const CRITICAL_SECTION_DEADLOCK: &str = "A critical section within this Durable Object awaited a Promise that apparently will never complete. This could happen in particular if a critical section awaits a task that was initiated outside of the critical section. Since a critical section blocks all other tasks from completing, this leads to deadlock.";
+    /// §1.3: `blockConcurrencyWhile()` nested deeper than 64.
+    pub const BLOCK_CONCURRENCY_NESTED_TOO_DEEPLY: &str =
+        "blockConcurrencyWhile() calls are nested too deeply.";
     /// §2.8: the cache over its hard limit (overloaded, reset).
     pub const CACHE_OVER_HARD_LIMIT: &str = "Durable Object's isolate exceeded its memory limit due to overflowing the storage cache. This could be due to writing too many values to storage without stopping to wait for writes to complete, or due to reading too many values in a single operation (e.g. a large list()). All objects in the isolate were reset.";
     /// §0: any other error that is not the application's, as the application sees it.

@@ -9,6 +9,7 @@
 
 pub mod deploy;
 pub mod error;
+pub mod gate;
 pub mod id;
 pub mod storage;
 
