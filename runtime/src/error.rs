@@ -299,6 +299,50 @@ pub mod messages {
     pub fn invalid_jurisdiction(value: &str) -> String {
         format!("Invalid jurisdiction: \"{value}\". Expected one of \"eu\", \"fedramp\", \"fedramp-high\", \"us\".")
     }
+    /// §8: `get` on a jurisdictional sub-namespace with an id of another jurisdiction (TypeError).
+    pub const JURISDICTION_MISMATCH: &str =
+        "get called on jurisdictional subnamespace with an ID from a different jurisdiction";
+    /// §8: a `routingMode` other than `primary-only` (RangeError).
+    pub fn unknown_routing_mode(mode: &str) -> String {
+        format!("unknown routingMode: {mode}")
+    }
+    /// §8: a `locationHint` outside the documented list (RangeError). The spec fixes no text; this follows
+    /// the routing-mode message.
+    pub fn unknown_location_hint(hint: &str) -> String {
+        format!("unknown locationHint: {hint}")
+    }
+    /// `Env::durable_object` of a name the script does not bind (ours; workers-rs reports a missing binding
+    /// the same way).
+    pub fn unknown_binding(name: &str) -> String {
+        format!("Binding '{name}' is undefined.")
+    }
+    /// §6.1: too many requests queued at one object (overloaded).
+    pub const OVERLOADED_TOO_MANY_QUEUED: &str = "Durable Object is overloaded. Too many requests queued.";
+    /// §6.1: too many bytes of requests queued at one object (overloaded).
+    pub const OVERLOADED_TOO_MUCH_DATA: &str = "Durable Object is overloaded. Too much data queued.";
+    /// §6.1: the oldest queued request waited too long (overloaded).
+    pub const OVERLOADED_QUEUED_TOO_LONG: &str =
+        "Durable Object is overloaded. Requests queued for too long.";
+    /// §6.1: extreme overload (overloaded).
+    pub const OVERLOADED_WINDOW: &str =
+        "Durable Object is overloaded. Too many requests for the same object within a 10 second window.";
+    /// §6.2, §10: `ctx.abort()` without a reason (reset).
+    pub const ABORTED: &str = "Application called abort() to reset Durable Object.";
+    /// §6.2: the instance was shut down under a caller (retry with a new stub).
+    pub const INSTANCE_NO_LONGER_ACTIVE: &str =
+        "Connection closed: this Durable Object instance is no longer active. Reconnect or retry the request.";
+    /// §6.2, §7: the instance was replaced by a code update (reset).
+    pub const CODE_UPDATED: &str = "Durable Object reset because its code was updated.";
+    /// §10: `blockConcurrencyWhile()` over its 30 s limit (overloaded, reset).
+    pub const BLOCK_CONCURRENCY_TIMEOUT: &str = "A call to blockConcurrencyWhile() in a Durable Object waited for too long. The call was canceled and the Durable Object was reset.";
+    /// `block_concurrency_while` called outside any event of the object (ours: on Cloudflare every call is
+    /// inside one).
+    pub const BLOCK_CONCURRENCY_OUTSIDE_EVENT: &str =
+        "blockConcurrencyWhile() can only be called from within an event of this Durable Object.";
+    /// §4: an alarm handler over its 15 min limit (overloaded, reset).
+    pub const ALARM_TIMEOUT: &str = "Alarm exceeded its allowed execution time";
+    /// §2.3: how [`storage_write_internal`] messages start.
+    pub const STORAGE_WRITE_INTERNAL_PREFIX: &str = "Internal error in Durable Object storage write";
 }
 
 #[cfg(test)]

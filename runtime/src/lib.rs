@@ -2,15 +2,55 @@
 //!
 //! The runtime knows nothing of seeds, faults or scenarios. It reaches time, tasks and the network through
 //! madsim-tokio (simulated under `cfg(madsim)`), and its databases through the storage interface it owns
-//! ([`storage`]), behind which the simulated disk or a real file sits.
+//! ([`storage`], [`StorageProvider`]), behind which the simulated disk or a real file sits.
 //!
-//! This crate grows with the object runtime; for now it holds the storage interface that the simulation and
-//! real mode share.
+//! A user writes a [`DurableObject`]; a [`Host`] runs its instances. Code reaches objects through an
+//! [`Env`]'s [`ObjectNamespace`]s and their [`Stub`]s. Inside, an object has its [`State`]: id, [`Storage`],
+//! `block_concurrency_while`, `wait_until`, `abort`, time and randomness. The [`prelude`] has all of these.
+//!
+//! Modules, by concern:
+//! - the user's API: [`object`], [`state`], [`env`], [`namespace`], [`http`], [`id`];
+//! - running objects: [`host`] (containers, routing, the alarm scheduler), [`gate`] (input and output
+//!   gates), [`alarm`] (the retry policy and the scheduler's index), [`config`] (limits);
+//! - deploying: [`deploy`] (classes, bindings, migrations);
+//! - storage: [`storage`];
+//! - errors: [`error`].
 
+pub mod alarm;
+pub mod config;
 pub mod deploy;
+pub mod env;
 pub mod error;
 pub mod gate;
+pub mod host;
+pub mod http;
 pub mod id;
+mod instance;
+pub mod namespace;
+pub mod object;
+pub mod state;
 pub mod storage;
+mod turn;
 
+pub use env::Env;
 pub use error::{Error, ErrorKind};
+pub use host::{Host, HostBuilder, StorageProvider};
+pub use http::{Method, Request, Response};
+pub use id::ObjectId;
+pub use namespace::{ObjectNamespace, Stub};
+pub use object::{AlarmInfo, DurableObject, Handlers};
+pub use state::{Entropy, State};
+pub use storage::Storage;
+
+/// Everything an object's code usually needs: `use dosim_runtime::prelude::*;`.
+pub mod prelude {
+    pub use crate::env::Env;
+    pub use crate::error::Error;
+    pub use crate::http::{Method, Request, Response};
+    pub use crate::id::ObjectId;
+    pub use crate::namespace::{ObjectNamespace, Stub};
+    pub use crate::object::{AlarmInfo, DurableObject, Handlers};
+    pub use crate::state::State;
+    pub use crate::storage::kv::ListOptions;
+    pub use crate::storage::Storage;
+}

@@ -9,6 +9,9 @@ mod bank;
 mod campaign;
 #[cfg(madsim)]
 mod counter;
+pub mod objects;
+#[cfg(madsim)]
+pub mod sim_host;
 
 #[cfg(madsim)]
 pub use campaign::{run_seed, SeedOutcome, SeedResult};

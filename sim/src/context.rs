@@ -204,6 +204,11 @@ pub fn random<T>(purpose: Purpose, f: impl FnOnce(&mut SimRng) -> T) -> T {
     current().rng(purpose, f)
 }
 
+/// The node whose task is running now, if inside a run and a node's task.
+pub fn current_node() -> Option<NodeId> {
+    try_current().and_then(|ctx| ctx.current_node())
+}
+
 /// The seed of the current run.
 ///
 /// # Panics

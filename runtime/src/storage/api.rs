@@ -7,6 +7,7 @@
 //! (spec §2); the SQL-only calls fail there (spec §3.1).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -22,6 +23,31 @@ use crate::error::{messages, Error};
 #[derive(Clone, Debug)]
 pub struct Storage {
     backend: Backend,
+    alarm_hook: Option<Arc<dyn AlarmHook>>,
+}
+
+/// What the runtime does when an object sets its alarm, before the write (spec §4): refuse it (the class has
+/// no alarm handler), and schedule the time ahead of the commit, so the scheduler is never later than storage.
+pub trait AlarmHook: Send + Sync + 'static {
+    /// The object is setting its alarm to `scheduled_ms` (already checked to be positive).
+    fn before_set_alarm(&self, scheduled_ms: i64) -> Result<(), Error>;
+}
+
+impl std::fmt::Debug for dyn AlarmHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AlarmHook")
+    }
+}
+
+/// The alarm check before a write: the time, then the runtime's hook.
+fn check_set_alarm(hook: &Option<Arc<dyn AlarmHook>>, scheduled_ms: i64) -> Result<(), Error> {
+    if scheduled_ms <= 0 {
+        return Err(Error::type_error(messages::SET_ALARM_NOT_POSITIVE));
+    }
+    match hook {
+        Some(h) => h.before_set_alarm(scheduled_ms),
+        None => Ok(()),
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -63,12 +89,18 @@ impl Sql {
 impl Storage {
     /// The storage of a SQLite-backed object.
     pub fn sqlite(storage: SqliteStorage) -> Storage {
-        Storage { backend: Backend::Sqlite(storage) }
+        Storage { backend: Backend::Sqlite(storage), alarm_hook: None }
     }
 
     /// The storage of a KV-backend object: every call goes through `cache` (spec §2).
     pub fn kv(cache: ActorCache) -> Storage {
-        Storage { backend: Backend::Kv(cache) }
+        Storage { backend: Backend::Kv(cache), alarm_hook: None }
+    }
+
+    /// This storage, with `hook` consulted before every `set_alarm` (the runtime's alarm scheduler).
+    pub fn with_alarm_hook(mut self, hook: Arc<dyn AlarmHook>) -> Storage {
+        self.alarm_hook = Some(hook);
+        self
     }
 
     /// The SQLite backend, or the error of a SQLite-only call on the KV backend.
@@ -173,6 +205,7 @@ impl Storage {
 
     /// Sets the alarm to `scheduled_ms` (ms since the epoch; must be positive).
     pub async fn set_alarm(&self, scheduled_ms: i64) -> Result<(), Error> {
+        check_set_alarm(&self.alarm_hook, scheduled_ms)?;
         match &self.backend {
             Backend::Sqlite(s) => s.set_alarm(scheduled_ms, WriteOptions::default()),
             Backend::Kv(c) => c.set_alarm(scheduled_ms, PutOptions::default()).await,
@@ -253,7 +286,12 @@ impl Storage {
         let storage = match &self.backend {
             Backend::Sqlite(s) => s.clone(),
             Backend::Kv(c) => {
-                return c.transaction(async |t| f(&Transaction { handle: Handle::Kv(t.clone()) }).await).await
+                let hook = self.alarm_hook.clone();
+                return c
+                    .transaction(async |t| {
+                        f(&Transaction { handle: Handle::Kv(t.clone()), alarm_hook: hook.clone() }).await
+                    })
+                    .await;
             }
         };
         let outcome = std::sync::Arc::new(std::sync::Mutex::new(TxnState::Active));
@@ -261,6 +299,7 @@ impl Storage {
             .transaction(async |depth| {
                 let txn = Transaction {
                     handle: Handle::Sqlite { storage: storage.clone(), depth, state: outcome.clone() },
+                    alarm_hook: self.alarm_hook.clone(),
                 };
                 f(&txn).await
             })
@@ -282,6 +321,7 @@ enum TxnState {
 #[derive(Debug)]
 pub struct Transaction {
     handle: Handle,
+    alarm_hook: Option<Arc<dyn AlarmHook>>,
 }
 
 #[derive(Debug)]
@@ -354,6 +394,7 @@ impl Transaction {
 
     /// Sets the alarm in the transaction.
     pub async fn set_alarm(&self, scheduled_ms: i64) -> Result<(), Error> {
+        check_set_alarm(&self.alarm_hook, scheduled_ms)?;
         match &self.handle {
             Handle::Kv(t) => t.set_alarm(scheduled_ms, PutOptions::default()).await,
             Handle::Sqlite { .. } => {

@@ -75,6 +75,30 @@ struct Tx {
     levels: Vec<Level>,
     /// Once set, every storage call fails with it.
     broken: Option<Error>,
+    /// The alarm handler running now, if any (spec §4).
+    handler: Option<RunningHandler>,
+}
+
+/// An alarm handler in progress (spec §4, Appendix A.8–A.10): the alarm it runs reads as deleted, and is
+/// deleted on success unless the handler wrote the alarm or cancelled the deletion.
+#[derive(Clone, Copy, Debug)]
+struct RunningHandler {
+    scheduled_ms: i64,
+    /// The handler set or deleted the alarm itself: that write stands.
+    wrote_alarm: bool,
+    /// `cancel_deferred_alarm_deletion` was called.
+    cancelled: bool,
+}
+
+/// What [`SqliteStorage::arm_alarm_handler`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlarmArm {
+    /// The alarm is that time: the handler runs, and the alarm reads as deleted meanwhile.
+    Run,
+    /// The alarm is now another time (it moved): run then instead.
+    Reschedule(i64),
+    /// There is no alarm (it was deleted): nothing runs.
+    Cancel,
 }
 
 struct State {
@@ -355,7 +379,78 @@ impl SqliteStorage {
 
     /// The alarm's time in ms since the epoch, or `None` (spec §4).
     pub fn get_alarm(&self) -> Result<Option<i64>, Error> {
-        self.with_state(|conn, _, _| Self::read_alarm(conn))
+        self.with_state(|conn, tx, _| match tx.handler {
+            // The running alarm is logically deleted while its handler runs (spec §4, Appendix A.8).
+            Some(h) if !h.wrote_alarm => Ok(None),
+            _ => Self::read_alarm(conn),
+        })
+    }
+
+    /// Arms the handler of the alarm scheduled at `scheduled_ms` (spec §4, Appendix A.7): if the stored alarm
+    /// is that time, the handler runs and the alarm reads as deleted until [`SqliteStorage::finish_alarm_handler`].
+    pub fn arm_alarm_handler(&self, scheduled_ms: i64) -> Result<AlarmArm, Error> {
+        self.with_state(|conn, tx, _| {
+            assert!(tx.handler.is_none(), "one alarm handler at a time per object");
+            match Self::read_alarm(conn)? {
+                None => Ok(AlarmArm::Cancel),
+                Some(t) if t != scheduled_ms => Ok(AlarmArm::Reschedule(t)),
+                Some(_) => {
+                    tx.handler = Some(RunningHandler { scheduled_ms, wrote_alarm: false, cancelled: false });
+                    Ok(AlarmArm::Run)
+                }
+            }
+        })
+    }
+
+    /// Keeps the running handler's alarm: it is not deleted when the handler ends (spec §4,
+    /// `cancelDeferredAlarmDeletion`, Appendix A.9). Without a running handler it does nothing; idempotent.
+    pub fn cancel_deferred_alarm_deletion(&self) {
+        let mut guard = self.lock();
+        if let Some(h) = guard.tx.handler.as_mut() {
+            h.cancelled = true;
+        }
+    }
+
+    /// The running handler ended (spec §4, Appendix A.8–A.10). On success its alarm is deleted, in the
+    /// current turn's implicit transaction and confirmed (so the runtime's wait for the output gate makes the
+    /// delete durable), unless the handler wrote the alarm itself or cancelled the deletion, or the alarm is
+    /// no longer that time. On failure the alarm stays, to be retried.
+    pub fn finish_alarm_handler(&self, success: bool) -> Result<(), Error> {
+        let handler = self.lock().tx.handler.take();
+        let Some(h) = handler else { return Ok(()) };
+        if !success || h.wrote_alarm || h.cancelled {
+            return Ok(());
+        }
+        self.with_state(|conn, tx, begin| {
+            if Self::read_alarm(conn)? != Some(h.scheduled_ms) {
+                return Ok(());
+            }
+            begin(tx, true)?;
+            conn.execute("DELETE FROM _cf_METADATA WHERE key = ?1", [METADATA_ALARM_KEY])
+                .map(|_| ())
+                .map_err(|e| sqlite_error(&e))
+        })
+    }
+
+    /// The scheduler gave up on the alarm at `scheduled_ms` (spec §4, Appendix A.19): if the stored alarm is
+    /// still that time it is deleted, unconfirmed; returns the alarm that replaced it, if one did. Returns
+    /// `None` and changes nothing while a handler runs.
+    pub fn abandon_alarm(&self, scheduled_ms: i64) -> Result<Option<i64>, Error> {
+        self.with_state(|conn, tx, begin| {
+            if tx.handler.is_some() {
+                return Ok(None);
+            }
+            match Self::read_alarm(conn)? {
+                None => Ok(None),
+                Some(t) if t != scheduled_ms => Ok(Some(t)),
+                Some(_) => {
+                    begin(tx, false)?;
+                    conn.execute("DELETE FROM _cf_METADATA WHERE key = ?1", [METADATA_ALARM_KEY])
+                        .map(|_| None)
+                        .map_err(|e| sqlite_error(&e))
+                }
+            }
+        })
     }
 
     /// Sets the alarm (spec §4). `scheduled_ms <= 0` is a TypeError; setting the time it already has writes
@@ -365,6 +460,9 @@ impl SqliteStorage {
             return Err(Error::type_error(messages::SET_ALARM_NOT_POSITIVE));
         }
         self.with_state(|conn, tx, begin| {
+            if let Some(h) = tx.handler.as_mut() {
+                h.wrote_alarm = true;
+            }
             if Self::read_alarm(conn)? == Some(scheduled_ms) {
                 return Ok(());
             }
@@ -382,6 +480,9 @@ impl SqliteStorage {
     /// Deletes the alarm, if any.
     pub fn delete_alarm(&self, options: WriteOptions) -> Result<(), Error> {
         self.with_state(|conn, tx, begin| {
+            if let Some(h) = tx.handler.as_mut() {
+                h.wrote_alarm = true;
+            }
             if Self::read_alarm(conn)?.is_none() {
                 return Ok(());
             }

@@ -1,0 +1,226 @@
+//! Namespaces and stubs (spec §8): how code reaches an object by id.
+//!
+//! A [`Stub`] is made without contacting the object; the object is created lazily on the first call. A stub
+//! binds to the object's container on its first call and keeps it: if that instance is reset, the stub keeps
+//! failing with the reset error, and a new stub (`get`, `get_by_name`) reaches the new instance (spec §6.2).
+//! A call made from inside an object waits for the caller's output gate before it leaves (spec §1.4).
+
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{messages, Error};
+use crate::host::{ClassEntry, Container, HostInner};
+use crate::http::{Request, Response};
+use crate::id::{Jurisdiction, ObjectId};
+use crate::instance::EventKind;
+use crate::object::LocalFuture;
+use crate::storage::value;
+use crate::turn;
+
+/// The location hints `get` accepts (spec §8).
+pub const LOCATION_HINTS: [&str; 11] =
+    ["wnam", "enam", "sam", "weur", "eeur", "apac", "apac-ne", "apac-se", "oc", "afr", "me"];
+
+/// The one routing mode `get` accepts (spec §8).
+pub const ROUTING_MODE_PRIMARY_ONLY: &str = "primary-only";
+
+/// Options of [`ObjectNamespace::get_with`] (spec §8).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GetOptions {
+    /// Where to create the object, if this call creates it; one of [`LOCATION_HINTS`]. Best effort: a single
+    /// host records it and places the object on itself.
+    pub location_hint: Option<String>,
+    /// Only `primary-only`.
+    pub routing_mode: Option<String>,
+}
+
+/// The namespace of one class, as a binding in [`Env`](crate::Env) exposes it (workers-rs `ObjectNamespace`).
+#[derive(Clone)]
+pub struct ObjectNamespace {
+    class: Rc<ClassEntry>,
+    host: Weak<HostInner>,
+    jurisdiction: Option<Jurisdiction>,
+}
+
+impl std::fmt::Debug for ObjectNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectNamespace")
+            .field("class", &self.class.name)
+            .field("jurisdiction", &self.jurisdiction)
+            .finish()
+    }
+}
+
+impl ObjectNamespace {
+    pub(crate) fn new(class: Rc<ClassEntry>, host: Weak<HostInner>) -> ObjectNamespace {
+        ObjectNamespace { class, host, jurisdiction: None }
+    }
+
+    pub(crate) fn class(&self) -> &Rc<ClassEntry> {
+        &self.class
+    }
+
+    /// The id for `name`: the same name always gives the same id in this namespace (and jurisdiction), and a
+    /// different one in any other.
+    pub fn id_from_name(&self, name: &str) -> ObjectId {
+        ObjectId::from_name(&self.class.key, name, self.jurisdiction)
+    }
+
+    /// A new random id, drawn from the world's entropy.
+    pub fn new_unique_id(&self) -> Result<ObjectId, Error> {
+        let host = self.host.upgrade().ok_or_else(host_gone)?;
+        let mut random = [0u8; 16];
+        host.entropy().fill(&mut random);
+        Ok(ObjectId::unique(&self.class.key, random, self.jurisdiction))
+    }
+
+    /// Parses an id's string form: 64 hex digits whose MAC matches this namespace (spec §8's two errors).
+    pub fn id_from_string(&self, hex: &str) -> Result<ObjectId, Error> {
+        ObjectId::parse(&self.class.key, hex)
+    }
+
+    /// The sub-namespace of jurisdiction `name` (`eu`, `fedramp`, `fedramp-high`, `us`): its ids are
+    /// restricted to it, and the same name gives a different id than at the top level.
+    pub fn jurisdiction(&self, name: &str) -> Result<ObjectNamespace, Error> {
+        let j = Jurisdiction::parse(name)?;
+        Ok(ObjectNamespace { jurisdiction: Some(j), ..self.clone() })
+    }
+
+    /// A stub for `id`, made without contacting the object.
+    pub fn get(&self, id: &ObjectId) -> Result<Stub, Error> {
+        self.get_with(id, &GetOptions::default())
+    }
+
+    /// [`ObjectNamespace::get`] with options: a location hint and a routing mode, both checked.
+    pub fn get_with(&self, id: &ObjectId, options: &GetOptions) -> Result<Stub, Error> {
+        if let Some(mode) = &options.routing_mode {
+            if mode != ROUTING_MODE_PRIMARY_ONLY {
+                return Err(Error::range_error(messages::unknown_routing_mode(mode)));
+            }
+        }
+        if let Some(hint) = &options.location_hint {
+            if !LOCATION_HINTS.contains(&hint.as_str()) {
+                return Err(Error::range_error(messages::unknown_location_hint(hint)));
+            }
+        }
+        if let Some(j) = self.jurisdiction {
+            if id.jurisdiction() != Some(j) {
+                return Err(Error::type_error(messages::JURISDICTION_MISMATCH));
+            }
+        }
+        // The id must belong to this namespace: ids are MAC'd by the namespace key.
+        self.id_from_string(&id.to_string())?;
+        Ok(Stub {
+            id: id.clone(),
+            class: self.class.clone(),
+            host: self.host.clone(),
+            bound: RefCell::new(None),
+        })
+    }
+
+    /// `get(id_from_name(name))`.
+    pub fn get_by_name(&self, name: &str) -> Stub {
+        let id = self.id_from_name(name);
+        Stub { id, class: self.class.clone(), host: self.host.clone(), bound: RefCell::new(None) }
+    }
+
+    /// `get_with(id_from_name(name), options)`.
+    pub fn get_by_name_with(&self, name: &str, options: &GetOptions) -> Result<Stub, Error> {
+        self.get_with(&self.id_from_name(name), options)
+    }
+}
+
+fn host_gone() -> Error {
+    Error::new(messages::INSTANCE_NO_LONGER_ACTIVE).with_retryable()
+}
+
+/// A client of one object (workers-rs `Stub`): fetch and typed RPC calls.
+pub struct Stub {
+    id: ObjectId,
+    class: Rc<ClassEntry>,
+    host: Weak<HostInner>,
+    bound: RefCell<Option<Rc<Container>>>,
+}
+
+impl std::fmt::Debug for Stub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stub").field("class", &self.class.name).field("id", &self.id).finish()
+    }
+}
+
+impl Stub {
+    /// The object's id.
+    pub fn id(&self) -> &ObjectId {
+        &self.id
+    }
+
+    /// The name the id was made from, if it was.
+    pub fn name(&self) -> Option<&str> {
+        self.id.name()
+    }
+
+    /// Sends an HTTP request to the object.
+    ///
+    /// Cancel safety: dropping the future after the request was delivered does not cancel it; the object
+    /// still runs it to the end.
+    pub async fn fetch(&self, request: Request) -> Result<Response, Error> {
+        let bytes = request.size();
+        self.send(bytes, move |object| object.fetch(request)).await
+    }
+
+    /// `fetch(Request::get(url))`.
+    pub async fn fetch_with_str(&self, url: &str) -> Result<Response, Error> {
+        self.fetch(Request::get(url)).await
+    }
+
+    /// Calls the RPC method `method` with `args` (several arguments as a tuple); the result is decoded as
+    /// `R`. Arguments and results travel as CBOR, like storage values.
+    pub async fn call<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, Error> {
+        let args = value::encode(args)?;
+        let bytes = method.len() + args.len();
+        let method = method.to_string();
+        let reply = self.send(bytes, move |object| object.call(&method, args)).await?;
+        value::decode(&reply)
+    }
+
+    /// The container this stub sends to: the one it is bound to, unless that one was detached after an
+    /// eviction (then the host's current one).
+    fn container(&self) -> Result<Rc<Container>, Error> {
+        let host = self.host.upgrade().ok_or_else(host_gone)?;
+        let mut bound = self.bound.borrow_mut();
+        if let Some(c) = bound.as_ref() {
+            if let Some(e) = c.broken() {
+                return Err(e);
+            }
+        }
+        let reuse = bound
+            .as_ref()
+            .filter(|c| host.is_attached(&(self.class.namespace_uid.clone(), *self.id.as_bytes()), c));
+        if let Some(c) = reuse {
+            return Ok(c.clone());
+        }
+        let c = host.container(&self.class, &self.id);
+        *bound = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn send<T: 'static>(
+        &self,
+        bytes: usize,
+        body: impl FnOnce(Rc<dyn crate::object::LiveObject>) -> LocalFuture<Result<T, Error>> + 'static,
+    ) -> Result<T, Error> {
+        // From inside an object, the call leaves once every write confirmed before it is durable (spec §1.4).
+        if let Some(turn) = turn::current() {
+            let released = turn.turns.output_gate().wait();
+            drop(turn);
+            released.await?;
+        }
+        let container = self.container()?;
+        let instance = container.instance()?;
+        instance.admit(bytes)?;
+        instance.deliver(EventKind::Request, bytes, body).await
+    }
+}

@@ -1,0 +1,205 @@
+//! What a user writes: a type implementing [`DurableObject`], with a constructor, a `fetch` handler, and the
+//! handlers it declares in [`DurableObject::handlers`] (typed RPC methods and the alarm).
+//!
+//! Methods take `&self`: the runtime delivers concurrent events to the same instance, and they interleave at
+//! their `.await`s, as on Cloudflare (spec §1.1). Interior mutability (`Cell`, `RefCell`) is the user's
+//! choice, as in workers-rs; objects and their futures need not be `Send`, because an instance runs on one
+//! thread.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::env::Env;
+use crate::error::Error;
+use crate::http::{Request, Response};
+use crate::state::State;
+use crate::storage::value;
+
+/// A boxed future of an object's handler. Not `Send`: an instance runs on one thread.
+pub(crate) type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// What an alarm handler is told (spec §4 `alarmInfo`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmInfo {
+    /// How many earlier runs of this alarm failed (counted failures only).
+    pub retry_count: u32,
+    /// `retry_count > 0`.
+    pub is_retry: bool,
+    /// The time the alarm was set for, in ms since the epoch.
+    pub scheduled_time: i64,
+}
+
+/// A Durable Object class. The runtime constructs one instance per id on first use, and again after the
+/// instance was evicted or reset.
+///
+/// ```
+/// use std::cell::Cell;
+/// use dosim_runtime::prelude::*;
+///
+/// struct Counter { state: State, hits: Cell<u64> }
+///
+/// impl DurableObject for Counter {
+///     async fn new(state: State, _env: Env) -> Result<Self, Error> {
+///         Ok(Counter { state, hits: Cell::new(0) })
+///     }
+///     async fn fetch(&self, _req: Request) -> Result<Response, Error> {
+///         self.hits.set(self.hits.get() + 1);
+///         let n: i64 = self.state.storage().get("n").await?.unwrap_or(0);
+///         self.state.storage().put("n", &(n + 1)).await?;
+///         Ok(Response::ok((n + 1).to_string()))
+///     }
+///     fn handlers(h: &mut Handlers<Self>) {
+///         h.rpc("hits", async |c: &Counter, (): ()| Ok(c.hits.get()));
+///     }
+/// }
+/// ```
+#[allow(async_fn_in_trait)] // Futures are deliberately not `Send`: an instance runs on one thread.
+pub trait DurableObject: Sized + 'static {
+    /// The constructor. It runs before the first event is delivered, with no other event interleaving (as if
+    /// inside `block_concurrency_while`, with its 30 s limit), so it may read storage to set up. If it fails,
+    /// the instance is broken: every event on it gets the error (spec §1.1).
+    async fn new(state: State, env: Env) -> Result<Self, Error>;
+
+    /// Handles an HTTP request. The default answers `404 Not found`.
+    async fn fetch(&self, request: Request) -> Result<Response, Error> {
+        let _ = request;
+        Ok(Response::not_found())
+    }
+
+    /// Declares the handlers beyond `fetch`: typed RPC methods and the alarm handler.
+    fn handlers(handlers: &mut Handlers<Self>) {
+        let _ = handlers;
+    }
+}
+
+type RpcHandler<T> = Rc<dyn Fn(Rc<T>, Vec<u8>) -> LocalFuture<Result<Vec<u8>, Error>>>;
+type AlarmHandler<T> = Rc<dyn Fn(Rc<T>, AlarmInfo) -> LocalFuture<Result<(), Error>>>;
+
+/// The handlers a class declares ([`DurableObject::handlers`]).
+pub struct Handlers<T> {
+    rpc: BTreeMap<String, RpcHandler<T>>,
+    alarm: Option<AlarmHandler<T>>,
+}
+
+impl<T: 'static> Handlers<T> {
+    pub(crate) fn new() -> Handlers<T> {
+        Handlers { rpc: BTreeMap::new(), alarm: None }
+    }
+
+    /// Declares the RPC method `name`: `f(&object, args)`, with serde arguments and result (CBOR on the wire,
+    /// as storage values). Several arguments travel as a tuple. Declaring a name twice keeps the last.
+    ///
+    /// # Panics
+    /// If `name` is `fetch` or `alarm`, which the runtime reserves (a bug in the class declaration).
+    pub fn rpc<A, R, F>(&mut self, name: &str, f: F)
+    where
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+        F: AsyncFn(&T, A) -> Result<R, Error> + 'static,
+    {
+        assert!(name != "fetch" && name != "alarm", "`{name}` is reserved and cannot be an RPC method");
+        let f = Rc::new(f);
+        let handler: RpcHandler<T> = Rc::new(move |object: Rc<T>, args: Vec<u8>| {
+            let f = f.clone();
+            Box::pin(async move {
+                let args: A = value::decode(&args).map_err(|e| {
+                    Error::type_error(format!("RPC arguments could not be decoded: {}", e.message()))
+                })?;
+                let result = f(&object, args).await?;
+                value::encode(&result)
+            })
+        });
+        self.rpc.insert(name.to_string(), handler);
+    }
+
+    /// Declares the alarm handler (spec §4). Without one, `set_alarm` fails after construction with the
+    /// spec's TypeError, and an alarm that fires is dropped without retry.
+    pub fn alarm<F>(&mut self, f: F)
+    where
+        F: AsyncFn(&T, AlarmInfo) -> Result<(), Error> + 'static,
+    {
+        let f = Rc::new(f);
+        self.alarm = Some(Rc::new(move |object: Rc<T>, info: AlarmInfo| {
+            let f = f.clone();
+            Box::pin(async move { f(&object, info).await })
+        }));
+    }
+}
+
+/// A constructed object, its type erased, as the event loop drives it.
+pub(crate) trait LiveObject {
+    fn fetch(self: Rc<Self>, request: Request) -> LocalFuture<Result<Response, Error>>;
+    fn call(self: Rc<Self>, method: &str, args: Vec<u8>) -> LocalFuture<Result<Vec<u8>, Error>>;
+    fn alarm(self: Rc<Self>, info: AlarmInfo) -> Option<LocalFuture<Result<(), Error>>>;
+    fn has_alarm(&self) -> bool;
+}
+
+struct Live<T: DurableObject> {
+    object: Rc<T>,
+    handlers: Rc<Handlers<T>>,
+}
+
+impl<T: DurableObject> LiveObject for Live<T> {
+    fn fetch(self: Rc<Self>, request: Request) -> LocalFuture<Result<Response, Error>> {
+        let object = self.object.clone();
+        Box::pin(async move { object.fetch(request).await })
+    }
+
+    fn call(self: Rc<Self>, method: &str, args: Vec<u8>) -> LocalFuture<Result<Vec<u8>, Error>> {
+        match self.handlers.rpc.get(method) {
+            Some(h) => h(self.object.clone(), args),
+            None => {
+                let err = Error::type_error(format!(
+                    "The RPC receiver does not implement the method \"{method}\"."
+                ));
+                Box::pin(std::future::ready(Err(err)))
+            }
+        }
+    }
+
+    fn alarm(self: Rc<Self>, info: AlarmInfo) -> Option<LocalFuture<Result<(), Error>>> {
+        self.handlers.alarm.as_ref().map(|h| h(self.object.clone(), info))
+    }
+
+    fn has_alarm(&self) -> bool {
+        self.handlers.alarm.is_some()
+    }
+}
+
+/// A class, its type erased: how to construct an instance, and whether it has an alarm handler.
+pub(crate) trait Class {
+    fn construct(&self, state: State, env: Env) -> LocalFuture<Result<Rc<dyn LiveObject>, Error>>;
+    fn has_alarm_handler(&self) -> bool;
+}
+
+/// The [`Class`] of `T`.
+pub(crate) struct ClassOf<T: DurableObject> {
+    handlers: Rc<Handlers<T>>,
+}
+
+impl<T: DurableObject> ClassOf<T> {
+    pub(crate) fn new() -> ClassOf<T> {
+        let mut handlers = Handlers::new();
+        T::handlers(&mut handlers);
+        ClassOf { handlers: Rc::new(handlers) }
+    }
+}
+
+impl<T: DurableObject> Class for ClassOf<T> {
+    fn construct(&self, state: State, env: Env) -> LocalFuture<Result<Rc<dyn LiveObject>, Error>> {
+        let handlers = self.handlers.clone();
+        Box::pin(async move {
+            let object = T::new(state, env).await?;
+            Ok(Rc::new(Live { object: Rc::new(object), handlers }) as Rc<dyn LiveObject>)
+        })
+    }
+
+    fn has_alarm_handler(&self) -> bool {
+        self.handlers.alarm.is_some()
+    }
+}

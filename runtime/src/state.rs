@@ -1,0 +1,183 @@
+//! What an object gets from the runtime (`ctx` / `state` on Cloudflare): its id, its storage, critical
+//! sections, background tasks, `abort`, and the world's time and randomness.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crate::config::BLOCK_CONCURRENCY_TIMEOUT;
+use crate::error::{messages, Error};
+use crate::gate::CRITICAL_SECTION_DEPTH_MAX;
+use crate::id::ObjectId;
+use crate::instance::Instance;
+use crate::storage::pitr::Clock;
+use crate::storage::Storage;
+use crate::turn;
+
+/// Where the runtime's randomness comes from: the simulation's RNG under simulation, the OS in real mode.
+pub trait Entropy {
+    /// Fills `buf` with random bytes.
+    fn fill(&self, buf: &mut [u8]);
+}
+
+/// The state of one object instance (workers-rs `State`). Cheap to clone.
+#[derive(Clone)]
+pub struct State {
+    inner: Rc<StateInner>,
+}
+
+struct StateInner {
+    id: ObjectId,
+    storage: Storage,
+    instance: Weak<Instance>,
+    clock: Arc<dyn Clock>,
+    entropy: Rc<dyn Entropy>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").field("id", &self.inner.id).finish_non_exhaustive()
+    }
+}
+
+impl State {
+    pub(crate) fn new(
+        id: ObjectId,
+        storage: Storage,
+        instance: Weak<Instance>,
+        clock: Arc<dyn Clock>,
+        entropy: Rc<dyn Entropy>,
+    ) -> State {
+        State { inner: Rc::new(StateInner { id, storage, instance, clock, entropy }) }
+    }
+
+    /// The object's id (`ctx.id`).
+    pub fn id(&self) -> &ObjectId {
+        &self.inner.id
+    }
+
+    /// The object's storage (`ctx.storage`).
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
+    }
+
+    /// Runs `f` with no other event delivered to the object until it settles (spec §1.3, §10), and returns
+    /// its result.
+    ///
+    /// - Longer than 30 s, and the object is reset with the spec's overloaded error.
+    /// - If `f` fails, the input gate breaks and the object is reset: this call then never returns (its event
+    ///   is cancelled), and callers get the error.
+    /// - Nested more than 64 deep, it fails at once with `blockConcurrencyWhile() calls are nested too
+    ///   deeply.`, without resetting.
+    /// - Called outside an event of this object (from a task it spawned itself), it fails.
+    ///
+    /// Cancel safety: dropping the returned future while `f` runs leaves the critical section running with
+    /// no one to end it; the gate then breaks with the spec's deadlock error, as on Cloudflare.
+    pub async fn block_concurrency_while<R>(
+        &self,
+        f: impl Future<Output = Result<R, Error>>,
+    ) -> Result<R, Error> {
+        critical_section(f).await
+    }
+
+    /// Runs `task` in the background (spec §10 `waitUntil`): it is cancelled only when the instance ends, and
+    /// keeps an idle object alive for at most 15 minutes. Its turns run under the input gate like any
+    /// event's.
+    pub fn wait_until(&self, task: impl Future<Output = ()> + 'static) {
+        if let Some(instance) = self.inner.instance.upgrade() {
+            instance.wait_until(Box::pin(task));
+        }
+    }
+
+    /// Resets the object at once (spec §10 `ctx.abort`): storage shuts down (unflushed and uncommitted writes
+    /// are discarded), queued output is dropped, and every event of this instance is cancelled at its next
+    /// await — including the caller's. Callers get `reason` (default: `Application called abort() to reset
+    /// Durable Object.`) as an error flagged `durable_object_reset`. Returns that error, for the caller to
+    /// return.
+    pub fn abort(&self, reason: Option<&str>) -> Error {
+        self.abort_with(reason, true)
+    }
+
+    /// [`State::abort`], with `retry_alarm` (spec §4): false abandons a running alarm instead of retrying it.
+    pub fn abort_with(&self, reason: Option<&str>, retry_alarm: bool) -> Error {
+        let error = Error::new(reason.unwrap_or(messages::ABORTED)).with_reset();
+        if let Some(instance) = self.inner.instance.upgrade() {
+            if !retry_alarm {
+                instance.alarm_retry_disabled.set(true);
+            }
+            instance.reset(error.clone());
+        }
+        error
+    }
+
+    /// The world's time, in ms since the epoch (`Date.now()`): the simulated clock of this node under
+    /// simulation, the system clock in real mode.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// Fills `buf` with random bytes from the world (`crypto.getRandomValues`).
+    pub fn random_bytes(&self, buf: &mut [u8]) {
+        self.inner.entropy.fill(buf);
+    }
+
+    /// A random `u64` from the world.
+    pub fn random_u64(&self) -> u64 {
+        let mut b = [0; 8];
+        self.inner.entropy.fill(&mut b);
+        u64::from_le_bytes(b)
+    }
+}
+
+/// Yields once: the event's turn ends, so its next turn takes the lock of the critical section just entered.
+struct EndTurn(bool);
+
+impl Future for EndTurn {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// The critical section behind `block_concurrency_while` and the constructor (spec §1.3).
+pub(crate) async fn critical_section<R>(f: impl Future<Output = Result<R, Error>>) -> Result<R, Error> {
+    let Some(turn) = turn::current() else {
+        return Err(Error::new(messages::BLOCK_CONCURRENCY_OUTSIDE_EVENT));
+    };
+    let cs = turn.lock.start_critical_section();
+    let depth = cs.depth();
+    if depth > CRITICAL_SECTION_DEPTH_MAX {
+        return Err(Error::new(messages::BLOCK_CONCURRENCY_NESTED_TOO_DEEPLY));
+    }
+    let first = cs.wait();
+    turn.slot.enter_section(cs.clone(), first);
+    drop(turn);
+    EndTurn(false).await;
+    let outcome = madsim_tokio::time::timeout(BLOCK_CONCURRENCY_TIMEOUT, f).await;
+    let error = match outcome {
+        Ok(Ok(value)) => {
+            let turn = turn::current().expect("a critical section ends inside its event");
+            turn.slot.leave_section(depth);
+            cs.succeeded();
+            return Ok(value);
+        }
+        Ok(Err(e)) => {
+            if e.durable_object_reset() {
+                e
+            } else {
+                e.with_reset()
+            }
+        }
+        Err(_elapsed) => Error::new(messages::BLOCK_CONCURRENCY_TIMEOUT).with_overloaded().with_reset(),
+    };
+    // The gate breaks and the instance resets; this event is cancelled, so this call never returns.
+    cs.failed(error);
+    std::future::pending().await
+}

@@ -1,0 +1,152 @@
+//! The object runtime under simulation: one host on one node, its objects' databases on the node's
+//! `SimDisk`, requests from local client tasks. Seeds come from `sim_test!` (`DOSIM_SEED`, `DOSIM_SEEDS`).
+#![cfg(madsim)]
+
+use std::rc::Rc;
+
+use dosim_runtime::deploy::Migration;
+use dosim_runtime::prelude::*;
+use dosim_runtime::HostBuilder;
+use dosim_scenarios::objects::{Counter, MemoryCounter, MyDurableObject};
+use dosim_scenarios::sim_host::{host_builder, on_node};
+use dosim_sim::{ensure, sim_test, DiskConfig, NodeId, Sim};
+
+const HOST: NodeId = NodeId(0);
+
+fn sqlite_class(tag: &str, class: &str) -> Migration {
+    Migration { tag: tag.into(), new_sqlite_classes: vec![class.into()], ..Migration::default() }
+}
+
+fn kv_class(tag: &str, class: &str) -> Migration {
+    Migration { tag: tag.into(), new_classes: vec![class.into()], ..Migration::default() }
+}
+
+/// A host running `Counter` (SQLite backend) as `COUNTER`.
+fn counter_host() -> HostBuilder {
+    host_builder("worker")
+        .class::<Counter>("Counter")
+        .binding("COUNTER", "Counter")
+        .migration(sqlite_class("v1", "Counter"))
+}
+
+async fn increments(stub: Rc<Stub>, n: usize) -> Vec<Result<Response, Error>> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let s = stub.clone();
+        tasks.push(madsim::task::spawn_local(async move { s.fetch(Request::get("/increment")).await }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("a client task is not cancelled"));
+    }
+    out
+}
+
+sim_test!(fn counter_100_concurrent_increments_give_100(seed) {
+    Sim::builder().seed(seed).nodes(1).disk(DiskConfig::default()).build()?.run(|world| async move {
+        let (statuses, last) = on_node(&world, HOST, || async {
+            let host = counter_host().build().expect("deploys");
+            let stub = Rc::new(host.env().durable_object("COUNTER").unwrap().get_by_name("c"));
+            let results = increments(stub.clone(), 100).await;
+            let statuses: Vec<u16> = results.into_iter().map(|r| r.expect("accepted").status()).collect();
+            let last = stub.fetch(Request::get("/")).await.expect("read").text().unwrap();
+            (statuses, last)
+        })
+        .await?;
+        ensure!(statuses.iter().all(|s| *s == 200), "every increment succeeds: {statuses:?}");
+        ensure!(last == "100", "100 increments give 100, got {last}");
+        Ok(())
+    })
+});
+
+sim_test!(fn counter_kv_backend_100_concurrent_increments_give_100(seed) {
+    Sim::builder().seed(seed).nodes(1).disk(DiskConfig::default()).build()?.run(|world| async move {
+        let last = on_node(&world, HOST, || async {
+            let host = host_builder("worker")
+                .class::<Counter>("Counter")
+                .binding("COUNTER", "Counter")
+                .migration(kv_class("v1", "Counter"))
+                .build()
+                .expect("deploys");
+            let stub = Rc::new(host.env().durable_object("COUNTER").unwrap().get_by_name("c"));
+            for r in increments(stub.clone(), 100).await {
+                r.expect("accepted");
+            }
+            stub.fetch(Request::get("/")).await.expect("read").text().unwrap()
+        })
+        .await?;
+        ensure!(last == "100", "reads hold the input gate, so 100 increments give 100; got {last}");
+        Ok(())
+    })
+});
+
+sim_test!(fn get_started_examples_answer(seed) {
+    Sim::builder().seed(seed).nodes(1).disk(DiskConfig::default()).build()?.run(|world| async move {
+        let (hello, not_found, routed) = on_node(&world, HOST, || async {
+            let host = host_builder("worker")
+                .class::<Counter>("Counter")
+                .class::<MyDurableObject>("MyDurableObject")
+                .binding("COUNTER", "Counter")
+                .binding("MY_DURABLE_OBJECT", "MyDurableObject")
+                .migration(Migration {
+                    tag: "v1".into(),
+                    new_sqlite_classes: vec!["Counter".into(), "MyDurableObject".into()],
+                    ..Migration::default()
+                })
+                .build()
+                .expect("deploys");
+            let env = host.env();
+            let hello: String =
+                env.durable_object("MY_DURABLE_OBJECT").unwrap().get_by_name("foo").call("say_hello", &()).await.unwrap();
+            let counter = env.durable_object("COUNTER").unwrap().get_by_name("/a");
+            let not_found = counter.fetch(Request::get("/nope")).await.unwrap().status();
+            for _ in 0..3 {
+                dosim_scenarios::objects::worker_fetch(&env, "COUNTER", Request::get("/increment")).await.unwrap();
+            }
+            let routed = counter.fetch(Request::get("/")).await.unwrap().text().unwrap();
+            (hello, not_found, routed)
+        })
+        .await?;
+        ensure!(hello == "Hello, World!", "say_hello: {hello}");
+        ensure!(not_found == 404, "unknown path: {not_found}");
+        // The front routes `/increment` to the object named "/increment", not "/a".
+        ensure!(routed == "0", "the front routes by path: {routed}");
+        Ok(())
+    })
+});
+
+sim_test!(fn eviction_loses_memory_but_not_storage(seed) {
+    Sim::builder().seed(seed).nodes(1).disk(DiskConfig::default()).build()?.run(|world| async move {
+        let (memory, stored) = on_node(&world, HOST, || async {
+            let host = host_builder("worker")
+                .class::<Counter>("Counter")
+                .class::<MemoryCounter>("MemoryCounter")
+                .binding("COUNTER", "Counter")
+                .binding("MEMORY", "MemoryCounter")
+                .migration(Migration {
+                    tag: "v1".into(),
+                    new_sqlite_classes: vec!["Counter".into(), "MemoryCounter".into()],
+                    ..Migration::default()
+                })
+                .build()
+                .expect("deploys");
+            let env = host.env();
+            let memory = env.durable_object("MEMORY").unwrap().get_by_name("m");
+            let counter = env.durable_object("COUNTER").unwrap().get_by_name("c");
+            for _ in 0..5 {
+                memory.fetch(Request::get("/")).await.unwrap();
+                counter.fetch(Request::get("/increment")).await.unwrap();
+            }
+            // Idle past the eviction timeout: both instances leave memory.
+            madsim::time::sleep(std::time::Duration::from_secs(11)).await;
+            assert_eq!(host.live_instances(), 0, "idle objects are evicted after 10 s");
+            let memory = memory.fetch(Request::get("/")).await.unwrap().text().unwrap();
+            let stored = counter.fetch(Request::get("/")).await.unwrap().text().unwrap();
+            (memory, stored)
+        })
+        .await?;
+        ensure!(memory == "1", "the in-memory count restarts after eviction: {memory}");
+        ensure!(stored == "5", "the stored count survives eviction: {stored}");
+        Ok(())
+    })
+});
