@@ -27,7 +27,7 @@ use crate::id::{NamespaceKey, ObjectId};
 use crate::instance::{Backend, EventKind, Instance, InstanceOwner};
 use crate::object::{AlarmInfo, Class, ClassOf, DurableObject};
 use crate::state::{Entropy, State};
-use crate::storage::actor_cache::sqlite_store::SqliteKvStore;
+use crate::storage::actor_cache::sqlite_store::{SqliteKvStore, StoreLink};
 use crate::storage::actor_cache::{ActorCache, GetOptions};
 use crate::storage::gates::{DurabilityWait, Hooks};
 use crate::storage::pitr::Clock;
@@ -46,6 +46,10 @@ pub trait StorageProvider {
     fn durability(&self) -> Arc<dyn DurabilityWait>;
     /// Deletes every object database of a namespace (its class was deleted, spec §9).
     fn delete_namespace(&self, namespace_uid: &str) -> Result<(), Error>;
+    /// The way to the KV backend's storage, if it is modelled as remote (see [`StoreLink`]). None: local.
+    fn kv_link(&self) -> Option<Arc<dyn StoreLink>> {
+        None
+    }
 }
 
 /// A deployed class on this host.
@@ -196,8 +200,11 @@ impl HostInner {
                 (Storage::sqlite(s.clone()), Backend::Sqlite(s))
             }
             deploy::Backend::Kv => {
-                let store = SqliteKvStore::open(&location, durability)
+                let mut store = SqliteKvStore::open(&location, durability)
                     .map_err(|e| open_failed(Error::new(e.to_string())))?;
+                if let Some(link) = self.storage.kv_link() {
+                    store = store.with_link(link);
+                }
                 let cache = ActorCache::new(Arc::new(store), hooks, self.config.actor_cache.clone());
                 (Storage::kv(cache.clone()), Backend::Kv(cache))
             }

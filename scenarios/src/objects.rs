@@ -4,7 +4,9 @@
 use std::cell::Cell;
 
 use dosim_runtime::prelude::*;
+use dosim_runtime::storage::actor_cache::GetOptions;
 use dosim_runtime::storage::sql::SqlValue;
+use dosim_runtime::storage::sqlite::WriteOptions;
 
 /// The get-started `Counter`: `/increment`, `/decrement` and `/` answer the value; anything else is 404.
 ///
@@ -89,4 +91,134 @@ impl DurableObject for MemoryCounter {
         self.count.set(self.count.get() + 1);
         Ok(Response::ok(self.count.get().to_string()))
     }
+}
+
+/// The `Counter`, but its read lets other events in while it waits for storage (`allow_concurrency`): on the
+/// KV backend, concurrent increments then read the same value and lose updates (spec §1.2).
+pub struct RacyCounter {
+    state: State,
+}
+
+impl DurableObject for RacyCounter {
+    async fn new(state: State, _env: Env) -> Result<Self, Error> {
+        Ok(RacyCounter { state })
+    }
+
+    async fn fetch(&self, request: Request) -> Result<Response, Error> {
+        let storage = self.state.storage();
+        let read = GetOptions { allow_concurrency: true, no_cache: false };
+        let mut value: i64 = storage.get_with("value", read).await?.unwrap_or(0);
+        if request.path() == "/increment" {
+            value += 1;
+            storage.put("value", &value).await?;
+        }
+        Ok(Response::ok(value.to_string()))
+    }
+}
+
+/// One run of [`Probe`]'s alarm handler, as it saw it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AlarmRun {
+    /// What the handler was told.
+    pub info: AlarmInfo,
+    /// `State::now_ms` when it ran.
+    pub at_ms: i64,
+    /// What `get_alarm` returned inside the handler.
+    pub alarm_seen: Option<i64>,
+}
+
+/// An object for tests: each RPC method exercises one runtime rule. Its alarm handler records every run in
+/// storage (`alarm_runs`), fails while `alarm_failures` (a stored count) is above the number of runs so far,
+/// and waits `alarm_wait_ms` (stored) before returning.
+pub struct Probe {
+    state: State,
+}
+
+impl Probe {
+    async fn alarm_handler(&self, info: AlarmInfo) -> Result<(), Error> {
+        let storage = self.state.storage();
+        let mut runs: Vec<AlarmRun> = storage.get("alarm_runs").await?.unwrap_or_default();
+        let alarm_seen = storage.get_alarm().await?;
+        runs.push(AlarmRun { info, at_ms: self.state.now_ms(), alarm_seen });
+        let n = runs.len() as u64;
+        storage.put("alarm_runs", &runs).await?;
+        let wait: u64 = storage.get("alarm_wait_ms").await?.unwrap_or(0);
+        if wait > 0 {
+            madsim_tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        }
+        let failures: u64 = storage.get("alarm_failures").await?.unwrap_or(0);
+        if n <= failures {
+            return Err(Error::new(format!("alarm run {n} fails on purpose")));
+        }
+        if let Some(next) = storage.get::<i64>("alarm_then").await? {
+            storage.delete("alarm_then").await?;
+            storage.set_alarm(next).await?;
+        }
+        Ok(())
+    }
+}
+
+impl DurableObject for Probe {
+    async fn new(state: State, _env: Env) -> Result<Self, Error> {
+        let fail: Option<String> = state.storage().get("constructor_fails").await?;
+        if let Some(message) = fail {
+            return Err(Error::new(message));
+        }
+        Ok(Probe { state })
+    }
+
+    async fn fetch(&self, request: Request) -> Result<Response, Error> {
+        Ok(Response::ok(format!("probe {}", request.path())))
+    }
+
+    fn handlers(h: &mut Handlers<Self>) {
+        h.alarm(Probe::alarm_handler);
+        h.rpc("put", async |p: &Probe, (key, value, unconfirmed): (String, i64, bool)| {
+            let options = WriteOptions { allow_unconfirmed: unconfirmed };
+            p.state.storage().put_with(&key, &value, options).await
+        });
+        h.rpc("get", async |p: &Probe, key: String| p.state.storage().get::<i64>(&key).await);
+        h.rpc("set", async |p: &Probe, (key, value): (String, ciborium::Value)| {
+            p.state.storage().put(&key, &value).await
+        });
+        h.rpc("set_alarm", async |p: &Probe, at_ms: i64| p.state.storage().set_alarm(at_ms).await);
+        h.rpc("get_alarm", async |p: &Probe, (): ()| p.state.storage().get_alarm().await);
+        h.rpc("alarm_runs", async |p: &Probe, (): ()| {
+            Ok(p.state.storage().get::<Vec<AlarmRun>>("alarm_runs").await?.unwrap_or_default())
+        });
+        h.rpc("now", async |p: &Probe, (): ()| Ok(p.state.now_ms()));
+        h.rpc("block", async |p: &Probe, ms: u64| {
+            p.state
+                .block_concurrency_while(async {
+                    madsim_tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    Ok(())
+                })
+                .await
+        });
+        h.rpc("block_fails", async |p: &Probe, message: String| {
+            p.state.block_concurrency_while(async { Err::<(), _>(Error::new(message)) }).await
+        });
+        h.rpc("nest", async |p: &Probe, depth: u32| nest(&p.state, depth).await);
+        h.rpc("write_then_abort", async |p: &Probe, reason: Option<String>| {
+            p.state.storage().put("aborted_write", &1i64).await?;
+            Err::<(), _>(p.state.abort(reason.as_deref()))
+        });
+        h.rpc("sleep", async |_p: &Probe, ms: u64| {
+            madsim_tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            Ok(())
+        });
+    }
+}
+
+/// `depth` nested `block_concurrency_while` calls; the innermost answers its depth.
+fn nest(
+    state: &State,
+    depth: u32,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, Error>> + '_>> {
+    Box::pin(async move {
+        if depth == 0 {
+            return Ok(0);
+        }
+        state.block_concurrency_while(async { Ok(nest(state, depth - 1).await? + 1) }).await
+    })
 }

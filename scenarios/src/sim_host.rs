@@ -7,6 +7,7 @@ use std::sync::Arc;
 use dosim_runtime::host::StorageProvider;
 use dosim_runtime::id::ObjectId;
 use dosim_runtime::state::Entropy;
+use dosim_runtime::storage::actor_cache::sqlite_store::StoreLink;
 use dosim_runtime::storage::gates::{DurabilityWait, Task};
 use dosim_runtime::storage::pitr::Clock;
 use dosim_runtime::storage::DatabaseLocation;
@@ -66,6 +67,27 @@ impl StorageProvider for SimStorage {
         }
         Ok(())
     }
+
+    fn kv_link(&self) -> Option<Arc<dyn StoreLink>> {
+        Some(Arc::new(SimStoreLink))
+    }
+}
+
+/// How long a request from a KV-backend object takes to reach its storage (Cloudflare's is a remote
+/// service): drawn per request from the run's `Disk` stream.
+pub const KV_STORE_LATENCY: (std::time::Duration, std::time::Duration) =
+    (std::time::Duration::from_millis(1), std::time::Duration::from_millis(4));
+
+/// The simulated way to KV storage: a sleep of [`KV_STORE_LATENCY`].
+#[derive(Debug, Default)]
+pub struct SimStoreLink;
+
+impl StoreLink for SimStoreLink {
+    fn travel(&self) -> Task {
+        let (lo, hi) = KV_STORE_LATENCY;
+        let delay = dosim_sim::random(Purpose::Disk, |rng| rng.duration_between(lo, hi));
+        Box::pin(madsim::time::sleep(delay))
+    }
 }
 
 /// The node's simulated wall clock.
@@ -113,5 +135,72 @@ where
         Ok(Err(e)) | Err(e) => {
             Err(dosim_sim::Failure::new(format!("the task on {node} did not finish: {e}")))
         }
+    }
+}
+
+/// Work the controller sends to a host node: it runs as a local task there, with the host's [`Env`].
+type Command =
+    Box<dyn FnOnce(dosim_runtime::Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send>;
+
+/// The controller's handle on a node that runs a host (see [`host_node`]).
+#[derive(Clone, Debug)]
+pub struct HostNode {
+    node: dosim_sim::NodeId,
+    commands: madsim_tokio::sync::mpsc::UnboundedSender<Command>,
+}
+
+/// A node named `name` whose program builds a host with `build` at every boot (so after a crash or power
+/// cut the host comes back on the same disk, with its alarm index) and runs the controller's commands.
+pub fn host_node(
+    node: dosim_sim::NodeId,
+    name: &str,
+    build: fn() -> dosim_runtime::HostBuilder,
+) -> (dosim_sim::NodeConfig, HostNode) {
+    let (tx, rx) = madsim_tokio::sync::mpsc::unbounded_channel::<Command>();
+    let rx = Arc::new(madsim_tokio::sync::Mutex::new(rx));
+    let config = dosim_sim::NodeConfig::new(name).program(move || {
+        let rx = rx.clone();
+        async move {
+            let serve = madsim::task::spawn_local(async move {
+                let host = build().build().unwrap_or_else(|e| panic!("the host does not start: {e}"));
+                // One incarnation at a time holds the queue; a dead one's guard dropped with its task.
+                let mut commands = rx.lock().await;
+                while let Some(command) = commands.recv().await {
+                    drop(madsim::task::spawn_local(command(host.env())));
+                }
+                drop(host);
+            });
+            let _ = serve.await;
+        }
+    });
+    (config, HostNode { node, commands: tx })
+}
+
+impl HostNode {
+    /// The node.
+    pub fn node(&self) -> dosim_sim::NodeId {
+        self.node
+    }
+
+    /// Runs `f` on the host node (as a local task, with the host's `Env`) and returns its output. Fails if
+    /// the node dies before `f` finishes; waits for the node if it is down.
+    pub async fn run<F, Fut, T>(&self, f: F) -> Result<T, dosim_sim::Failure>
+    where
+        F: FnOnce(dosim_runtime::Env) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let (reply, answer) = madsim_tokio::sync::oneshot::channel();
+        let command: Command = Box::new(move |env| {
+            Box::pin(async move {
+                let _ = reply.send(f(env).await);
+            })
+        });
+        self.commands
+            .send(command)
+            .map_err(|_| dosim_sim::Failure::new("the host node's queue is closed"))?;
+        answer
+            .await
+            .map_err(|_| dosim_sim::Failure::new(format!("{} died before the command finished", self.node)))
     }
 }

@@ -120,6 +120,21 @@ impl Storage {
         raw.map(|b| value::decode(&b)).transpose()
     }
 
+    /// [`Storage::get`] with read options (spec §2.5): `allow_concurrency` lets other events run while a read
+    /// that missed the cache waits for storage; `no_cache` does not keep what storage returns. The SQLite
+    /// backend reads synchronously and ignores both.
+    pub async fn get_with<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        options: GetOptions,
+    ) -> Result<Option<T>, Error> {
+        let raw = match &self.backend {
+            Backend::Sqlite(s) => s.get(key)?,
+            Backend::Kv(c) => c.get(key, options).await?,
+        };
+        raw.map(|b| value::decode(&b)).transpose()
+    }
+
     /// The values of the present keys among `keys`, sorted by key, duplicates collapsed.
     pub async fn get_multiple<T: DeserializeOwned>(
         &self,

@@ -6,6 +6,11 @@
 //! Each call runs when it is made; a [`Batch`] is applied in one SQLite transaction, and its future resolves
 //! only after the embedder's [`DurabilityWait`] that follows `COMMIT`.
 //!
+//! On Cloudflare this store is a remote service. An embedder that models the distance gives a [`StoreLink`]
+//! ([`SqliteKvStore::with_link`]): every read and every commit then travels it before it touches the database,
+//! so a flush reaches storage some time after the turn that made its writes (which is what makes
+//! `allow_unconfirmed`'s premature confirmation observable), and a read that misses the cache takes time.
+//!
 //! Every SQLite failure is a critical storage failure, [`StoreError::Internal`]: it is never
 //! [`StoreError::Disconnected`] (a local disk error is not a lost connection, and retrying it would only
 //! repeat it), and it carries no application-visible text.
@@ -16,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::store::{Batch, CommitResult, KvStore, ListRequest, StoreError, StoreFuture};
-use crate::storage::gates::DurabilityWait;
+use crate::storage::gates::{DurabilityWait, Task};
 use crate::storage::location::{DatabaseLocation, OpenError};
 
 /// Where the alarm lives in `_cf_METADATA` (the SQLite backend's key, spec §3.1).
@@ -25,12 +30,19 @@ const METADATA_ALARM_KEY: i64 = 1;
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
      CREATE TABLE IF NOT EXISTS _cf_METADATA (key INTEGER PRIMARY KEY, value BLOB);";
 
+/// The way from an object to its KV storage: what one request to it costs.
+pub trait StoreLink: Send + Sync + 'static {
+    /// Resolves when a request has reached storage.
+    fn travel(&self) -> Task;
+}
+
 /// A [`KvStore`] over one SQLite database. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct SqliteKvStore {
     conn: Arc<Mutex<Connection>>,
     durability: Arc<dyn DurabilityWait>,
     location: String,
+    link: Option<Arc<dyn StoreLink>>,
 }
 
 impl std::fmt::Debug for SqliteKvStore {
@@ -57,7 +69,36 @@ impl SqliteKvStore {
         let conn = location.open()?;
         conn.execute_batch(SCHEMA)
             .map_err(|e| OpenError { location: location.to_string(), reason: e.to_string() })?;
-        Ok(SqliteKvStore { conn: Arc::new(Mutex::new(conn)), durability, location: location.to_string() })
+        Ok(SqliteKvStore {
+            conn: Arc::new(Mutex::new(conn)),
+            durability,
+            location: location.to_string(),
+            link: None,
+        })
+    }
+
+    /// This store, with every read and commit travelling `link` first.
+    pub fn with_link(mut self, link: Arc<dyn StoreLink>) -> SqliteKvStore {
+        self.link = Some(link);
+        self
+    }
+
+    /// Runs `op` on the store once the request has travelled the link (at once without one).
+    fn over_link<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&SqliteKvStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<T> {
+        match &self.link {
+            None => ready(op(self)),
+            Some(link) => {
+                let travel = link.travel();
+                let me = self.clone();
+                Box::pin(async move {
+                    travel.await;
+                    op(&me)
+                })
+            }
+        }
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -158,27 +199,27 @@ impl SqliteKvStore {
 
 impl KvStore for SqliteKvStore {
     fn get(&self, keys: Vec<String>) -> StoreFuture<Vec<(String, Vec<u8>)>> {
-        ready(self.get_now(&keys).map_err(|e| internal(&e)))
+        self.over_link(move |s| s.get_now(&keys).map_err(|e| internal(&e)))
     }
 
     fn list(&self, request: ListRequest) -> StoreFuture<Vec<(String, Vec<u8>)>> {
-        ready(self.list_now(&request).map_err(|e| internal(&e)))
+        self.over_link(move |s| s.list_now(&request).map_err(|e| internal(&e)))
     }
 
     fn get_alarm(&self) -> StoreFuture<Option<i64>> {
-        ready(Self::read_alarm(&self.conn()).map_err(|e| internal(&e)))
+        self.over_link(|s| Self::read_alarm(&s.conn()).map_err(|e| internal(&e)))
     }
 
     fn commit(&self, batch: Batch) -> StoreFuture<CommitResult> {
-        match self.commit_now(&batch) {
-            Err(e) => ready(Err(internal(&e))),
-            Ok(result) => {
-                let durable = self.durability.wait();
-                Box::pin(async move {
-                    durable.await;
-                    Ok(result)
-                })
-            }
-        }
+        let commit = move |s: &SqliteKvStore| {
+            let result = s.commit_now(&batch).map_err(|e| internal(&e))?;
+            Ok((result, s.durability.wait()))
+        };
+        let committed = self.over_link(commit);
+        Box::pin(async move {
+            let (result, durable) = committed.await?;
+            durable.await;
+            Ok(result)
+        })
     }
 }
