@@ -3,7 +3,9 @@
 //! replay command.
 #![cfg(madsim)]
 
+mod alarms;
 mod objects;
+mod output_gate;
 
 use dosim_runtime::deploy::Migration;
 use dosim_sim::NodeId;
