@@ -198,7 +198,7 @@ impl DurableObject for Probe {
         h.rpc("block_fails", async |p: &Probe, message: String| {
             p.state.block_concurrency_while(async { Err::<(), _>(Error::new(message)) }).await
         });
-        h.rpc("nest", async |p: &Probe, depth: u32| nest(&p.state, depth).await);
+        h.rpc("nest", async |p: &Probe, depth: u32| nest(&p.state, depth, 0).await);
         h.rpc("write_then_abort", async |p: &Probe, reason: Option<String>| {
             p.state.storage().put("aborted_write", &1i64).await?;
             Err::<(), _>(p.state.abort(reason.as_deref()))
@@ -210,15 +210,22 @@ impl DurableObject for Probe {
     }
 }
 
-/// `depth` nested `block_concurrency_while` calls; the innermost answers its depth.
+/// `remaining` more nested `block_concurrency_while` calls from `level`: the level reached, and the error of a
+/// call that was refused for nesting too deeply (caught by its enclosing critical section, so nothing resets).
 fn nest(
     state: &State,
-    depth: u32,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, Error>> + '_>> {
+    remaining: u32,
+    level: u32,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(u32, Option<String>), Error>> + '_>> {
     Box::pin(async move {
-        if depth == 0 {
-            return Ok(0);
+        if remaining == 0 {
+            return Ok((level, None));
         }
-        state.block_concurrency_while(async { Ok(nest(state, depth - 1).await? + 1) }).await
+        match state.block_concurrency_while(nest(state, remaining - 1, level + 1)).await {
+            Err(e) if e.message() == dosim_runtime::error::messages::BLOCK_CONCURRENCY_NESTED_TOO_DEEPLY => {
+                Ok((level, Some(e.message().to_string())))
+            }
+            other => other,
+        }
     })
 }

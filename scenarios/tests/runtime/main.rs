@@ -6,6 +6,8 @@
 mod alarms;
 mod objects;
 mod output_gate;
+mod overload;
+mod resets;
 
 use dosim_runtime::deploy::Migration;
 use dosim_sim::NodeId;
