@@ -4,6 +4,7 @@
 #![cfg(madsim)]
 
 mod alarms;
+mod ids_and_migrations;
 mod objects;
 mod output_gate;
 mod overload;
