@@ -9,6 +9,8 @@ mod bank;
 mod campaign;
 #[cfg(madsim)]
 mod counter;
+#[cfg(madsim)]
+pub mod object_counters;
 pub mod objects;
 #[cfg(madsim)]
 pub mod sim_host;
@@ -57,6 +59,14 @@ pub fn all() -> Vec<Scenario> {
                       integrity, the balance invariant and that no acknowledged transfer is lost",
             #[cfg(madsim)]
             run: bank::run,
+        },
+        Scenario {
+            name: "object-counters",
+            summary: "Durable Object counters (SQLite and KV backends) and alarms on a host that crashes, \
+                      loses power, pauses and evicts; checks that no acknowledged increment is lost and that \
+                      every acknowledged alarm runs",
+            #[cfg(madsim)]
+            run: object_counters::run,
         },
     ]
 }

@@ -229,3 +229,28 @@ fn nest(
         }
     })
 }
+
+/// A counter that acknowledges an increment before it is durable (`allow_unconfirmed`): the negative control
+/// of the no-lost-write check. On the KV backend a crash between the reply and the flush loses an
+/// acknowledged increment.
+pub struct UnconfirmedCounter {
+    state: State,
+}
+
+impl DurableObject for UnconfirmedCounter {
+    async fn new(state: State, _env: Env) -> Result<Self, Error> {
+        Ok(UnconfirmedCounter { state })
+    }
+
+    fn handlers(h: &mut Handlers<Self>) {
+        h.rpc("increment", async |c: &UnconfirmedCounter, by: i64| {
+            let storage = c.state.storage();
+            let value: i64 = storage.get("value").await?.unwrap_or(0) + by;
+            storage.put_with("value", &value, WriteOptions { allow_unconfirmed: true }).await?;
+            Ok(value)
+        });
+        h.rpc("read", async |c: &UnconfirmedCounter, (): ()| {
+            Ok(c.state.storage().get::<i64>("value").await?.unwrap_or(0))
+        });
+    }
+}

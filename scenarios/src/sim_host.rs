@@ -2,6 +2,7 @@
 //! databases (the node's `SimDisk`), reads its clock (the node's simulated wall clock, with its skew) and
 //! draws its randomness (the run's `User` stream).
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use dosim_runtime::host::StorageProvider;
@@ -139,8 +140,9 @@ where
 }
 
 /// Work the controller sends to a host node: it runs as a local task there, with the host's [`Env`].
-type Command =
-    Box<dyn FnOnce(dosim_runtime::Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send>;
+type Command = Box<
+    dyn FnOnce(Rc<dosim_runtime::Host>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send,
+>;
 
 /// The controller's handle on a node that runs a host (see [`host_node`]).
 #[derive(Clone, Debug)]
@@ -162,11 +164,12 @@ pub fn host_node(
         let rx = rx.clone();
         async move {
             let serve = madsim::task::spawn_local(async move {
-                let host = build().build().unwrap_or_else(|e| panic!("the host does not start: {e}"));
+                let host =
+                    Rc::new(build().build().unwrap_or_else(|e| panic!("the host does not start: {e}")));
                 // One incarnation at a time holds the queue; a dead one's guard dropped with its task.
                 let mut commands = rx.lock().await;
                 while let Some(command) = commands.recv().await {
-                    drop(madsim::task::spawn_local(command(host.env())));
+                    drop(madsim::task::spawn_local(command(host.clone())));
                 }
                 drop(host);
             });
@@ -190,10 +193,20 @@ impl HostNode {
         Fut: std::future::Future<Output = T> + 'static,
         T: Send + 'static,
     {
+        self.run_on_host(move |host| f(host.env())).await
+    }
+
+    /// [`HostNode::run`], with the host itself (to inject evictions and resets).
+    pub async fn run_on_host<F, Fut, T>(&self, f: F) -> Result<T, dosim_sim::Failure>
+    where
+        F: FnOnce(Rc<dosim_runtime::Host>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
         let (reply, answer) = madsim_tokio::sync::oneshot::channel();
-        let command: Command = Box::new(move |env| {
+        let command: Command = Box::new(move |host| {
             Box::pin(async move {
-                let _ = reply.send(f(env).await);
+                let _ = reply.send(f(host).await);
             })
         });
         self.commands
