@@ -338,7 +338,7 @@ impl HostInner {
             },
         };
         let info = AlarmInfo { retry_count, is_retry: retry_count > 0, scheduled_time: scheduled };
-        tracing::debug!(target: "dosim::runtime", id = %instance.id, scheduled, retry_count, "alarm handler runs");
+        tracing::debug!(target: "dosim::runtime", "{} alarm {scheduled} runs (retry {retry_count})", instance.label);
         let handler = object.alarm(info).expect("checked: the class has an alarm handler");
         let outcome = madsim_tokio::time::timeout(self.config.alarms.handler_timeout, handler).await;
         let failure = match outcome {

@@ -33,6 +33,9 @@ use crate::object::{LiveObject, LocalFuture};
 use crate::storage::Storage;
 use crate::turn::{EventSlot, Gated, TurnQueue};
 
+/// How many hex digits of an id the trace shows (as a short git hash does: unique enough to read a trace).
+const TRACE_ID_DIGITS: usize = 12;
+
 /// What an event is, for the queue and for idleness.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum EventKind {
@@ -97,6 +100,8 @@ pub(crate) struct Instance {
     pub(crate) id: ObjectId,
     /// The class name, for traces.
     pub(crate) class_name: Rc<str>,
+    /// `Class/idprefix`, how traces name the instance.
+    pub(crate) label: Rc<str>,
     config: Rc<HostConfig>,
     owner: Weak<dyn InstanceOwner>,
     pub(crate) input: InputGate,
@@ -146,8 +151,11 @@ impl Instance {
         backend: Backend,
         end_turn: Rc<dyn Fn()>,
     ) -> Rc<Instance> {
+        let hex = id.to_string();
+        let label: Rc<str> = Rc::from(format!("{class_name}/{}", &hex[..TRACE_ID_DIGITS]));
         Rc::new(Instance {
             id,
+            label,
             class_name,
             config,
             owner,
@@ -173,7 +181,7 @@ impl Instance {
     /// Starts the instance: the constructor as its first event, the monitor that resets it when a gate
     /// breaks, and the eviction timer.
     pub(crate) fn start(self: &Rc<Self>, construct: LocalFuture<Result<Rc<dyn LiveObject>, Error>>) {
-        tracing::debug!(target: "dosim::runtime", class = %self.class_name, id = %self.id, "instance starts");
+        tracing::debug!(target: "dosim::runtime", "{} starts", self.label);
         let me = self.clone();
         let constructor: LocalFuture<Result<(), Error>> = Box::pin(async move {
             // The constructor runs as a critical section: no event interleaves with it (spec §1.1).
@@ -234,7 +242,7 @@ impl Instance {
             q.window.pop_front();
         }
         let refuse = |message: &str| {
-            tracing::debug!(target: "dosim::runtime", id = %self.id, "overloaded: {message}");
+            tracing::debug!(target: "dosim::runtime", "{} refuses a request: {message}", self.label);
             Err(Error::new(message).with_overloaded())
         };
         if q.window.len() as u64 >= limits.window_requests_max {
@@ -309,7 +317,7 @@ impl Instance {
         let (tx, rx) = oneshot::channel();
         let me = self.clone();
         self.events.borrow_mut().insert(id, LiveEvent { kind, abort: None });
-        tracing::debug!(target: "dosim::runtime", id = %self.id, event = id, ?kind, "event delivered");
+        tracing::debug!(target: "dosim::runtime", "{} event {id} delivered ({kind:?})", self.label);
         let task = madsim_tokio::task::spawn_local(async move {
             let result = gated.await.and_then(|r| r);
             // The reply is issued now: it waits for every output lock taken so far (spec §1.4).
@@ -340,7 +348,7 @@ impl Instance {
         assert!(removed.is_some() || self.ended(), "a live instance's event finishes once");
         self.last_activity.set(Instant::now());
         self.activity.notify_one();
-        tracing::debug!(target: "dosim::runtime", id = %self.id, event = id, "event done");
+        tracing::debug!(target: "dosim::runtime", "{} event {id} done", self.label);
     }
 
     /// Runs `task` as a `wait_until` event (spec §10): it is not a request, and it keeps the object from
@@ -380,7 +388,7 @@ impl Instance {
             return;
         }
         let error = if error.durable_object_reset() { error } else { error.with_reset() };
-        tracing::debug!(target: "dosim::runtime", class = %self.class_name, id = %self.id, "reset: {}", error.message());
+        tracing::debug!(target: "dosim::runtime", "{} reset: {}", self.label, error.message());
         *self.broken.borrow_mut() = Some(error.clone());
         self.end(None);
         self.output.break_with(error.clone());
@@ -394,7 +402,7 @@ impl Instance {
         if self.ended.get() || self.busy() {
             return false;
         }
-        tracing::debug!(target: "dosim::runtime", class = %self.class_name, id = %self.id, "evicted");
+        tracing::debug!(target: "dosim::runtime", "{} evicted", self.label);
         self.end(None);
         if let Some(owner) = self.owner.upgrade() {
             owner.instance_evicted(self);

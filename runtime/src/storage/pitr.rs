@@ -199,6 +199,7 @@ struct Entry {
 }
 
 /// The columns of a table, as the history needs them.
+#[derive(Clone)]
 struct TableInfo {
     columns: Vec<String>,
     without_rowid: bool,
@@ -246,7 +247,7 @@ fn fingerprint(conn: &Connection) -> rusqlite::Result<String> {
 }
 
 fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("PRAGMA schema_version", [], |r| r.get(0))
+    conn.prepare_cached("PRAGMA schema_version")?.query_row([], |r| r.get(0))
 }
 
 fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
@@ -266,6 +267,10 @@ fn sql_err(e: &rusqlite::Error) -> Error {
 
 const CREATE_HISTORY: &str = "CREATE TABLE IF NOT EXISTS _cf_PITR_HISTORY (seq INTEGER PRIMARY KEY, \
      time_ms INTEGER NOT NULL, blocked TEXT, changes BLOB NOT NULL)";
+
+/// How many of the oldest history entries one commit looks at when it prunes (commit times grow with
+/// `seq`, so the anchor is among the oldest; a longer backlog is pruned over several commits).
+const PRUNE_SCAN_MAX: i64 = 64;
 const CREATE_RESTORE: &str =
     "CREATE TABLE IF NOT EXISTS _cf_PITR_RESTORE (id INTEGER PRIMARY KEY, bookmark TEXT NOT NULL)";
 /// The tables the restore may need to recreate (same statements as `kv` and `sqlite`).
@@ -290,6 +295,9 @@ pub(crate) struct Pitr {
     staged: Option<Mark>,
     /// A restore request written inside the open transaction, to write again if it rolls back.
     request: Option<String>,
+    /// Table layouts, valid for the schema version they were read at (commits are hot: re-reading them per
+    /// commit cost more than the commit).
+    infos: (i64, BTreeMap<String, Option<TableInfo>>),
 }
 
 fn lock_events(events: &Mutex<Vec<RawEvent>>) -> std::sync::MutexGuard<'_, Vec<RawEvent>> {
@@ -312,6 +320,7 @@ impl Pitr {
             reserved: None,
             staged: None,
             request: None,
+            infos: (-1, BTreeMap::new()),
         };
         pitr.last = pitr.load_last(conn).map_err(|e| sql_err(&e))?;
         pitr.apply_pending_restore(conn)?;
@@ -359,9 +368,11 @@ impl Pitr {
 
     /// The oldest sequence number still inside the window at `now`: the anchor.
     fn anchor(conn: &Connection, now: i64) -> rusqlite::Result<Option<i64>> {
-        conn.query_row("SELECT max(seq) FROM _cf_PITR_HISTORY WHERE time_ms <= ?1", [now - WINDOW_MS], |r| {
-            r.get(0)
-        })
+        conn.prepare_cached(
+            "SELECT max(seq) FROM (SELECT seq, time_ms FROM _cf_PITR_HISTORY ORDER BY seq LIMIT ?2) \
+             WHERE time_ms <= ?1",
+        )?
+        .query_row([now - WINDOW_MS, PRUNE_SCAN_MAX], |r| r.get(0))
     }
 
     /// The bookmark of the last commit at or before `ts` (spec §3.6 `getBookmarkForTime`).
@@ -446,9 +457,16 @@ impl Pitr {
     }
 
     /// Reduces the noted row changes to this transaction's net changes.
-    fn net_changes(&self, conn: &Connection) -> rusqlite::Result<(Vec<RowChange>, bool)> {
+    fn net_changes(&mut self, conn: &Connection) -> rusqlite::Result<(Vec<RowChange>, bool)> {
         let events = std::mem::take(&mut *lock_events(&self.events));
-        let mut infos: BTreeMap<String, Option<TableInfo>> = BTreeMap::new();
+        if events.is_empty() {
+            return Ok((Vec::new(), false));
+        }
+        let version = schema_version(conn)?;
+        if self.infos.0 != version {
+            self.infos = (version, BTreeMap::new());
+        }
+        let infos = &mut self.infos.1;
         let mut changes: Vec<RowChange> = Vec::new();
         let mut seen: std::collections::BTreeSet<(String, Vec<u8>)> = std::collections::BTreeSet::new();
         let mut unsupported = false;
@@ -512,7 +530,8 @@ impl Pitr {
             return Ok(());
         }
         let time = self.reserved.unwrap_or_else(|| self.commit_time());
-        if !table_exists(conn, HISTORY_TABLE)? {
+        // With a history head, the table exists (it is only ever created with its genesis row).
+        if self.last.is_none() && !table_exists(conn, HISTORY_TABLE)? {
             conn.execute_batch(CREATE_HISTORY)?;
             conn.execute(
                 "INSERT INTO _cf_PITR_HISTORY (seq, time_ms, blocked, changes) VALUES (0, 0, NULL, ?1)",
@@ -520,13 +539,20 @@ impl Pitr {
             )?;
         }
         let seq = self.last.map_or(1, |l| l.seq + 1);
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO _cf_PITR_HISTORY (seq, time_ms, blocked, changes) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![seq, time, blocked, encode(&Entry { changes })?],
-        )?;
-        // Prune what is older than the window, keeping the anchor.
-        if let Some(anchor) = Self::anchor(conn, time)? {
-            conn.execute("DELETE FROM _cf_PITR_HISTORY WHERE seq < ?1", [anchor])?;
+        )?
+        .execute(rusqlite::params![seq, time, blocked, encode(&Entry { changes })?])?;
+        // Prune what is older than the window, keeping the anchor. Commit times grow with `seq`, so the
+        // oldest entry says whether there is anything to prune, and most commits stop there.
+        let oldest: Option<i64> = conn
+            .prepare_cached("SELECT time_ms FROM _cf_PITR_HISTORY WHERE seq > 0 ORDER BY seq LIMIT 1")?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        if oldest.is_some_and(|t| t <= time - WINDOW_MS) {
+            if let Some(anchor) = Self::anchor(conn, time)? {
+                conn.prepare_cached("DELETE FROM _cf_PITR_HISTORY WHERE seq < ?1")?.execute([anchor])?;
+            }
         }
         self.staged = Some(Mark { time, seq });
         self.schema = (schema_version(conn)?, new_schema.unwrap_or_else(|| self.schema.1.clone()));
@@ -652,10 +678,12 @@ fn read_row(
     let cols: Vec<String> = info.columns.iter().map(|c| quote(c)).collect();
     let (clause, params) = key_clause(info, key);
     let sql = format!("SELECT {} FROM {} WHERE {clause}", cols.join(", "), quote(table));
-    conn.query_row(&sql, rusqlite::params_from_iter(params.iter()), |r| {
-        (0..cols.len()).map(|i| r.get_ref(i).map(Val::from_ref)).collect()
-    })
-    .optional()
+    // The same text for every row of a table: cached, it is prepared once.
+    conn.prepare_cached(&sql)?
+        .query_row(rusqlite::params_from_iter(params.iter()), |r| {
+            (0..cols.len()).map(|i| r.get_ref(i).map(Val::from_ref)).collect()
+        })
+        .optional()
 }
 
 /// Undoes one history entry: deletes its `after` rows, then inserts its `before` rows.

@@ -216,7 +216,7 @@ impl SqliteStorage {
             return Ok(());
         }
         if tx.implicit.is_none() {
-            conn.execute_batch("BEGIN").map_err(|e| sqlite_error(&e))?;
+            conn.prepare_cached("BEGIN").and_then(|mut s| s.execute([])).map_err(|e| sqlite_error(&e))?;
             tx.implicit = Some(Implicit { output: None, waiters: Vec::new() });
             let me = self.clone();
             self.shared.hooks.after_turn(Box::pin(async move { me.commit_implicit().await }));
@@ -238,7 +238,9 @@ impl SqliteStorage {
                 tx.levels.is_empty(),
                 "an implicit transaction never encloses an open savepoint at commit"
             );
-            let result = pitr.before_commit(conn).and_then(|()| conn.execute_batch("COMMIT"));
+            let result = pitr
+                .before_commit(conn)
+                .and_then(|()| conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map(|_| ()));
             match &result {
                 Ok(()) => pitr.after_commit(),
                 Err(e) => {
