@@ -35,6 +35,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ffi::c_int;
 use std::fmt::Write as _;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use rusqlite::config::DbConfig;
@@ -432,7 +433,8 @@ fn run(
         let (cursor, columns) = run_last(conn, &scope, &mut stmt, params, before_write, None)?;
         if let (Some(cache), true, Some(columns)) = (cache, single, columns) {
             stmt.reset();
-            cache.insert(query, Entry { stmt: stmt.detach(), authorized, columns, last_used: 0 });
+            let stmt = Some(stmt.detach());
+            cache.insert(Entry { text: query, stmt, authorized, columns, last_used: 0 });
         }
         return Ok(cursor);
     }
@@ -483,10 +485,8 @@ fn run_last(
         more = stmt.step().map_err(|f| scope.error(&f))?;
     }
     let mut log = scope.log(std::mem::take);
-    if let (Some((authorized, _)), false) = (cached, reprepared) {
-        // What the authorizer recorded when the statement was prepared, as if it had just been.
-        authorized.add_to(&mut log);
-    }
+    // What the authorizer recorded when a cached statement was prepared counts as if it had just been.
+    let authorized = cached.filter(|_| !reprepared).map(|(authorized, _)| authorized);
 
     let steps = stmt.take_status(0)
         + stmt.take_status(ffi::SQLITE_STMTSTATUS_FULLSCAN_STEP)
@@ -494,8 +494,19 @@ fn run_last(
         + stmt.take_status(ffi::SQLITE_STMTSTATUS_SORT);
     let returns_rows = !columns.is_empty();
     let (rows_read, rows_written) = match baseline {
-        None => (steps + log.tables_read.len() as u64, 0),
+        None => {
+            let tables_read = match authorized {
+                // Usually the authorizer recorded nothing while the statement ran: no set to merge.
+                Some(a) if log.tables_read.is_empty() => a.tables_read.len(),
+                Some(a) => a.tables_read.union(&log.tables_read).count(),
+                None => log.tables_read.len(),
+            };
+            (steps + tables_read as u64, 0)
+        }
         Some(baseline) => {
+            if let Some(authorized) = authorized {
+                authorized.add_to(&mut log);
+            }
             let (read, written) =
                 scope.trusted(|| write_counts(conn, &log, &baseline)).map_err(|e| error_from_rusqlite(&e))?;
             (steps + read + u64::from(returns_rows), written)
@@ -544,7 +555,10 @@ impl Authorized {
 
 /// A cached statement: reset, with what its preparation authorized and its column names.
 struct Entry {
-    stmt: raw::Detached,
+    /// The query text, the entry's key.
+    text: Arc<str>,
+    /// `None` only while [`StatementCache::exec`] runs it.
+    stmt: Option<raw::Detached>,
     authorized: Authorized,
     columns: Arc<[String]>,
     /// The cache's clock when the entry was last used, for least-recently-used eviction.
@@ -571,9 +585,32 @@ struct Entry {
 /// keeps it in a field declared before the connection). Dropping it finalizes its statements.
 #[derive(Default)]
 pub struct StatementCache {
-    entries: HashMap<Arc<str>, Entry>,
+    entries: HashMap<Arc<str>, Entry, BuildHasherDefault<Fnv1a>>,
     /// Counts uses, for [`Entry::last_used`].
     clock: u64,
+}
+
+/// FNV-1a, the statement cache's hash of query texts: a few bytes of text hash faster than with SipHash, and
+/// flooding one bucket with chosen texts cannot hurt a map of at most [`STATEMENT_CACHE_CAPACITY`] entries.
+#[derive(Clone, Copy, Debug)]
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Fnv1a {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 // SAFETY: the statements are used only through `&mut StatementCache` together with their connection (checked
@@ -606,20 +643,35 @@ impl StatementCache {
         params: &[SqlValue],
         before_write: &mut dyn FnMut() -> Result<(), Error>,
     ) -> Result<Cursor, Error> {
-        let Some((text, entry)) = self.entries.remove_entry(query) else {
+        let Some(entry) = self.entries.get_mut(query) else {
             return run(conn, query.into(), params, before_write, Some(self));
         };
-        let Entry { stmt, authorized, columns, .. } = entry;
+        // Taken out while it runs: a statement is never in use twice. (It is missing only if a call that ran
+        // it panicked; it was finalized then.)
+        let Some(stmt) = entry.stmt.take() else {
+            self.entries.remove(query);
+            return run(conn, query.into(), params, before_write, Some(self));
+        };
         let mut stmt = stmt.attach(conn);
         assert!(!stmt.busy(), "a cached statement is reset before it is reused");
-        let scope = UserScope::enter(Arc::clone(&text));
-        let (cursor, columns) =
-            run_last(conn, &scope, &mut stmt, params, before_write, Some((&authorized, &columns)))?;
-        if let Some(columns) = columns {
-            stmt.reset();
-            self.insert(text, Entry { stmt: stmt.detach(), authorized, columns, last_used: 0 });
+        let scope = UserScope::enter(Arc::clone(&entry.text));
+        let result =
+            run_last(conn, &scope, &mut stmt, params, before_write, Some((&entry.authorized, &entry.columns)));
+        drop(scope);
+        match result {
+            Ok((cursor, Some(_))) => {
+                stmt.reset();
+                entry.stmt = Some(stmt.detach());
+                self.clock += 1;
+                entry.last_used = self.clock;
+                Ok(cursor)
+            }
+            // Prepared again by SQLite (the schema changed), or failed: the next call prepares afresh.
+            result => {
+                self.entries.remove(query);
+                result.map(|(cursor, _)| cursor)
+            }
         }
-        Ok(cursor)
     }
 
     /// How many statements the cache holds.
@@ -642,9 +694,10 @@ impl StatementCache {
         self.entries.clear();
     }
 
-    fn insert(&mut self, text: Arc<str>, mut entry: Entry) {
+    fn insert(&mut self, mut entry: Entry) {
+        let db = |e: &Entry| e.stmt.as_ref().map(raw::Detached::db);
         if let Some(other) = self.entries.values().next() {
-            assert_eq!(other.stmt.db(), entry.stmt.db(), "a statement cache serves one connection");
+            assert_eq!(db(other), db(&entry), "a statement cache serves one connection");
         }
         if self.entries.len() >= STATEMENT_CACHE_CAPACITY {
             let oldest = self.entries.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| Arc::clone(k));
@@ -654,7 +707,7 @@ impl StatementCache {
         }
         self.clock += 1;
         entry.last_used = self.clock;
-        self.entries.insert(text, entry);
+        self.entries.insert(Arc::clone(&entry.text), entry);
     }
 }
 
