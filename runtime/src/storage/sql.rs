@@ -655,8 +655,14 @@ impl StatementCache {
         let mut stmt = stmt.attach(conn);
         assert!(!stmt.busy(), "a cached statement is reset before it is reused");
         let scope = UserScope::enter(Arc::clone(&entry.text));
-        let result =
-            run_last(conn, &scope, &mut stmt, params, before_write, Some((&entry.authorized, &entry.columns)));
+        let result = run_last(
+            conn,
+            &scope,
+            &mut stmt,
+            params,
+            before_write,
+            Some((&entry.authorized, &entry.columns)),
+        );
         drop(scope);
         match result {
             Ok((cursor, Some(_))) => {

@@ -110,9 +110,14 @@ impl Entries {
 
     /// Marks `key` used (LRU order, not stale).
     pub(super) fn touch(&mut self, key: &str) {
-        if self.map.contains_key(key) {
-            self.unaccount(key);
-            self.account(key);
+        // What `unaccount` then `account` would do, with one lookup: the entry's size is unchanged, and its
+        // key moves to the newest tick of the LRU order without being copied again.
+        if let Some(e) = self.map.get_mut(key) {
+            self.next_tick += 1;
+            let name = self.lru.remove(&e.tick).unwrap_or_else(|| key.to_owned());
+            e.tick = self.next_tick;
+            e.stale = false;
+            self.lru.insert(self.next_tick, name);
         }
     }
 
