@@ -497,18 +497,9 @@ impl ActorCache {
         if let Err(e) = self.check_open(&st).and_then(|()| check_key(key)) {
             return Some(Err(e));
         }
-        let value = match st.entries.lookup(key) {
-            Val::Present(v) => {
-                st.entries.touch(key);
-                if !options.no_cache {
-                    st.entries.keep_cached(key);
-                }
-                Some(v)
-            }
-            Val::Absent => {
-                st.entries.touch(key);
-                None
-            }
+        let value = match st.entries.read(key, !options.no_cache) {
+            Val::Present(v) => Some(v),
+            Val::Absent => None,
             Val::Unknown => return None,
         };
         drop(st);
