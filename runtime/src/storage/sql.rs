@@ -16,6 +16,13 @@
 //! being prepared (or re-prepared during a step), and `exec` never yields: no other connection's statement
 //! can be prepared on this thread while the slot is full, except inside `before_write`, where it is empty.
 //!
+//! The slot stays full while user statements are *stepped*, not only while they are prepared: SQLite
+//! re-prepares a statement during `sqlite3_step` when the schema changed since it was prepared, which
+//! matters most for the [`StatementCache`], whose statements outlive the `exec` that prepared them. Such a
+//! re-preparation is authorized like the first one. The orchestrator's statements (`prepare_cached` in the KV,
+//! storage and point-in-time-recovery modules) run outside `exec` or inside `before_write`, with the slot
+//! empty, and are never in the [`StatementCache`]; user statements are never in rusqlite's cache.
+//!
 //! # Decisions that differ from workerd
 //!
 //! * **Results are materialised at exec time.** workerd's cursor steps the last statement to its first row at
@@ -32,10 +39,9 @@
 //!   is not in the bundled SQLite either.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::c_int;
 use std::fmt::Write as _;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use rusqlite::config::DbConfig;
@@ -440,6 +446,10 @@ fn run(
     }
 }
 
+/// What [`run_last`] returns: the cursor, and the column names to cache with the statement (`None` if it must
+/// not be cached as it is).
+type LastRun = (Cursor, Option<Arc<[String]>>);
+
 /// Runs the last (or only) statement of an `exec`, prepared by `run` or taken from the cache (`cached`: what
 /// its preparation authorized, and its column names), and materialises its rows. Returns the cursor and the
 /// column names; `None` for the names if a cached statement was re-prepared by SQLite while it ran (the schema
@@ -451,7 +461,7 @@ fn run_last(
     params: &[SqlValue],
     before_write: &mut dyn FnMut() -> Result<(), Error>,
     cached: Option<(&Authorized, &Arc<[String]>)>,
-) -> Result<(Cursor, Option<Arc<[String]>>), Error> {
+) -> Result<LastRun, Error> {
     if stmt.parameter_count() != params.len() {
         return Err(Error::new(messages::WRONG_PARAMETER_COUNT));
     }
@@ -585,32 +595,9 @@ struct Entry {
 /// keeps it in a field declared before the connection). Dropping it finalizes its statements.
 #[derive(Default)]
 pub struct StatementCache {
-    entries: HashMap<Arc<str>, Entry, BuildHasherDefault<Fnv1a>>,
+    entries: BTreeMap<Arc<str>, Entry>,
     /// Counts uses, for [`Entry::last_used`].
     clock: u64,
-}
-
-/// FNV-1a, the statement cache's hash of query texts: a few bytes of text hash faster than with SipHash, and
-/// flooding one bucket with chosen texts cannot hurt a map of at most [`STATEMENT_CACHE_CAPACITY`] entries.
-#[derive(Clone, Copy, Debug)]
-struct Fnv1a(u64);
-
-impl Default for Fnv1a {
-    fn default() -> Fnv1a {
-        Fnv1a(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv1a {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
 }
 
 // SAFETY: the statements are used only through `&mut StatementCache` together with their connection (checked
