@@ -115,7 +115,14 @@ impl Storage {
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         let raw = match &self.backend {
             Backend::Sqlite(s) => s.get(key)?,
-            Backend::Kv(c) => c.get(key, GetOptions::default()).await?,
+            Backend::Kv(c) => {
+                // A cached key is decoded straight from the cache, with no future to box nor value to copy.
+                let decode = |v: Option<&[u8]>| v.map(value::decode).transpose();
+                if let Some(result) = c.get_cached(key, GetOptions::default(), decode) {
+                    return result?;
+                }
+                c.get(key, GetOptions::default()).await?
+            }
         };
         raw.map(|b| value::decode(&b)).transpose()
     }

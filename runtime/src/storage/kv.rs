@@ -54,7 +54,6 @@ pub const PUT_MULTIPLE_SAVEPOINT: &str = "_cf_put_multiple_savepoint";
 /// A stored pair: the key and the encoded value.
 pub type Entry = (String, Vec<u8>);
 
-const TABLE_EXISTS: &str = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_cf_KV'";
 const CREATE_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID";
 const GET: &str = "SELECT value FROM _cf_KV WHERE key = ?1";
@@ -455,9 +454,14 @@ fn select(
     Ok(pairs)
 }
 
+/// Whether `_cf_KV` exists, from the connection's schema (`sqlite3_table_column_metadata`) rather than a query
+/// of `sqlite_master`: no statement to step, no read transaction to open. The object's connection is the only
+/// one that changes its database, so its schema is current (it includes this connection's uncommitted DDL
+/// and forgets what a rollback undid, as a query would). Application SQL cannot create another object named
+/// `_cf_KV` in any case (reserved names, §3.1), so the lookup, which ignores case and object type, finds only
+/// the runtime's table.
 fn table_exists(conn: &Connection) -> Result<bool, Error> {
-    let mut stmt = conn.prepare_cached(TABLE_EXISTS).map_err(sqlite_error)?;
-    stmt.exists([]).map_err(sqlite_error)
+    conn.table_exists(Some(c"main"), c"_cf_KV").map_err(sqlite_error)
 }
 
 fn ensure_table(conn: &Connection) -> Result<(), Error> {

@@ -16,6 +16,13 @@
 //! being prepared (or re-prepared during a step), and `exec` never yields: no other connection's statement
 //! can be prepared on this thread while the slot is full, except inside `before_write`, where it is empty.
 //!
+//! The slot stays full while user statements are *stepped*, not only while they are prepared: SQLite
+//! re-prepares a statement during `sqlite3_step` when the schema changed since it was prepared, which
+//! matters most for the [`StatementCache`], whose statements outlive the `exec` that prepared them. Such a
+//! re-preparation is authorized like the first one. The orchestrator's statements (`prepare_cached` in the KV,
+//! storage and point-in-time-recovery modules) run outside `exec` or inside `before_write`, with the slot
+//! empty, and are never in the [`StatementCache`]; user statements are never in rusqlite's cache.
+//!
 //! # Decisions that differ from workerd
 //!
 //! * **Results are materialised at exec time.** workerd's cursor steps the last statement to its first row at
@@ -396,8 +403,20 @@ pub fn exec(
     params: &[SqlValue],
     before_write: &mut dyn FnMut() -> Result<(), Error>,
 ) -> Result<Cursor, Error> {
-    let scope = UserScope::enter(query);
-    let mut rest = query;
+    run(conn, query.into(), params, before_write, None)
+}
+
+/// Prepares and runs `query` as [`exec`] describes; if `cache` is given and `query` holds a single statement
+/// that succeeds, the statement is kept there, reset, under the query's text.
+fn run(
+    conn: &Connection,
+    query: Arc<str>,
+    params: &[SqlValue],
+    before_write: &mut dyn FnMut() -> Result<(), Error>,
+    cache: Option<&mut StatementCache>,
+) -> Result<Cursor, Error> {
+    let scope = UserScope::enter(Arc::clone(&query));
+    let mut rest: &str = &query;
     loop {
         scope.log(|log| log.begin_statement(query.len() - rest.len()));
         let (stmt, consumed) = raw::prepare(conn, rest).map_err(|f| scope.error(&f))?;
@@ -415,44 +434,273 @@ pub fn exec(
             continue;
         }
 
-        if stmt.parameter_count() != params.len() {
-            return Err(Error::new(messages::WRONG_PARAMETER_COUNT));
+        let single = rest.len() == query.len();
+        let authorized = scope.log(|log| Authorized::of(log));
+        let (cursor, columns) = run_last(conn, &scope, &mut stmt, params, before_write, None)?;
+        if let (Some(cache), true, Some(columns)) = (cache, single, columns) {
+            stmt.reset();
+            let stmt = Some(stmt.detach());
+            cache.insert(Entry { text: query, stmt, authorized, columns, last_used: 0 });
         }
-        let writes = !stmt.readonly();
-        if writes {
-            scope.trusted(&mut *before_write)?;
-        }
-        stmt.bind(params).map_err(|f| scope.error(&f))?;
-        let baseline = if writes {
-            let schema = scope.log(|log| log.creates_schema);
-            Some(scope.trusted(|| Baseline::take(conn, schema)).map_err(|e| error_from_rusqlite(&e))?)
-        } else {
-            None
+        return Ok(cursor);
+    }
+}
+
+/// What [`run_last`] returns: the cursor, and the column names to cache with the statement (`None` if it must
+/// not be cached as it is).
+type LastRun = (Cursor, Option<Arc<[String]>>);
+
+/// Runs the last (or only) statement of an `exec`, prepared by `run` or taken from the cache (`cached`: what
+/// its preparation authorized, and its column names), and materialises its rows. Returns the cursor and the
+/// column names; `None` for the names if a cached statement was re-prepared by SQLite while it ran (the schema
+/// changed since it was cached), so that it must not be cached as it is.
+fn run_last(
+    conn: &Connection,
+    scope: &UserScope,
+    stmt: &mut raw::Statement<'_>,
+    params: &[SqlValue],
+    before_write: &mut dyn FnMut() -> Result<(), Error>,
+    cached: Option<(&Authorized, &Arc<[String]>)>,
+) -> Result<LastRun, Error> {
+    if stmt.parameter_count() != params.len() {
+        return Err(Error::new(messages::WRONG_PARAMETER_COUNT));
+    }
+    let writes = !stmt.readonly();
+    if writes {
+        scope.trusted(&mut *before_write)?;
+    }
+    stmt.bind(params).map_err(|f| scope.error(&f))?;
+    let baseline = if writes {
+        let schema = match cached {
+            Some((authorized, _)) => authorized.creates_schema,
+            None => scope.log(|log| log.creates_schema),
         };
+        Some(scope.trusted(|| Baseline::take(conn, schema)).map_err(|e| error_from_rusqlite(&e))?)
+    } else {
+        None
+    };
 
-        let columns: Arc<[String]> = (0..stmt.column_count()).map(|i| stmt.column_name(i)).collect();
-        let mut rows = VecDeque::new();
-        scope.log(|log| log.recording = true);
-        while stmt.step().map_err(|f| scope.error(&f))? {
-            rows.push_back((0..columns.len()).map(|i| stmt.column_value(i)).collect());
+    let mut rows = VecDeque::new();
+    scope.log(|log| log.recording = true);
+    // The first step, before the column names are read: with a cached statement, SQLite re-prepares it there
+    // if the schema changed (the authorizer is active, the scope being open), which may change its columns.
+    let mut more = stmt.step().map_err(|f| scope.error(&f))?;
+    let reprepared = stmt.take_status(ffi::SQLITE_STMTSTATUS_REPREPARE) != 0;
+    let columns: Arc<[String]> = match cached {
+        Some((_, columns)) if !reprepared => Arc::clone(columns),
+        _ => (0..stmt.column_count()).map(|i| stmt.column_name(i)).collect(),
+    };
+    while more {
+        rows.push_back((0..columns.len()).map(|i| stmt.column_value(i)).collect());
+        more = stmt.step().map_err(|f| scope.error(&f))?;
+    }
+    let mut log = scope.log(std::mem::take);
+    // What the authorizer recorded when a cached statement was prepared counts as if it had just been.
+    let authorized = cached.filter(|_| !reprepared).map(|(authorized, _)| authorized);
+
+    let steps = stmt.take_status(0)
+        + stmt.take_status(ffi::SQLITE_STMTSTATUS_FULLSCAN_STEP)
+        + stmt.take_status(ffi::SQLITE_STMTSTATUS_AUTOINDEX)
+        + stmt.take_status(ffi::SQLITE_STMTSTATUS_SORT);
+    let returns_rows = !columns.is_empty();
+    let (rows_read, rows_written) = match baseline {
+        None => {
+            let tables_read = match authorized {
+                // Usually the authorizer recorded nothing while the statement ran: no set to merge.
+                Some(a) if log.tables_read.is_empty() => a.tables_read.len(),
+                Some(a) => a.tables_read.union(&log.tables_read).count(),
+                None => log.tables_read.len(),
+            };
+            (steps + tables_read as u64, 0)
         }
-        let log = scope.log(std::mem::take);
-
-        let steps = stmt.status(0)
-            + stmt.status(ffi::SQLITE_STMTSTATUS_FULLSCAN_STEP)
-            + stmt.status(ffi::SQLITE_STMTSTATUS_AUTOINDEX)
-            + stmt.status(ffi::SQLITE_STMTSTATUS_SORT);
-        let returns_rows = !columns.is_empty();
-        let (rows_read, rows_written) = match baseline {
-            None => (steps + log.tables_read.len() as u64, 0),
-            Some(baseline) => {
-                let (read, written) = scope
-                    .trusted(|| write_counts(conn, &log, &baseline))
-                    .map_err(|e| error_from_rusqlite(&e))?;
-                (steps + read + u64::from(returns_rows), written)
+        Some(baseline) => {
+            if let Some(authorized) = authorized {
+                authorized.add_to(&mut log);
             }
+            let (read, written) =
+                scope.trusted(|| write_counts(conn, &log, &baseline)).map_err(|e| error_from_rusqlite(&e))?;
+            (steps + read + u64::from(returns_rows), written)
+        }
+    };
+    let keep = (!reprepared).then(|| Arc::clone(&columns));
+    Ok((Cursor { columns, rows, rows_read, rows_written }, keep))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The statement cache
+
+/// How many prepared statements a [`StatementCache`] keeps. A prepared statement holds its compiled program
+/// (a few KB); an object's code usually runs a few dozen distinct query texts, which this keeps prepared,
+/// while code that splices values into its SQL text (a new text each time) cannot grow the cache, and the
+/// memory it holds, without bound: past this many, the least recently used statement is finalized.
+pub const STATEMENT_CACHE_CAPACITY: usize = 64;
+
+/// What the authorizer recorded while a cached statement was prepared: the part of a [`StatementLog`] the row
+/// counters read, which a reused statement (not prepared again) would not record.
+#[derive(Clone, Debug, Default)]
+struct Authorized {
+    creates_schema: bool,
+    tables_read: BTreeSet<String>,
+    updated_columns: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Authorized {
+    fn of(log: &StatementLog) -> Authorized {
+        Authorized {
+            creates_schema: log.creates_schema,
+            tables_read: log.tables_read.clone(),
+            updated_columns: log.updated_columns.clone(),
+        }
+    }
+
+    /// Adds this to what the authorizer recorded while the statement ran (normally nothing).
+    fn add_to(&self, log: &mut StatementLog) {
+        log.creates_schema |= self.creates_schema;
+        log.tables_read.extend(self.tables_read.iter().cloned());
+        for (table, columns) in &self.updated_columns {
+            log.updated_columns.entry(table.clone()).or_default().extend(columns.iter().cloned());
+        }
+    }
+}
+
+/// A cached statement: reset, with what its preparation authorized and its column names.
+struct Entry {
+    /// The query text, the entry's key.
+    text: Arc<str>,
+    /// `None` only while [`StatementCache::exec`] runs it.
+    stmt: Option<raw::Detached>,
+    authorized: Authorized,
+    columns: Arc<[String]>,
+    /// The cache's clock when the entry was last used, for least-recently-used eviction.
+    last_used: u64,
+}
+
+/// Prepared application statements of one connection, reused by [`StatementCache::exec`] for the same query
+/// text, at most [`STATEMENT_CACHE_CAPACITY`] of them.
+///
+/// Only a query that holds a single statement is cached, under its exact text, once it ran without error.
+/// The cache holds only statements that application SQL prepared, with the authorizer enforcing §3.5; the
+/// orchestrator's own statements (rusqlite's `prepare_cached`, prepared as trusted code) live in rusqlite's
+/// cache, so the two never share a statement even for the same text.
+///
+/// A cached statement is taken out of the cache while it runs and put back reset (`sqlite3_reset`, bindings
+/// cleared) once its rows are materialised, so no statement is ever in use twice, and none holds a read
+/// transaction or a table lock between calls (`DROP TABLE`, `delete_all` and closing the connection are not
+/// blocked). One that fails is finalized. If the schema changed since a statement was prepared, SQLite
+/// prepares it again on its first step (`sqlite3_prepare_v3` statements do), with the authorizer active
+/// because [`exec`]'s user-SQL scope spans the steps too; the counters then use what that preparation
+/// recorded, and the statement is dropped from the cache, so the next call prepares afresh.
+///
+/// The cache belongs with its connection: it must be dropped before that connection closes (the orchestrator
+/// keeps it in a field declared before the connection). Dropping it finalizes its statements.
+#[derive(Default)]
+pub struct StatementCache {
+    entries: BTreeMap<Arc<str>, Entry>,
+    /// Counts uses, for [`Entry::last_used`].
+    clock: u64,
+}
+
+// SAFETY: the statements are used only through `&mut StatementCache` together with their connection (checked
+// by `Detached::attach`), so never from two threads at once; SQLite (built thread-safe, as rusqlite requires)
+// lets a connection and its statements move between threads.
+unsafe impl Send for StatementCache {}
+
+impl std::fmt::Debug for StatementCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatementCache").field("len", &self.entries.len()).finish_non_exhaustive()
+    }
+}
+
+impl StatementCache {
+    /// An empty cache.
+    pub fn new() -> StatementCache {
+        StatementCache::default()
+    }
+
+    /// [`exec`], reusing the statement prepared for the same `query` text by an earlier call if there is one
+    /// (and caching it otherwise, if `query` is a single statement). The result, rows and counters are those
+    /// [`exec`] would return.
+    ///
+    /// # Panics
+    /// If the cache holds statements of another connection than `conn`.
+    pub fn exec(
+        &mut self,
+        conn: &Connection,
+        query: &str,
+        params: &[SqlValue],
+        before_write: &mut dyn FnMut() -> Result<(), Error>,
+    ) -> Result<Cursor, Error> {
+        let Some(entry) = self.entries.get_mut(query) else {
+            return run(conn, query.into(), params, before_write, Some(self));
         };
-        return Ok(Cursor { columns, rows, rows_read, rows_written });
+        // Taken out while it runs: a statement is never in use twice. (It is missing only if a call that ran
+        // it panicked; it was finalized then.)
+        let Some(stmt) = entry.stmt.take() else {
+            self.entries.remove(query);
+            return run(conn, query.into(), params, before_write, Some(self));
+        };
+        let mut stmt = stmt.attach(conn);
+        assert!(!stmt.busy(), "a cached statement is reset before it is reused");
+        let scope = UserScope::enter(Arc::clone(&entry.text));
+        let result = run_last(
+            conn,
+            &scope,
+            &mut stmt,
+            params,
+            before_write,
+            Some((&entry.authorized, &entry.columns)),
+        );
+        drop(scope);
+        match result {
+            Ok((cursor, Some(_))) => {
+                stmt.reset();
+                entry.stmt = Some(stmt.detach());
+                self.clock += 1;
+                entry.last_used = self.clock;
+                Ok(cursor)
+            }
+            // Prepared again by SQLite (the schema changed), or failed: the next call prepares afresh.
+            result => {
+                self.entries.remove(query);
+                result.map(|(cursor, _)| cursor)
+            }
+        }
+    }
+
+    /// How many statements the cache holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache holds no statement.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether a statement prepared for exactly this `query` text is cached.
+    pub fn contains(&self, query: &str) -> bool {
+        self.entries.contains_key(query)
+    }
+
+    /// Finalizes every cached statement.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    fn insert(&mut self, mut entry: Entry) {
+        let db = |e: &Entry| e.stmt.as_ref().map(raw::Detached::db);
+        if let Some(other) = self.entries.values().next() {
+            assert_eq!(db(other), db(&entry), "a statement cache serves one connection");
+        }
+        if self.entries.len() >= STATEMENT_CACHE_CAPACITY {
+            let oldest = self.entries.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| Arc::clone(k));
+            if let Some(oldest) = oldest {
+                self.entries.remove(&oldest);
+            }
+        }
+        self.clock += 1;
+        entry.last_used = self.clock;
+        self.entries.insert(Arc::clone(&entry.text), entry);
     }
 }
 
@@ -541,8 +789,8 @@ struct UserScope {
 }
 
 impl UserScope {
-    fn enter(query: &str) -> UserScope {
-        let log = StatementLog { query: query.into(), ..StatementLog::default() };
+    fn enter(query: Arc<str>) -> UserScope {
+        let log = StatementLog { query, ..StatementLog::default() };
         UserScope { outer: USER_SQL.replace(Some(log)) }
     }
 
@@ -1392,12 +1640,6 @@ mod raw {
                 }
             }
         }
-
-        /// `sqlite3_stmt_status(op)`, without resetting it.
-        pub(super) fn status(&self, op: c_int) -> u64 {
-            // SAFETY: `self.stmt` is a live statement; an op outside SQLite's counters returns 0.
-            u64::from(unsafe { ffi::sqlite3_stmt_status(self.ptr(), op, 0) } as u32)
-        }
     }
 
     impl Drop for Statement<'_> {
@@ -1405,6 +1647,79 @@ mod raw {
             // SAFETY: `self.stmt` is live and finalized exactly once. The result repeats the last step's
             // error, which was already reported.
             unsafe { ffi::sqlite3_finalize(self.ptr()) };
+        }
+    }
+
+    impl<'c> Statement<'c> {
+        /// `sqlite3_stmt_status(op)`, resetting the counter to 0 (so that a cached statement's next run
+        /// counts from 0 again, as a fresh one does).
+        pub(super) fn take_status(&mut self, op: c_int) -> u64 {
+            // SAFETY: `self.stmt` is a live statement; an op outside SQLite's counters returns 0.
+            u64::from(unsafe { ffi::sqlite3_stmt_status(self.ptr(), op, 1) } as u32)
+        }
+
+        /// `sqlite3_reset` and `sqlite3_clear_bindings`: the statement is back to its state right after it
+        /// was prepared and no longer holds a read transaction or a table lock. The result of the reset
+        /// repeats the last step's error, which was already reported.
+        pub(super) fn reset(&mut self) {
+            // SAFETY: `self.stmt` is a live statement.
+            unsafe {
+                ffi::sqlite3_reset(self.ptr());
+                ffi::sqlite3_clear_bindings(self.ptr());
+            }
+        }
+
+        /// `sqlite3_stmt_busy`: the statement was stepped and not reset since.
+        pub(super) fn busy(&self) -> bool {
+            // SAFETY: `self.stmt` is a live statement.
+            unsafe { ffi::sqlite3_stmt_busy(self.ptr()) != 0 }
+        }
+
+        /// Gives up the borrow of the connection, to keep the statement in a cache; see [`Detached`].
+        ///
+        /// # Panics
+        /// If the statement is still running (stepped and not reset): a cached statement is never in use
+        /// twice, nor left holding a transaction between calls.
+        pub(super) fn detach(self) -> Detached {
+            assert!(!self.busy(), "a statement is reset before it is cached");
+            let this = std::mem::ManuallyDrop::new(self);
+            Detached { db: this.db, stmt: this.stmt }
+        }
+    }
+
+    /// A prepared statement kept past the `exec` that prepared it (in a [`super::StatementCache`]), finalized
+    /// when dropped. It holds its connection's handle but no borrow: its owner keeps it with that connection
+    /// and drops it first. If the connection were closed first anyway, `sqlite3_close` would fail with
+    /// `SQLITE_BUSY` (a statement is still unfinalized) and leave the connection open, so finalizing later
+    /// stays sound: a leak, never a use after free.
+    pub(super) struct Detached {
+        db: *mut ffi::sqlite3,
+        stmt: NonNull<ffi::sqlite3_stmt>,
+    }
+
+    impl Detached {
+        /// The connection this statement belongs to.
+        pub(super) fn db(&self) -> *mut ffi::sqlite3 {
+            self.db
+        }
+
+        /// Borrows `conn` again to run the statement.
+        ///
+        /// # Panics
+        /// If the statement is not one of `conn`'s.
+        pub(super) fn attach(self, conn: &Connection) -> Statement<'_> {
+            // SAFETY: the handle is only compared.
+            assert_eq!(self.db, unsafe { conn.handle() }, "a cached statement runs on its own connection");
+            let this = std::mem::ManuallyDrop::new(self);
+            Statement { db: this.db, stmt: this.stmt, _conn: PhantomData }
+        }
+    }
+
+    impl Drop for Detached {
+        fn drop(&mut self) {
+            // SAFETY: `self.stmt` is live (its connection is open, or was leaked open: see the type's
+            // documentation) and finalized exactly once.
+            unsafe { ffi::sqlite3_finalize(self.stmt.as_ptr()) };
         }
     }
 }

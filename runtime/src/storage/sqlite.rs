@@ -104,6 +104,8 @@ pub enum AlarmArm {
 struct State {
     /// First, so it drops (uninstalling its hook on the connection) before the connection closes.
     pitr: Pitr,
+    /// Application statements prepared on `conn`; before it, so they are finalized before it closes.
+    sql_cache: sql::StatementCache,
     conn: Connection,
     tx: Tx,
 }
@@ -159,7 +161,7 @@ impl SqliteStorage {
         let mut conn = location.open().map_err(|e| Error::new(e.to_string()))?;
         sql::prepare_connection(&conn).map_err(|e| sqlite_error(&e))?;
         let pitr = Pitr::open(&mut conn, clock)?;
-        let state = State { conn, tx: Tx::default(), pitr };
+        let state = State { conn, tx: Tx::default(), pitr, sql_cache: sql::StatementCache::new() };
         Ok(SqliteStorage {
             shared: Arc::new(Shared { state: Mutex::new(state), hooks, durability, settings }),
         })
@@ -175,7 +177,7 @@ impl SqliteStorage {
         &self,
         op: impl FnOnce(&Connection, &mut Tx, &dyn Fn(&mut Tx, bool) -> Result<(), Error>) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        self.with_state_pitr(|conn, tx, _, begin| op(conn, tx, begin))
+        self.with_state_pitr(|conn, tx, _, _, begin| op(conn, tx, begin))
     }
 
     /// [`SqliteStorage::with_state`], with the point-in-time recovery state too.
@@ -185,17 +187,18 @@ impl SqliteStorage {
             &Connection,
             &mut Tx,
             &mut Pitr,
+            &mut sql::StatementCache,
             &dyn Fn(&mut Tx, bool) -> Result<(), Error>,
         ) -> Result<R, Error>,
     ) -> Result<R, Error> {
         let mut guard = self.lock();
-        let State { conn, tx, pitr } = &mut *guard;
+        let State { conn, tx, pitr, sql_cache } = &mut *guard;
         if let Some(e) = &tx.broken {
             return Err(e.clone());
         }
         let in_txn_before = tx.implicit.is_some() || !tx.levels.is_empty();
         let begin = |tx: &mut Tx, confirmed: bool| self.begin_write(conn, tx, confirmed);
-        let result = op(conn, tx, pitr, &begin);
+        let result = op(conn, tx, pitr, sql_cache, &begin);
         if let Err(e) = &result {
             let in_txn = in_txn_before || tx.implicit.is_some() || !tx.levels.is_empty();
             if in_txn && conn.is_autocommit() {
@@ -232,7 +235,7 @@ impl SqliteStorage {
     async fn commit_implicit(&self) {
         let (implicit, result) = {
             let mut guard = self.lock();
-            let State { conn, tx, pitr } = &mut *guard;
+            let State { conn, tx, pitr, .. } = &mut *guard;
             let Some(implicit) = tx.implicit.take() else { return };
             assert!(
                 tx.levels.is_empty(),
@@ -302,7 +305,9 @@ impl SqliteStorage {
 
     /// Runs SQL (spec §3.5). Writes join the turn's implicit transaction and are confirmed.
     pub fn exec(&self, query: &str, params: &[SqlValue]) -> Result<Cursor, Error> {
-        self.with_state(|conn, tx, begin| sql::exec(conn, query, params, &mut || begin(tx, true)))
+        self.with_state_pitr(|conn, tx, _, cache, begin| {
+            cache.exec(conn, query, params, &mut || begin(tx, true))
+        })
     }
 
     /// The database's size in bytes (spec §3.5 `databaseSize`).
@@ -569,7 +574,7 @@ impl SqliteStorage {
 
     fn close_level<R>(&self, depth: usize, result: Result<R, Error>) -> Result<R, Error> {
         let mut guard = self.lock();
-        let State { conn, tx, pitr } = &mut *guard;
+        let State { conn, tx, pitr, .. } = &mut *guard;
         if let Some(e) = &tx.broken {
             // A critical error inside: SQLite already rolled everything back.
             return match result {
@@ -623,7 +628,7 @@ impl SqliteStorage {
     /// confirmed: the output gate waits for it to be durable.
     pub async fn delete_all(&self) -> Result<(), Error> {
         let deletes_alarm = self.shared.settings.delete_all_deletes_alarm;
-        let lock = self.with_state_pitr(|conn, tx, pitr, _| {
+        let lock = self.with_state_pitr(|conn, tx, pitr, _, _| {
             if !tx.levels.is_empty() {
                 return Err(Error::new(messages::DELETE_ALL_IN_TRANSACTION));
             }
@@ -711,7 +716,7 @@ impl SqliteStorage {
     /// A bookmark for now (spec §3.6 `getCurrentBookmark`), including the writes of the open implicit batch
     /// (or explicit transaction): it is the bookmark that batch's commit gets.
     pub fn get_current_bookmark(&self) -> Result<String, Error> {
-        self.with_state_pitr(|_, tx, pitr, _| {
+        self.with_state_pitr(|_, tx, pitr, _, _| {
             Ok(pitr.current_bookmark(tx.implicit.is_some() || !tx.levels.is_empty()))
         })
     }
@@ -720,7 +725,7 @@ impl SqliteStorage {
     /// than [`WINDOW_MS`](super::pitr::WINDOW_MS) (30 days) or in the future fails with
     /// [`TIME_OUTSIDE_WINDOW`](super::pitr::TIME_OUTSIDE_WINDOW).
     pub fn get_bookmark_for_time(&self, unix_ms: i64) -> Result<String, Error> {
-        self.with_state_pitr(|conn, _, pitr, _| pitr.bookmark_for_time(conn, unix_ms))
+        self.with_state_pitr(|conn, _, pitr, _, _| pitr.bookmark_for_time(conn, unix_ms))
     }
 
     /// Arranges for the database to be restored to `bookmark` at its next open (spec §3.6
@@ -728,7 +733,7 @@ impl SqliteStorage {
     /// including the open batch), to undo it. Fails with [`MALFORMED_BOOKMARK`](super::pitr::MALFORMED_BOOKMARK),
     /// [`UNKNOWN_BOOKMARK`](super::pitr::UNKNOWN_BOOKMARK) or [`SCHEMA_CHANGED`](super::pitr::SCHEMA_CHANGED).
     pub fn on_next_session_restore_bookmark(&self, bookmark: &str) -> Result<String, Error> {
-        self.with_state_pitr(|conn, tx, pitr, _| {
+        self.with_state_pitr(|conn, tx, pitr, _, _| {
             pitr.request_restore(conn, bookmark, tx.implicit.is_some() || !tx.levels.is_empty())
         })
     }
@@ -741,10 +746,11 @@ impl SqliteStorage {
             Error::new(messages::STORAGE_NO_LONGER_ACCESSIBLE).with_retryable().with_reset()
         });
         let mut guard = self.lock();
-        let State { conn, tx, pitr } = &mut *guard;
+        let State { conn, tx, pitr, sql_cache } = &mut *guard;
         if tx.broken.is_some() {
             return;
         }
+        sql_cache.clear();
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }

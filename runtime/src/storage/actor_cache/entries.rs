@@ -108,11 +108,36 @@ impl Entries {
         }
     }
 
+    /// A read of `key` through the cache, with one lookup of its entry: what is known of it, as
+    /// [`Entries::lookup`]; a known key's entry is then marked used, as [`Entries::touch`], and a present one also
+    /// kept cached, as [`Entries::keep_cached`], if `keep_cached`.
+    pub(super) fn read(&mut self, key: &str, keep_cached: bool) -> Val {
+        let Some(e) = self.map.get_mut(key) else { return self.lookup(key) };
+        if e.val == Val::Unknown {
+            // An end marker: the key itself is not known, and a read leaves it as it is.
+            return Val::Unknown;
+        }
+        self.next_tick += 1;
+        let name = self.lru.remove(&e.tick).unwrap_or_else(|| key.to_owned());
+        e.tick = self.next_tick;
+        e.stale = false;
+        self.lru.insert(self.next_tick, name);
+        if keep_cached && matches!(e.val, Val::Present(_)) {
+            e.no_cache = false;
+        }
+        e.val.clone()
+    }
+
     /// Marks `key` used (LRU order, not stale).
     pub(super) fn touch(&mut self, key: &str) {
-        if self.map.contains_key(key) {
-            self.unaccount(key);
-            self.account(key);
+        // What `unaccount` then `account` would do, with one lookup: the entry's size is unchanged, and its
+        // key moves to the newest tick of the LRU order without being copied again.
+        if let Some(e) = self.map.get_mut(key) {
+            self.next_tick += 1;
+            let name = self.lru.remove(&e.tick).unwrap_or_else(|| key.to_owned());
+            e.tick = self.next_tick;
+            e.stale = false;
+            self.lru.insert(self.next_tick, name);
         }
     }
 

@@ -470,6 +470,9 @@ impl ActorCache {
 
     /// `get(key)` (§2.4): the value, or `None`.
     pub fn get(&self, key: &str, options: GetOptions) -> CacheFuture<Option<Vec<u8>>> {
+        if let Some(result) = self.get_cached(key, options, |v| v.map(<[u8]>::to_vec)) {
+            return ready(result);
+        }
         let me = self.clone();
         let key = key.to_owned();
         let f = self.get_multiple_inner(vec![key.clone()], options, false);
@@ -477,6 +480,30 @@ impl ActorCache {
             let _ = &me;
             Ok(f.await?.into_iter().find(|(k, _)| *k == key).map(|(_, v)| v))
         })
+    }
+
+    /// [`ActorCache::get`] answered at once when it needs no storage read: `f` of the value (`None` if the key
+    /// is known absent), or `get`'s error (the cache is broken, the key is too large). `None` if the cache
+    /// does not know the key; [`ActorCache::get`] then reads it. Either way the effects on the cache are
+    /// `get`'s (the key becomes the most recently used; `no_cache` unset unless `options` sets it), and `f`
+    /// runs after the cache's lock is released.
+    pub fn get_cached<R>(
+        &self,
+        key: &str,
+        options: GetOptions,
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Option<Result<R, Error>> {
+        let mut st = self.lock();
+        if let Err(e) = self.check_open(&st).and_then(|()| check_key(key)) {
+            return Some(Err(e));
+        }
+        let value = match st.entries.read(key, !options.no_cache) {
+            Val::Present(v) => Some(v),
+            Val::Absent => None,
+            Val::Unknown => return None,
+        };
+        drop(st);
+        Some(Ok(f(value.as_deref())))
     }
 
     /// `get(keys[])` (§2.4): the present keys with their values, sorted, duplicates collapsed. More than 128
