@@ -132,6 +132,14 @@ pub struct AlarmRun {
 /// and waits `alarm_wait_ms` (stored) before returning.
 pub struct Probe {
     state: State,
+    env: Env,
+}
+
+thread_local! {
+    /// Where `Probe::ping` reports the values it receives (a test installs a sender; a simulation runs on one
+    /// thread, so the controller and the nodes share it).
+    pub static PINGS: std::cell::RefCell<Option<madsim_tokio::sync::mpsc::UnboundedSender<i64>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 impl Probe {
@@ -159,12 +167,12 @@ impl Probe {
 }
 
 impl DurableObject for Probe {
-    async fn new(state: State, _env: Env) -> Result<Self, Error> {
+    async fn new(state: State, env: Env) -> Result<Self, Error> {
         let fail: Option<String> = state.storage().get("constructor_fails").await?;
         if let Some(message) = fail {
             return Err(Error::new(message));
         }
-        Ok(Probe { state })
+        Ok(Probe { state, env })
     }
 
     async fn fetch(&self, request: Request) -> Result<Response, Error> {
@@ -203,6 +211,33 @@ impl DurableObject for Probe {
             p.state.storage().put("aborted_write", &1i64).await?;
             Err::<(), _>(p.state.abort(reason.as_deref()))
         });
+        h.rpc("slow_increment", async |p: &Probe, (): ()| {
+            // A timer between the read and the write: an ordinary await, so other events interleave.
+            let storage = p.state.storage();
+            let value: i64 = storage.get("slow").await?.unwrap_or(0);
+            madsim_tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            storage.put("slow", &(value + 1)).await?;
+            Ok(value + 1)
+        });
+        h.rpc(
+            "put_then_call",
+            async |p: &Probe, (key, value, unconfirmed, peer): (String, i64, bool, String)| {
+                // The write, then a call to another object: the call leaves once the write is durable (unless
+                // the write was unconfirmed).
+                let options = WriteOptions { allow_unconfirmed: unconfirmed };
+                p.state.storage().put_with(&key, &value, options).await?;
+                let peer = p.env.durable_object("PROBE")?.get_by_name(&peer);
+                peer.call::<_, ()>("ping", &value).await
+            },
+        );
+        h.rpc("ping", async |_p: &Probe, value: i64| {
+            PINGS.with(|p| {
+                if let Some(tx) = p.borrow().as_ref() {
+                    let _ = tx.send(value);
+                }
+            });
+            Ok(())
+        });
         h.rpc("sleep", async |_p: &Probe, ms: u64| {
             madsim_tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             Ok(())
@@ -210,13 +245,13 @@ impl DurableObject for Probe {
     }
 }
 
+/// What [`nest`] returns: the level reached and the refusal, if any.
+type NestFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(u32, Option<String>), Error>> + 'a>>;
+
 /// `remaining` more nested `block_concurrency_while` calls from `level`: the level reached, and the error of a
 /// call that was refused for nesting too deeply (caught by its enclosing critical section, so nothing resets).
-fn nest(
-    state: &State,
-    remaining: u32,
-    level: u32,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(u32, Option<String>), Error>> + '_>> {
+fn nest(state: &State, remaining: u32, level: u32) -> NestFuture<'_> {
     Box::pin(async move {
         if remaining == 0 {
             return Ok((level, None));
