@@ -209,7 +209,7 @@ impl HostInner {
                 (Storage::kv(cache.clone()), Backend::Kv(cache))
             }
         };
-        let storage = storage.with_alarm_hook(turns.clone());
+        let storage = storage.with_object_hooks(turns.clone());
         let key = container.key.clone();
         let alarms = Rc::downgrade(&self.alarms);
         let note_turns = turns.clone();

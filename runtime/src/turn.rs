@@ -28,7 +28,7 @@ use std::task::{Context, Poll, Waker};
 use crate::error::Error;
 use crate::gate::{CriticalSection, InputGate, InputLock, LockWait, OutputGate};
 use crate::object::LocalFuture;
-use crate::storage::api::AlarmHook;
+use crate::storage::api::{LocalFuture as StorageFuture, ObjectHooks};
 use crate::storage::gates::{InputHold, OutputLock, Task, TurnHooks};
 
 /// One event's place in the instance: where its turns take their locks.
@@ -183,7 +183,21 @@ impl TurnQueue {
     }
 }
 
-impl AlarmHook for TurnQueue {
+impl ObjectHooks for TurnQueue {
+    fn critical_section<'a>(&self, body: StorageFuture<'a, ()>) -> StorageFuture<'a, Result<(), Error>> {
+        if current().is_none() {
+            // Not inside an event (an embedder's own call): nothing to hold.
+            return Box::pin(async move {
+                body.await;
+                Ok(())
+            });
+        }
+        Box::pin(crate::state::critical_section(async move {
+            body.await;
+            Ok(())
+        }))
+    }
+
     fn before_set_alarm(&self, scheduled_ms: i64) -> Result<(), Error> {
         if !self.alarm_handler && self.constructed.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(Error::type_error(crate::error::messages::ALARM_HANDLER_REQUIRED));

@@ -230,6 +230,18 @@ impl DurableObject for Probe {
                 peer.call::<_, ()>("ping", &value).await
             },
         );
+        h.rpc("txn_slow_increment", async |p: &Probe, (): ()| {
+            // The same, inside storage.transaction(): a critical section, so nothing interleaves.
+            p.state
+                .storage()
+                .transaction(async |txn| {
+                    let value: i64 = txn.get("slow").await?.unwrap_or(0);
+                    madsim_tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    txn.put("slow", &(value + 1)).await?;
+                    Ok(value + 1)
+                })
+                .await
+        });
         h.rpc("ping", async |_p: &Probe, value: i64| {
             PINGS.with(|p| {
                 if let Some(tx) = p.borrow().as_ref() {

@@ -23,24 +23,33 @@ use crate::error::{messages, Error};
 #[derive(Clone, Debug)]
 pub struct Storage {
     backend: Backend,
-    alarm_hook: Option<Arc<dyn AlarmHook>>,
+    hooks: Option<Arc<dyn ObjectHooks>>,
 }
 
-/// What the runtime does when an object sets its alarm, before the write (spec §4): refuse it (the class has
-/// no alarm handler), and schedule the time ahead of the commit, so the scheduler is never later than storage.
-pub trait AlarmHook: Send + Sync + 'static {
-    /// The object is setting its alarm to `scheduled_ms` (already checked to be positive).
+/// A future of object code: not `Send`, borrowing what it needs.
+pub type LocalFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
+
+/// What the runtime adds to an object's storage calls.
+pub trait ObjectHooks: Send + Sync + 'static {
+    /// The object is setting its alarm to `scheduled_ms` (already checked to be positive), before the write
+    /// (spec §4): refuse it (the class has no alarm handler), or schedule the time ahead of the commit, so the
+    /// scheduler is never later than storage.
     fn before_set_alarm(&self, scheduled_ms: i64) -> Result<(), Error>;
+
+    /// Runs `body` as a critical section (spec §1.3: `storage.transaction()` is one, like
+    /// `blockConcurrencyWhile`): no other event of the object interleaves with it. `body` reports its own
+    /// outcome through what it captures; an `Err` here is the critical section's own failure.
+    fn critical_section<'a>(&self, body: LocalFuture<'a, ()>) -> LocalFuture<'a, Result<(), Error>>;
 }
 
-impl std::fmt::Debug for dyn AlarmHook {
+impl std::fmt::Debug for dyn ObjectHooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AlarmHook")
+        f.write_str("ObjectHooks")
     }
 }
 
 /// The alarm check before a write: the time, then the runtime's hook.
-fn check_set_alarm(hook: &Option<Arc<dyn AlarmHook>>, scheduled_ms: i64) -> Result<(), Error> {
+fn check_set_alarm(hook: &Option<Arc<dyn ObjectHooks>>, scheduled_ms: i64) -> Result<(), Error> {
     if scheduled_ms <= 0 {
         return Err(Error::type_error(messages::SET_ALARM_NOT_POSITIVE));
     }
@@ -89,17 +98,17 @@ impl Sql {
 impl Storage {
     /// The storage of a SQLite-backed object.
     pub fn sqlite(storage: SqliteStorage) -> Storage {
-        Storage { backend: Backend::Sqlite(storage), alarm_hook: None }
+        Storage { backend: Backend::Sqlite(storage), hooks: None }
     }
 
     /// The storage of a KV-backend object: every call goes through `cache` (spec §2).
     pub fn kv(cache: ActorCache) -> Storage {
-        Storage { backend: Backend::Kv(cache), alarm_hook: None }
+        Storage { backend: Backend::Kv(cache), hooks: None }
     }
 
-    /// This storage, with `hook` consulted before every `set_alarm` (the runtime's alarm scheduler).
-    pub fn with_alarm_hook(mut self, hook: Arc<dyn AlarmHook>) -> Storage {
-        self.alarm_hook = Some(hook);
+    /// This storage, with the runtime's `hooks` (alarm checks and scheduling, critical sections).
+    pub fn with_object_hooks(mut self, hooks: Arc<dyn ObjectHooks>) -> Storage {
+        self.hooks = Some(hooks);
         self
     }
 
@@ -227,7 +236,7 @@ impl Storage {
 
     /// Sets the alarm to `scheduled_ms` (ms since the epoch; must be positive).
     pub async fn set_alarm(&self, scheduled_ms: i64) -> Result<(), Error> {
-        check_set_alarm(&self.alarm_hook, scheduled_ms)?;
+        check_set_alarm(&self.hooks, scheduled_ms)?;
         match &self.backend {
             Backend::Sqlite(s) => s.set_alarm(scheduled_ms, WriteOptions::default()),
             Backend::Kv(c) => c.set_alarm(scheduled_ms, PutOptions::default()).await,
@@ -305,13 +314,29 @@ impl Storage {
         &self,
         f: impl AsyncFnOnce(&Transaction) -> Result<R, Error>,
     ) -> Result<R, Error> {
+        // Inside an object, the transaction is a critical section (spec §1.3).
+        if let Some(hooks) = self.hooks.clone() {
+            let mut outcome = None;
+            let body: LocalFuture<'_, ()> = Box::pin(async {
+                outcome = Some(self.transaction_unguarded(f).await);
+            });
+            hooks.critical_section(body).await?;
+            return outcome.expect("a critical section that succeeded ran its body");
+        }
+        self.transaction_unguarded(f).await
+    }
+
+    async fn transaction_unguarded<R>(
+        &self,
+        f: impl AsyncFnOnce(&Transaction) -> Result<R, Error>,
+    ) -> Result<R, Error> {
         let storage = match &self.backend {
             Backend::Sqlite(s) => s.clone(),
             Backend::Kv(c) => {
-                let hook = self.alarm_hook.clone();
+                let hooks = self.hooks.clone();
                 return c
                     .transaction(async |t| {
-                        f(&Transaction { handle: Handle::Kv(t.clone()), alarm_hook: hook.clone() }).await
+                        f(&Transaction { handle: Handle::Kv(t.clone()), hooks: hooks.clone() }).await
                     })
                     .await;
             }
@@ -321,7 +346,7 @@ impl Storage {
             .transaction(async |depth| {
                 let txn = Transaction {
                     handle: Handle::Sqlite { storage: storage.clone(), depth, state: outcome.clone() },
-                    alarm_hook: self.alarm_hook.clone(),
+                    hooks: self.hooks.clone(),
                 };
                 f(&txn).await
             })
@@ -343,7 +368,7 @@ enum TxnState {
 #[derive(Debug)]
 pub struct Transaction {
     handle: Handle,
-    alarm_hook: Option<Arc<dyn AlarmHook>>,
+    hooks: Option<Arc<dyn ObjectHooks>>,
 }
 
 #[derive(Debug)]
@@ -416,7 +441,7 @@ impl Transaction {
 
     /// Sets the alarm in the transaction.
     pub async fn set_alarm(&self, scheduled_ms: i64) -> Result<(), Error> {
-        check_set_alarm(&self.alarm_hook, scheduled_ms)?;
+        check_set_alarm(&self.hooks, scheduled_ms)?;
         match &self.handle {
             Handle::Kv(t) => t.set_alarm(scheduled_ms, PutOptions::default()).await,
             Handle::Sqlite { .. } => {
