@@ -440,8 +440,12 @@ async fn eviction_timer(instance: Weak<Instance>) {
         };
         match deadline {
             Some(at) if !prevent => {
-                madsim_tokio::time::sleep_until(at).await;
                 let Some(i) = instance.upgrade() else { return };
+                // An event ending moves the deadline (a `wait_until` task finishing shortens it): look again.
+                madsim_tokio::select! {
+                    _ = madsim_tokio::time::sleep_until(at) => {}
+                    _ = i.activity.notified() => continue,
+                }
                 if i.idle_deadline().is_some_and(|d| d <= Instant::now()) {
                     i.evict();
                     return;

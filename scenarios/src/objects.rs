@@ -242,6 +242,15 @@ impl DurableObject for Probe {
                 })
                 .await
         });
+        h.rpc("background", async |p: &Probe, ms: u64| {
+            // Answers at once; the task runs on (spec §10 waitUntil) and writes `bg` when it is done.
+            let storage = p.state.storage().clone();
+            p.state.wait_until(async move {
+                madsim_tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                let _ = storage.put("bg", &1i64).await;
+            });
+            Ok(())
+        });
         h.rpc("ping", async |_p: &Probe, value: i64| {
             PINGS.with(|p| {
                 if let Some(tx) = p.borrow().as_ref() {

@@ -245,8 +245,12 @@ impl SqliteStorage {
                 .before_commit(conn)
                 .and_then(|()| conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map(|_| ()));
             match &result {
-                Ok(()) => pitr.after_commit(),
+                Ok(()) => {
+                    pitr.after_commit();
+                    tracing::debug!(target: "dosim::storage", "commit");
+                }
                 Err(e) => {
+                    tracing::debug!(target: "dosim::storage", "commit failed: {e}");
                     let err = commit_error(e);
                     if !conn.is_autocommit() {
                         let _ = conn.execute_batch("ROLLBACK");

@@ -224,3 +224,18 @@ sim_test!(fn a_past_alarm_fires_at_once(seed) {
         Ok(())
     })
 });
+
+sim_test!(fn an_alarm_handler_is_cut_off_after_15_minutes_and_retried(seed) {
+    let (sim, host) = sim(seed, sqlite_probe)?;
+    sim.run(move |_world| async move {
+        configure(&host, "alarm_wait_ms", 16 * 60 * 1000).await?;
+        arm(&host, 1_000).await?;
+        madsim::time::sleep(Duration::from_secs(15 * 60 + 10)).await;
+        let runs = runs(&host).await?;
+        ensure!(runs.len() == 2, "cut off at 15 min, then retried 2 s later: {runs:?}");
+        let gap = runs[1].at_ms - runs[0].at_ms;
+        ensure!((15 * 60 * 1000..15 * 60 * 1000 + 3_000).contains(&gap), "the retry came {gap} ms after the first run");
+        ensure!(runs[1].info.retry_count == 1, "the timeout counts as a failure: {runs:?}");
+        Ok(())
+    })
+});

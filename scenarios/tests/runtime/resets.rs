@@ -195,3 +195,49 @@ sim_test!(fn a_stub_does_not_create_the_object(seed) {
         Ok(())
     })
 });
+
+sim_test!(fn a_failed_write_resets_the_object(seed) {
+    sim(seed)?.run(|world| async move {
+        let (failed, again, fresh, stored) = on_node(&world, HOST, || async {
+            let host = probe_host().build().unwrap();
+            let ns = host.env().durable_object("PROBE").unwrap();
+            let stub = ns.get_by_name("p");
+            stub.call::<_, ()>("put", &("k".to_string(), 1i64, false)).await.unwrap();
+            // The disk's next operation fails: the next write cannot reach it.
+            let next = dosim_sim::disk::op_count(HOST) + 1;
+            dosim_sim::disk::arm_fault(HOST, next, dosim_sim::DiskFaultKind::IoError);
+            let failed = stub.call::<_, ()>("put", &("k".to_string(), 2i64, false)).await.unwrap_err();
+            let again = stub.call::<_, Option<i64>>("get", &"k".to_string()).await.unwrap_err();
+            let fresh_stub = ns.get_by_name("p");
+            let stored = fresh_stub.call::<_, Option<i64>>("get", &"k".to_string()).await.unwrap();
+            (seen(&failed), seen(&again), true, stored)
+        })
+        .await?;
+        ensure!(failed.reset, "a write the disk refused resets the object: {failed:?}");
+        ensure!(failed.message.contains("SQLITE_IOERR"), "with SQLite's error: {failed:?}");
+        ensure!(again.message == failed.message && again.reset, "the stub stays broken: {again:?}");
+        ensure!(fresh && stored == Some(1), "a new instance has the last committed value: {stored:?}");
+        Ok(())
+    })
+});
+
+sim_test!(fn wait_until_runs_past_the_reply_and_delays_eviction(seed) {
+    sim(seed)?.run(|world| async move {
+        let (live_at_11s, bg, live_at_end) = on_node(&world, HOST, || async {
+            let host = probe_host().build().unwrap();
+            let stub = host.env().durable_object("PROBE").unwrap().get_by_name("p");
+            stub.call::<_, ()>("background", &20_000u64).await.unwrap();
+            madsim::time::sleep(Duration::from_secs(11)).await;
+            let live_at_11s = host.live_instances();
+            madsim::time::sleep(Duration::from_secs(10)).await;
+            let bg = stub.call::<_, Option<i64>>("get", &"bg".to_string()).await.unwrap();
+            madsim::time::sleep(Duration::from_secs(11)).await;
+            (live_at_11s, bg, host.live_instances())
+        })
+        .await?;
+        ensure!(live_at_11s == 1, "a wait_until task keeps the idle object in memory past 10 s");
+        ensure!(bg == Some(1), "the task ran to the end after the reply: {bg:?}");
+        ensure!(live_at_end == 0, "once it is done, the idle object is evicted");
+        Ok(())
+    })
+});

@@ -193,6 +193,13 @@ impl SqliteKvStore {
         }
         // On an error above, dropping `tx` rolls back: nothing of the batch is applied.
         tx.commit()?;
+        tracing::debug!(
+            target: "dosim::storage",
+            "kv flush: {} puts, {} deletes{}",
+            batch.puts.len(),
+            batch.counted_deletes.iter().map(Vec::len).sum::<usize>() + batch.muted_deletes.len(),
+            if batch.delete_all { ", delete all" } else { "" }
+        );
         Ok(result)
     }
 }
