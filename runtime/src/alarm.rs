@@ -96,9 +96,12 @@ pub(crate) enum RunOutcome {
 /// Whether `error` is the object's fault (counted) or the platform's (spec §4 `isAlarmFailureUserError`).
 pub(crate) fn counted(error: &Error) -> bool {
     use crate::error::messages;
+    // An I/O error of the object's database is the platform's failure, like workerd's internal storage
+    // errors; SQLITE_FULL (the object's storage limit) and constraint failures are the object's.
     let internal = error.retryable()
         || error.message().starts_with(messages::STORAGE_WRITE_INTERNAL_PREFIX)
-        || error.message() == messages::STORAGE_NO_LONGER_ACCESSIBLE;
+        || error.message() == messages::STORAGE_NO_LONGER_ACCESSIBLE
+        || error.message().contains(": SQLITE_IOERR");
     !internal
 }
 
@@ -287,5 +290,9 @@ mod tests {
         assert!(counted(&Error::new(messages::ABORTED).with_reset()));
         assert!(!counted(&Error::new(messages::STORAGE_NO_LONGER_ACCESSIBLE).with_retryable().with_reset()));
         assert!(!counted(&Error::new(messages::storage_write_internal("x")).with_reset()));
+        assert!(!counted(
+            &Error::new("disk I/O error: SQLITE_IOERR (extended: SQLITE_IOERR_WRITE)").with_reset()
+        ));
+        assert!(counted(&Error::new("database or disk is full: SQLITE_FULL").with_reset()));
     }
 }

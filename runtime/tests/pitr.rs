@@ -332,3 +332,39 @@ fn user_sql_cannot_touch_the_history() {
         assert!(o.s.exec(q, &[]).is_err(), "{q}");
     }
 }
+
+#[test]
+fn a_restore_undoes_whole_table_deletes_replaces_and_cascades() {
+    // The history is built from the pre-update hook alone: these are the row changes SQLite could make
+    // without a per-row statement (the truncate optimization, REPLACE's deletes, foreign-key actions).
+    let (p, clock, o) = setup("restore-implicit-changes.db");
+    o.s.exec("PRAGMA foreign_keys = ON", &[]).unwrap();
+    o.s.exec(
+        "CREATE TABLE parent(id INTEGER PRIMARY KEY, v TEXT); \
+         CREATE TABLE child(id INTEGER PRIMARY KEY, p INTEGER REFERENCES parent(id) ON DELETE CASCADE)",
+        &[],
+    )
+    .unwrap();
+    o.h.end_turn();
+    clock.advance(1000);
+    o.s.exec("INSERT INTO t VALUES (1, 'one'), (2, 'two'), (3, 'three')", &[]).unwrap();
+    o.s.exec("INSERT INTO parent VALUES (1, 'p'); INSERT INTO child VALUES (7, 1), (8, 1)", &[]).unwrap();
+    o.h.end_turn();
+    let good = o.s.get_current_bookmark().unwrap();
+    let good_rows = rows(&o.s);
+    clock.advance(1000);
+    o.s.exec("DELETE FROM t", &[]).unwrap();
+    o.s.exec("INSERT INTO t VALUES (1, 'uno'); INSERT OR REPLACE INTO t VALUES (1, 'replaced')", &[])
+        .unwrap();
+    o.s.exec("DELETE FROM parent WHERE id = 1", &[]).unwrap();
+    o.h.end_turn();
+    assert_eq!(rows(&o.s), vec![(1, "replaced".to_owned())]);
+    let children = |s: &SqliteStorage| s.exec("SELECT count(*) AS n FROM child", &[]).unwrap().one().unwrap();
+    assert_eq!(children(&o.s).get("n"), Some(&SqlValue::Integer(0)), "the cascade deleted the children");
+    clock.advance(1000);
+    o.s.on_next_session_restore_bookmark(&good).unwrap();
+    drop(o);
+    let o = open(&p, &clock);
+    assert_eq!(rows(&o.s), good_rows, "every row of the whole-table delete and the replace is back");
+    assert_eq!(children(&o.s).get("n"), Some(&SqlValue::Integer(2)), "the cascaded deletes are undone");
+}

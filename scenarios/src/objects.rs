@@ -154,6 +154,10 @@ impl Probe {
         if wait > 0 {
             madsim_tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
         }
+        if storage.get::<i64>("alarm_abort").await? == Some(1) {
+            // abort(reason, { retryAlarm: false }): the alarm is abandoned, not retried (spec §4).
+            return Err(self.state.abort_with(Some("alarm gives up"), false));
+        }
         let failures: u64 = storage.get("alarm_failures").await?.unwrap_or(0);
         if n <= failures {
             return Err(Error::new(format!("alarm run {n} fails on purpose")));

@@ -144,18 +144,6 @@ enum Val {
     Blob(Vec<u8>),
 }
 
-impl Val {
-    fn from_ref(v: ValueRef<'_>) -> Val {
-        match v {
-            ValueRef::Null => Val::Null,
-            ValueRef::Integer(i) => Val::Int(i),
-            ValueRef::Real(r) => Val::Real(r),
-            ValueRef::Text(t) => Val::Text(String::from_utf8_lossy(t).into_owned()),
-            ValueRef::Blob(b) => Val::Blob(b.to_vec()),
-        }
-    }
-}
-
 impl rusqlite::ToSql for Val {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         Ok(rusqlite::types::ToSqlOutput::Borrowed(match self {
@@ -468,7 +456,8 @@ impl Pitr {
         }
         let infos = &mut self.infos.1;
         let mut changes: Vec<RowChange> = Vec::new();
-        let mut seen: std::collections::BTreeSet<(String, Vec<u8>)> = std::collections::BTreeSet::new();
+        // (table, encoded key) → index in `changes`.
+        let mut seen: BTreeMap<(String, Vec<u8>), usize> = BTreeMap::new();
         let mut unsupported = false;
         for ev in events {
             if !infos.contains_key(&ev.table) {
@@ -483,7 +472,11 @@ impl Pitr {
                     Key::Rowid(*rowid)
                 }
             };
-            for (side, before) in [(&ev.old, true), (&ev.new, false)] {
+            // The old image leaves its key; the new image is what its key holds now. The pre-update hook sees
+            // every row change (with it installed, SQLite turns off the truncate optimization, and REPLACE's
+            // and foreign keys' deletes are row changes too), so the last image of a key is its state at
+            // commit: no need to read the rows back.
+            for (side, is_old) in [(&ev.old, true), (&ev.new, false)] {
                 let Some(row) = side else { continue };
                 if info.unsupported || row.1.len() != info.columns.len() {
                     unsupported = true;
@@ -492,20 +485,16 @@ impl Pitr {
                 let key = key_of(row);
                 let mut key_bytes = Vec::new();
                 ciborium::into_writer(&key, &mut key_bytes).map_err(internal)?;
-                if seen.insert((ev.table.clone(), key_bytes)) {
-                    let before = before.then(|| row.1.clone());
+                let i = *seen.entry((ev.table.clone(), key_bytes)).or_insert_with(|| {
+                    // First seen: its state before the transaction is this old image, or nothing.
+                    let before = is_old.then(|| row.1.clone());
                     changes.push(RowChange { table: ev.table.clone(), key, before, after: None });
-                }
+                    changes.len() - 1
+                });
+                changes[i].after = (!is_old).then(|| row.1.clone());
             }
         }
-        let mut out = Vec::with_capacity(changes.len());
-        for mut c in changes {
-            let info = infos.get(&c.table).and_then(|i| i.as_ref()).expect("looked up above");
-            c.after = read_row(conn, &c.table, info, &c.key)?;
-            if c.after != c.before {
-                out.push(c);
-            }
-        }
+        let out: Vec<RowChange> = changes.into_iter().filter(|c| c.after != c.before).collect();
         Ok((out, unsupported))
     }
 
@@ -667,23 +656,6 @@ fn key_clause(info: &TableInfo, key: &Key) -> (String, Vec<Val>) {
             (cols.join(" AND "), vals.clone())
         }
     }
-}
-
-fn read_row(
-    conn: &Connection,
-    table: &str,
-    info: &TableInfo,
-    key: &Key,
-) -> rusqlite::Result<Option<Vec<Val>>> {
-    let cols: Vec<String> = info.columns.iter().map(|c| quote(c)).collect();
-    let (clause, params) = key_clause(info, key);
-    let sql = format!("SELECT {} FROM {} WHERE {clause}", cols.join(", "), quote(table));
-    // The same text for every row of a table: cached, it is prepared once.
-    conn.prepare_cached(&sql)?
-        .query_row(rusqlite::params_from_iter(params.iter()), |r| {
-            (0..cols.len()).map(|i| r.get_ref(i).map(Val::from_ref)).collect()
-        })
-        .optional()
 }
 
 /// Undoes one history entry: deletes its `after` rows, then inserts its `before` rows.

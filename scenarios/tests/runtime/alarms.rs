@@ -239,3 +239,19 @@ sim_test!(fn an_alarm_handler_is_cut_off_after_15_minutes_and_retried(seed) {
         Ok(())
     })
 });
+
+sim_test!(fn abort_without_retry_abandons_the_alarm(seed) {
+    let (sim, host) = sim(seed, sqlite_probe)?;
+    sim.run(move |_world| async move {
+        configure(&host, "alarm_abort", 1).await?;
+        // A wait ends the handler's first turn, so its record of the run commits before it aborts.
+        configure(&host, "alarm_wait_ms", 1).await?;
+        arm(&host, 1_000).await?;
+        madsim::time::sleep(Duration::from_secs(120)).await;
+        let runs = runs(&host).await?;
+        ensure!(runs.len() == 1, "abort with retry_alarm false: no retry: {runs:?}");
+        let alarm: Option<i64> = call(&host, "get_alarm", ()).await?;
+        ensure!(alarm.is_none(), "and the alarm is abandoned: {alarm:?}");
+        Ok(())
+    })
+});
