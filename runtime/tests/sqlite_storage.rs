@@ -345,3 +345,133 @@ fn appendix_a_18_explicit_transactions_lock_the_gate_only_for_confirmed_writes()
     assert_eq!(h.locks_taken(), 0);
     assert_eq!(s.get("c").unwrap(), None);
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// The alarm handler's storage side (Appendix A.4–A.11, A.19). The runtime's scheduler is the other side; it
+// is tested under simulation (`scenarios/tests/runtime/alarms.rs`).
+
+use dosim_runtime::storage::api::{LocalFuture, ObjectHooks};
+use dosim_runtime::storage::sqlite::AlarmArm;
+
+/// Records the alarm times the runtime would schedule, and whether the database had committed them then.
+#[derive(Default)]
+struct RecordingHooks {
+    noted: std::sync::Mutex<Vec<i64>>,
+}
+
+impl ObjectHooks for RecordingHooks {
+    fn before_set_alarm(&self, scheduled_ms: i64) -> Result<(), Error> {
+        self.noted.lock().unwrap().push(scheduled_ms);
+        Ok(())
+    }
+    fn critical_section<'a>(&self, body: LocalFuture<'a, ()>) -> LocalFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            body.await;
+            Ok(())
+        })
+    }
+}
+
+#[test]
+fn appendix_a_04_alarm_changes_commit_with_the_turns_writes_and_plain_writes_do_not_schedule() {
+    let (s, h, _p) = open("a04.db");
+    let hooks = Arc::new(RecordingHooks::default());
+    let storage = Storage::sqlite(s.clone()).with_object_hooks(hooks.clone());
+    block_on(storage.put("k", &1)).unwrap();
+    h.end_turn();
+    assert!(
+        hooks.noted.lock().unwrap().is_empty(),
+        "a write without an alarm change does not touch the scheduler"
+    );
+    block_on(storage.set_alarm(5_000)).unwrap();
+    block_on(storage.put("k", &2)).unwrap();
+    // Scheduled before the commit (A.5): the turn's one implicit transaction, alarm and write together, has
+    // not committed yet.
+    assert_eq!(*hooks.noted.lock().unwrap(), vec![5_000]);
+    assert_eq!(h.pending_tasks(), 1, "the alarm change and the write are one transaction");
+    h.end_turn();
+    assert_eq!(s.get_alarm().unwrap(), Some(5_000));
+    assert_eq!(block_on(storage.get::<i32>("k")).unwrap(), Some(2));
+}
+
+#[test]
+fn appendix_a_07_arming_a_handler_runs_cancels_or_reschedules() {
+    let (s, h, _p) = open("a07.db");
+    assert_eq!(s.arm_alarm_handler(1_000).unwrap(), AlarmArm::Cancel, "no alarm: nothing runs");
+    s.set_alarm(2_000, CONFIRMED).unwrap();
+    h.end_turn();
+    assert_eq!(s.arm_alarm_handler(1_000).unwrap(), AlarmArm::Reschedule(2_000), "the alarm moved: run then");
+    assert_eq!(s.arm_alarm_handler(2_000).unwrap(), AlarmArm::Run);
+    s.finish_alarm_handler(false).unwrap();
+}
+
+#[test]
+fn appendix_a_08_the_running_alarm_reads_null_and_is_deleted_unless_the_handler_set_one() {
+    let (s, h, _p) = open("a08.db");
+    s.set_alarm(1_000, CONFIRMED).unwrap();
+    h.end_turn();
+    assert_eq!(s.arm_alarm_handler(1_000).unwrap(), AlarmArm::Run);
+    assert_eq!(s.get_alarm().unwrap(), None, "getAlarm is null during the handler");
+    s.finish_alarm_handler(true).unwrap();
+    h.end_turn();
+    assert_eq!(s.get_alarm().unwrap(), None, "a handler with no writes deletes the alarm");
+    assert_eq!(h.lock_outcomes().last(), Some(&Ok(())), "the deletion is confirmed: the gate waits for it");
+
+    s.set_alarm(3_000, CONFIRMED).unwrap();
+    h.end_turn();
+    assert_eq!(s.arm_alarm_handler(3_000).unwrap(), AlarmArm::Run);
+    s.set_alarm(9_000, CONFIRMED).unwrap();
+    assert_eq!(s.get_alarm().unwrap(), Some(9_000), "the handler sees the alarm it set");
+    s.finish_alarm_handler(true).unwrap();
+    h.end_turn();
+    assert_eq!(s.get_alarm().unwrap(), Some(9_000), "a handler that set a new alarm keeps it");
+}
+
+#[test]
+fn appendix_a_09_cancel_deferred_deletion_keeps_the_alarm_only_during_a_handler_and_is_idempotent() {
+    let (s, h, _p) = open("a09.db");
+    s.set_alarm(1_000, CONFIRMED).unwrap();
+    h.end_turn();
+    s.cancel_deferred_alarm_deletion();
+    assert_eq!(s.get_alarm().unwrap(), Some(1_000), "outside a handler it has no effect");
+    assert_eq!(s.arm_alarm_handler(1_000).unwrap(), AlarmArm::Run);
+    s.cancel_deferred_alarm_deletion();
+    s.cancel_deferred_alarm_deletion();
+    s.finish_alarm_handler(true).unwrap();
+    h.end_turn();
+    assert_eq!(s.get_alarm().unwrap(), Some(1_000), "cancelled: the alarm stays");
+}
+
+#[test]
+fn appendix_a_10_a_failed_handler_keeps_its_alarm_and_cleanup_works_on_a_broken_object() {
+    let (s, h, _p) = open("a10.db");
+    s.set_alarm(1_000, CONFIRMED).unwrap();
+    h.end_turn();
+    assert_eq!(s.arm_alarm_handler(1_000).unwrap(), AlarmArm::Run);
+    s.finish_alarm_handler(false).unwrap();
+    assert_eq!(s.get_alarm().unwrap(), Some(1_000), "a failure keeps the alarm, to be retried");
+    assert_eq!(s.arm_alarm_handler(1_000).unwrap(), AlarmArm::Run);
+    s.shutdown(None);
+    // Cleanup of the handler after the object broke does not panic; nothing is deleted.
+    let _ = s.finish_alarm_handler(true);
+}
+
+#[test]
+fn appendix_a_19_abandoning_deletes_only_that_alarm_and_nothing_while_a_handler_runs() {
+    let (s, h, _p) = open("a19.db");
+    assert_eq!(s.abandon_alarm(1_000).unwrap(), None, "no alarm: nothing to do");
+    s.set_alarm(2_000, CONFIRMED).unwrap();
+    h.end_turn();
+    assert_eq!(
+        s.abandon_alarm(1_000).unwrap(),
+        Some(2_000),
+        "replaced by another alarm: that one is returned"
+    );
+    assert_eq!(s.arm_alarm_handler(2_000).unwrap(), AlarmArm::Run);
+    assert_eq!(s.abandon_alarm(2_000).unwrap(), None, "none while a handler runs");
+    s.finish_alarm_handler(false).unwrap();
+    assert_eq!(s.get_alarm().unwrap(), Some(2_000));
+    assert_eq!(s.abandon_alarm(2_000).unwrap(), None);
+    h.end_turn();
+    assert_eq!(s.get_alarm().unwrap(), None, "abandoned: deleted");
+}
