@@ -6,11 +6,14 @@
 //! write commits (spec §4, "moving an alarm earlier is scheduled before the DB commit"); moving an alarm later
 //! leaves the earlier time, and the run at that time finds the later one and reschedules. So an index entry
 //! may fire early or for nothing, and the run checks storage under the input gate before calling the handler.
+//! The index moves later (or loses an entry) only once the state it follows is durable (a `sync()` after the
+//! read succeeded) and the object set no alarm since the read; otherwise a failed commit, or a `set_alarm`
+//! racing the run, could leave an alarm in storage that nothing will ever run.
 //!
 //! A run (see `Host::run_alarm`) is an event of the object like any other: it reads the stored alarm, and if
 //! it is due, arms the handler (the alarm reads as deleted while it runs), calls it with [`AlarmInfo`],
 //! deletes the alarm on success (unless the handler set a new one) and waits for that to be durable. Then,
-//! in the same event, it settles the index to whatever the object's alarm now is. On failure the alarm stays
+//! in the same event, it settles the index to whatever the object's alarm now is, once that is durable. On failure the alarm stays
 //! and is retried after 2 s·2ⁿ plus up to 25% jitter, at most 6 times; then it is abandoned. Failures the
 //! object did not cause (an internal storage failure) are not counted, and retry for ever with the backoff
 //! capped at 2 s·2⁹. At most one run per object at a time.
@@ -117,18 +120,22 @@ pub(crate) struct AlarmScheduler {
     due: RefCell<BTreeSet<(i64, AlarmKey)>>,
     /// Objects with a run in progress.
     running: RefCell<BTreeSet<AlarmKey>>,
+    /// How many times each object has set its alarm (in this process), for [`AlarmScheduler::settle`].
+    notes: RefCell<BTreeMap<AlarmKey, u64>>,
     /// Wakes the timer loop when an earlier entry arrives.
     pub(crate) wake: Notify,
 }
 
+/// A failure of the alarm index: the platform's, never the object's (so an alarm run it cuts short is retried
+/// without counting, spec §4), hence flagged retryable.
 fn index_error(e: &rusqlite::Error) -> Error {
-    Error::new(format!("alarm index: {e}"))
+    Error::new(format!("alarm index: {e}")).with_retryable()
 }
 
 impl AlarmScheduler {
     /// Opens the index at `location` and loads it.
     pub(crate) fn open(location: &DatabaseLocation) -> Result<AlarmScheduler, Error> {
-        let conn = location.open().map_err(|e| Error::new(format!("alarm index: {e}")))?;
+        let conn = location.open().map_err(|e| Error::new(format!("alarm index: {e}")).with_retryable())?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS alarms (namespace TEXT NOT NULL, id BLOB NOT NULL, time INTEGER NOT NULL, \
              PRIMARY KEY (namespace, id)) WITHOUT ROWID",
@@ -157,6 +164,7 @@ impl AlarmScheduler {
             at: RefCell::new(at),
             due: RefCell::new(due),
             running: RefCell::new(BTreeSet::new()),
+            notes: RefCell::new(BTreeMap::new()),
             wake: Notify::new(),
         })
     }
@@ -214,16 +222,32 @@ impl AlarmScheduler {
     /// The object is setting its alarm to `time` (not yet committed): the index moves earlier if needed, and
     /// durably, before the write can commit. A failure fails the `set_alarm` call.
     pub(crate) fn note(&self, key: &AlarmKey, time: i64) -> Result<(), Error> {
+        *self.notes.borrow_mut().entry(key.clone()).or_default() += 1;
         match self.scheduled(key) {
             Some(t) if t <= time => Ok(()),
             _ => self.set(key, Some(time)),
         }
     }
 
-    /// A run found the object's alarm to be `time` now (inside its event, so no write of the object can
-    /// come between): the index follows.
-    pub(crate) fn settle(&self, key: &AlarmKey, time: Option<i64>) -> Result<(), Error> {
+    /// How many alarm times the object has set so far (see [`AlarmScheduler::settle`]).
+    pub(crate) fn generation(&self, key: &AlarmKey) -> u64 {
+        self.notes.borrow().get(key).copied().unwrap_or(0)
+    }
+
+    /// A run read the object's alarm as `time`, at `generation`, and that state is now durable: the index
+    /// follows it, unless the object set an alarm since the read (the index might then move past it). In
+    /// that case the entry goes back in the queue as it is, and the next run reads storage again.
+    pub(crate) fn settle(&self, key: &AlarmKey, time: Option<i64>, generation: u64) -> Result<(), Error> {
+        if self.generation(key) != generation {
+            self.requeue(key);
+            return Ok(());
+        }
         self.set(key, time)
+    }
+
+    /// Removes the entry of an object whose class is gone.
+    pub(crate) fn forget(&self, key: &AlarmKey) -> Result<(), Error> {
+        self.set(key, None)
     }
 
     /// The first entry due at or before `now_ms` whose object has no run in progress, taken off the queue;

@@ -256,14 +256,14 @@ impl HostInner {
     async fn run_alarm(self: &Rc<Self>, key: &AlarmKey, retry_count: u32) -> RunOutcome {
         let Some(class) = self.classes.get(&key.0).cloned() else {
             // The class is gone (deleted): so is the alarm.
-            let _ = self.alarms.settle(key, None);
+            let _ = self.alarms.forget(key);
             return RunOutcome::Settled;
         };
         let id = match id_of(&class, &key.1) {
             Ok(id) => id,
             Err(e) => {
                 tracing::error!(target: "dosim::runtime", "alarm index entry of a foreign id: {}", e.message());
-                let _ = self.alarms.settle(key, None);
+                let _ = self.alarms.forget(key);
                 return RunOutcome::Settled;
             }
         };
@@ -296,44 +296,42 @@ impl HostInner {
         key: &AlarmKey,
         retry_count: u32,
     ) -> Result<RunOutcome, Error> {
+        // The index follows storage only once what was read is durable and the object set no alarm since.
+        let settle = async |time: Option<i64>, generation: u64| -> Result<RunOutcome, Error> {
+            instance.storage.sync().await?;
+            self.alarms.settle(key, time, generation)?;
+            Ok(RunOutcome::Settled)
+        };
+        let generation = self.alarms.generation(key);
         let stored = instance.storage.get_alarm().await?;
         let now = self.clock.now_ms();
         let scheduled = match stored {
             Some(t) if t <= now => t,
-            other => {
-                // Nothing due: the index follows storage (an alarm moved later, or deleted).
-                self.alarms.settle(key, other)?;
-                return Ok(RunOutcome::Settled);
-            }
+            // Nothing due: an alarm moved later, or deleted.
+            other => return settle(other, generation).await,
         };
         if !object.has_alarm() {
             tracing::warn!(
                 target: "dosim::runtime",
-                id = %instance.id,
-                "Attempted to run a scheduled alarm without a handler, did you remember to export an alarm() function?"
+                "{}: Attempted to run a scheduled alarm without a handler, did you remember to export an alarm() function?",
+                instance.label
             );
-            self.alarms.settle(key, None)?;
+            self.alarms.settle(key, None, generation)?;
             return Ok(RunOutcome::Abandon);
         }
         // Arm: the alarm reads as deleted while the handler runs (spec §4).
         let deleter = match &instance.backend {
             Backend::Sqlite(s) => match s.arm_alarm_handler(scheduled)? {
                 AlarmArm::Run => None,
-                AlarmArm::Reschedule(t) => {
-                    self.alarms.settle(key, Some(t))?;
-                    return Ok(RunOutcome::Settled);
-                }
-                AlarmArm::Cancel => {
-                    self.alarms.settle(key, None)?;
-                    return Ok(RunOutcome::Settled);
-                }
+                AlarmArm::Reschedule(t) => return settle(Some(t), generation).await,
+                AlarmArm::Cancel => return settle(None, generation).await,
             },
             Backend::Kv(c) => match c.arm_alarm_handler(scheduled, false) {
                 Some(d) => Some(d),
                 None => {
+                    let generation = self.alarms.generation(key);
                     let now_stored = c.get_alarm(GetOptions::default()).await?;
-                    self.alarms.settle(key, now_stored)?;
-                    return Ok(RunOutcome::Settled);
+                    return settle(now_stored, generation).await;
                 }
             },
         };
@@ -362,10 +360,11 @@ impl HostInner {
         if let Some(e) = failure {
             return Err(e);
         }
-        // Success: the alarm is deleted (unless the handler set a new one); the index follows, in this turn.
+        // Success: the alarm is deleted (unless the handler set a new one); the index follows once the
+        // deletion is durable.
+        let generation = self.alarms.generation(key);
         let next = instance.storage.get_alarm().await?;
-        self.alarms.settle(key, next)?;
-        Ok(RunOutcome::Settled)
+        settle(next, generation).await
     }
 
     /// Gives up the alarm of `key` set for `scheduled` (spec §4: after the last retry, or `abort` without
@@ -383,11 +382,13 @@ impl HostInner {
         let done = instance
             .deliver(EventKind::Alarm, 0, move |_| {
                 Box::pin(async move {
+                    let generation = me.alarms.generation(&k);
                     let replaced = match &inst.backend {
                         Backend::Sqlite(s) => s.abandon_alarm(scheduled)?,
                         Backend::Kv(c) => c.abandon_alarm(scheduled).await?,
                     };
-                    me.alarms.settle(&k, replaced)?;
+                    inst.storage.sync().await?;
+                    me.alarms.settle(&k, replaced, generation)?;
                     Ok(())
                 })
             })

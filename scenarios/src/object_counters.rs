@@ -2,8 +2,8 @@
 //!
 //! One host runs the get-started `Counter` on both backends (two objects each) and the `Probe` (for alarms).
 //! The controller sends waves of concurrent increments to random counters, and sets one alarm per probe.
-//! Faults, drawn per seed (swarm): crashes, power cuts and pauses of the host, and evictions of idle objects
-//! injected between waves. Then the faults stop and the liveness phase checks:
+//! Faults, drawn per seed (swarm): crashes, power cuts and pauses of the host, I/O errors of its disk, and
+//! evictions of idle objects injected between waves. Then the faults stop and the liveness phase checks:
 //! - **no acknowledged write lost, none invented:** each counter holds at least the increments it
 //!   acknowledged and at most the ones attempted;
 //! - **alarm liveness:** every acknowledged alarm has run (it is retried across crashes: at least once).
@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use dosim_runtime::deploy::Migration;
 use dosim_sim::{
-    ensure, DiskConfig, Failure, FaultKind, FaultPlan, NodeId, Purpose, RandomFaults, RunFailure, RunReport,
-    Seed, Sim, SimRng,
+    ensure, DiskConfig, Failure, FaultKind, FaultPlan, NodeId, Purpose, RandomFaults, Ratio, RunFailure,
+    RunReport, Seed, Sim, SimRng,
 };
 
 use crate::objects::{AlarmRun, Counter, Probe, UnconfirmedCounter};
@@ -67,6 +67,16 @@ fn swarm(seed: Seed) -> RandomFaults {
         .expect("kinds come from the random pool")
 }
 
+/// The disk of a seed: in a third of the seeds it fails one operation in 500 (an I/O error) until the faults
+/// stop.
+fn disk(seed: Seed) -> DiskConfig {
+    let mut rng = SimRng::new(seed, Purpose::Disk);
+    DiskConfig {
+        io_error_rate: if rng.below(3) == 0 { Ratio::new(1, 500) } else { Ratio::NEVER },
+        ..DiskConfig::default()
+    }
+}
+
 #[derive(Default, Debug)]
 struct Tally {
     attempts: u64,
@@ -108,7 +118,7 @@ fn run_on(seed: Seed, build: fn() -> dosim_runtime::HostBuilder) -> Result<RunRe
     let sim = Sim::builder()
         .seed(seed)
         .node(node)
-        .disk(DiskConfig::default())
+        .disk(disk(seed))
         .faults(FaultPlan::none().random(swarm(seed)))
         .build()?;
     sim.run(move |world| async move {

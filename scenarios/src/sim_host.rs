@@ -144,6 +144,29 @@ type Command = Box<
     dyn FnOnce(Rc<dosim_runtime::Host>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send,
 >;
 
+/// How often a host node retries starting its host after a disk error, before it gives up.
+const HOST_START_ATTEMPTS_MAX: u32 = 100;
+
+/// Builds the host, retrying while the disk fails (an injected I/O error while the alarm index opens).
+///
+/// # Panics
+/// If it still fails after [`HOST_START_ATTEMPTS_MAX`] attempts: then it is not the disk.
+async fn start_host(build: fn() -> dosim_runtime::HostBuilder) -> dosim_runtime::Host {
+    let mut attempt = 0;
+    loop {
+        match build().build() {
+            Ok(host) => return host,
+            Err(e) if attempt < HOST_START_ATTEMPTS_MAX => {
+                attempt += 1;
+                dosim_sim::sometimes("a host start failed and was retried");
+                tracing::debug!(target: "dosim::scenario", "host start failed: {}", e.message());
+                madsim::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("the host does not start after {attempt} attempts: {e}"),
+        }
+    }
+}
+
 /// The controller's handle on a node that runs a host (see [`host_node`]).
 #[derive(Clone, Debug)]
 pub struct HostNode {
@@ -164,8 +187,7 @@ pub fn host_node(
         let rx = rx.clone();
         async move {
             let serve = madsim::task::spawn_local(async move {
-                let host =
-                    Rc::new(build().build().unwrap_or_else(|e| panic!("the host does not start: {e}")));
+                let host = Rc::new(start_host(build).await);
                 // One incarnation at a time holds the queue; a dead one's guard dropped with its task.
                 let mut commands = rx.lock().await;
                 while let Some(command) = commands.recv().await {

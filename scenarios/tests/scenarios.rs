@@ -88,3 +88,15 @@ fn object_counters_catches_acknowledged_writes_lost_to_premature_confirmation() 
     let (seed, failure) = caught.expect("no seed out of 40 caught a lost acknowledged increment");
     assert!(failure.contains("acknowledged increments lost"), "seed {seed} failed otherwise:\n{failure}");
 }
+
+#[test]
+fn object_counters_regression_alarm_index_settled_before_its_commit() {
+    // Found by a campaign: an alarm handler succeeded, the run settled the host's alarm index (removing the
+    // entry) in the same turn, and then the turn's commit failed on an injected I/O error. Storage kept the
+    // alarm, the index forgot it, and it never ran again. The index now follows storage only once the state
+    // it read is durable.
+    let s = scenario("object-counters");
+    if let Err(f) = (s.run)(Seed(0x0903_da9d_83fb_894a)) {
+        panic!("{f}");
+    }
+}
