@@ -2,8 +2,9 @@
 //!
 //! One host runs the get-started `Counter` on both backends (two objects each) and the `Probe` (for alarms).
 //! The controller sends waves of concurrent increments to random counters, and sets one alarm per probe.
-//! Faults, drawn per seed (swarm): crashes, power cuts and pauses of the host, I/O errors of its disk, and
-//! evictions of idle objects injected between waves. Then the faults stop and the liveness phase checks:
+//! Faults, drawn per seed (swarm): crashes, power cuts and pauses of the host, power cuts inside its disk's
+//! writes (they land inside commits), I/O errors of its disk, and evictions of idle objects injected between
+//! waves. Then the faults stop and the liveness phase checks:
 //! - **no acknowledged write lost, none invented:** each counter holds at least the increments it
 //!   acknowledged and at most the ones attempted;
 //! - **alarm liveness:** every acknowledged alarm has run (it is retried across crashes: at least once).
@@ -13,8 +14,8 @@ use std::time::Duration;
 
 use dosim_runtime::deploy::Migration;
 use dosim_sim::{
-    ensure, DiskConfig, Failure, FaultKind, FaultPlan, NodeId, Purpose, RandomFaults, Ratio, RunFailure,
-    RunReport, Seed, Sim, SimRng,
+    ensure, DiskConfig, DiskFaultKind, Failure, FaultKind, FaultPlan, NodeId, Purpose, RandomFaults, Ratio,
+    RunFailure, RunReport, Seed, Sim, SimRng,
 };
 
 use crate::objects::{AlarmRun, Counter, Probe, UnconfirmedCounter};
@@ -54,7 +55,20 @@ fn build_with<Kv: dosim_runtime::DurableObject>() -> dosim_runtime::HostBuilder 
         })
 }
 
-/// The fault mix of a seed.
+/// The faults of a seed: the random mix, and 0–3 power cuts armed at disk operations, so they land inside
+/// commits (a power cut at a random time never does: a commit does not yield).
+fn plan(seed: Seed) -> FaultPlan {
+    let mut rng = SimRng::new(seed, Purpose::Faults);
+    let mut plan = FaultPlan::none()
+        .random(swarm(seed))
+        .restart_after_power_cut(Duration::from_millis(rng.between(10, 500)));
+    for _ in 0..rng.below(4) {
+        plan = plan.disk_fault_at(HOST, rng.between(1, 4000), DiskFaultKind::PowerCut);
+    }
+    plan
+}
+
+/// The random fault mix of a seed.
 fn swarm(seed: Seed) -> RandomFaults {
     let mut rng = SimRng::new(seed, Purpose::Faults);
     let pool = [FaultKind::Crash, FaultKind::PowerCut, FaultKind::Pause];
@@ -115,12 +129,7 @@ pub fn run_negative_control(seed: Seed) -> Result<RunReport, RunFailure> {
 
 fn run_on(seed: Seed, build: fn() -> dosim_runtime::HostBuilder) -> Result<RunReport, RunFailure> {
     let (node, host) = host_node(HOST, "host", build);
-    let sim = Sim::builder()
-        .seed(seed)
-        .node(node)
-        .disk(disk(seed))
-        .faults(FaultPlan::none().random(swarm(seed)))
-        .build()?;
+    let sim = Sim::builder().seed(seed).node(node).disk(disk(seed)).faults(plan(seed)).build()?;
     sim.run(move |world| async move {
         let mut rng = SimRng::new(seed, Purpose::Workload);
         let mut tallies: BTreeMap<(&str, &str), Tally> = BTreeMap::new();

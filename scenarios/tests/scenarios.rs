@@ -75,6 +75,7 @@ fn object_counters_faults_the_host_while_requests_are_in_flight() {
         }
     }
     assert!(totals.get(FaultKind::Crash) + totals.get(FaultKind::PowerCut) > 0, "{totals}");
+    assert!(totals.get(FaultKind::DiskLostWrite) > 0, "no power cut landed inside a commit: {totals}");
     assert!(marks.get("an increment failed under a fault").copied().unwrap_or(0) > 0, "{marks:?}");
 }
 
