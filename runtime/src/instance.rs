@@ -33,6 +33,10 @@ use crate::object::{LiveObject, LocalFuture};
 use crate::storage::Storage;
 use crate::turn::{EventSlot, Gated, TurnQueue};
 
+/// How long the eviction timer waits before trying again when an idle instance still has a write on its way
+/// to storage.
+const EVICTION_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How many hex digits of an id the trace shows (as a short git hash does: unique enough to read a trace).
 const TRACE_ID_DIGITS: usize = 12;
 
@@ -390,16 +394,20 @@ impl Instance {
         let error = if error.durable_object_reset() { error } else { error.with_reset() };
         tracing::debug!(target: "dosim::runtime", "{} reset: {}", self.label, error.message());
         *self.broken.borrow_mut() = Some(error.clone());
-        self.end(None);
+        // The gate breaks with the reset's error before storage shuts down, so replies still waiting for it
+        // get that error, not the shutdown's.
         self.output.break_with(error.clone());
+        self.end(None);
         if let Some(owner) = self.owner.upgrade() {
             owner.instance_reset(self, &error);
         }
     }
 
-    /// Evicts the instance if no request or alarm is running or queued; returns whether it did.
+    /// Evicts the instance if no request or alarm is running or queued and no write is on its way to storage;
+    /// returns whether it did.
     pub(crate) fn evict(self: &Rc<Self>) -> bool {
-        if self.ended.get() || self.busy() {
+        // Not while a write's output lock is held: its commit or flush is still on its way.
+        if self.ended.get() || self.busy() || self.output.pending() > 0 {
             return false;
         }
         tracing::debug!(target: "dosim::runtime", "{} evicted", self.label);
@@ -447,8 +455,12 @@ async fn eviction_timer(instance: Weak<Instance>) {
                     _ = i.activity.notified() => continue,
                 }
                 if i.idle_deadline().is_some_and(|d| d <= Instant::now()) {
-                    i.evict();
-                    return;
+                    if i.evict() {
+                        return;
+                    }
+                    // A write is still on its way to storage: look again shortly.
+                    drop(i);
+                    madsim_tokio::time::sleep(EVICTION_RETRY).await;
                 }
             }
             _ => {
