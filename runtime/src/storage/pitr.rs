@@ -445,12 +445,11 @@ impl Pitr {
     }
 
     /// Reduces the noted row changes to this transaction's net changes.
-    fn net_changes(&mut self, conn: &Connection) -> rusqlite::Result<(Vec<RowChange>, bool)> {
+    fn net_changes(&mut self, conn: &Connection, version: i64) -> rusqlite::Result<(Vec<RowChange>, bool)> {
         let events = std::mem::take(&mut *lock_events(&self.events));
         if events.is_empty() {
             return Ok((Vec::new(), false));
         }
-        let version = schema_version(conn)?;
         if self.infos.0 != version {
             self.infos = (version, BTreeMap::new());
         }
@@ -501,8 +500,8 @@ impl Pitr {
     /// Writes the history entry of the transaction about to commit, and prunes. Runs inside it.
     pub(crate) fn before_commit(&mut self, conn: &Connection) -> rusqlite::Result<()> {
         self.staged = None;
-        let (changes, unsupported) = self.net_changes(conn)?;
         let version = schema_version(conn)?;
+        let (changes, unsupported) = self.net_changes(conn, version)?;
         let mut blocked = unsupported.then_some("unsupported table");
         let mut new_schema = None;
         if version != self.schema.0 {
@@ -520,12 +519,15 @@ impl Pitr {
         }
         let time = self.reserved.unwrap_or_else(|| self.commit_time());
         // With a history head, the table exists (it is only ever created with its genesis row).
+        let mut version = version;
         if self.last.is_none() && !table_exists(conn, HISTORY_TABLE)? {
             conn.execute_batch(CREATE_HISTORY)?;
             conn.execute(
                 "INSERT INTO _cf_PITR_HISTORY (seq, time_ms, blocked, changes) VALUES (0, 0, NULL, ?1)",
                 [encode(&Entry::default())?],
             )?;
+            // Creating the history table changed the schema version (not the user's schema).
+            version = schema_version(conn)?;
         }
         let seq = self.last.map_or(1, |l| l.seq + 1);
         conn.prepare_cached(
@@ -544,7 +546,7 @@ impl Pitr {
             }
         }
         self.staged = Some(Mark { time, seq });
-        self.schema = (schema_version(conn)?, new_schema.unwrap_or_else(|| self.schema.1.clone()));
+        self.schema = (version, new_schema.unwrap_or_else(|| self.schema.1.clone()));
         Ok(())
     }
 
