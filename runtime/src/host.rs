@@ -179,7 +179,12 @@ impl HostInner {
         let class = &container.class;
         let input = InputGate::new();
         let output = OutputGate::new();
-        let turns = TurnQueue::new(input.clone(), output.clone(), class.class.has_alarm_handler());
+        let turns = TurnQueue::new(
+            input.clone(),
+            output.clone(),
+            class.class.has_alarm_handler(),
+            self.clock.clone(),
+        );
         let hooks: Hooks = turns.clone();
         let location = self.storage.object_database(&class.namespace_uid, &container.id);
         let durability = self.storage.durability();

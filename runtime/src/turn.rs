@@ -118,6 +118,8 @@ pub(crate) struct TurnQueue {
     constructed: std::sync::atomic::AtomicBool,
     /// The earliest alarm time set during the current turn, for the scheduler before the commit.
     alarm_note: Mutex<Option<i64>>,
+    /// The host's wall clock.
+    clock: Arc<dyn crate::storage::pitr::Clock>,
 }
 
 fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -125,7 +127,12 @@ fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl TurnQueue {
-    pub(crate) fn new(input: InputGate, output: OutputGate, alarm_handler: bool) -> Arc<TurnQueue> {
+    pub(crate) fn new(
+        input: InputGate,
+        output: OutputGate,
+        alarm_handler: bool,
+        clock: Arc<dyn crate::storage::pitr::Clock>,
+    ) -> Arc<TurnQueue> {
         Arc::new(TurnQueue {
             input,
             output,
@@ -135,6 +142,7 @@ impl TurnQueue {
             alarm_handler,
             constructed: std::sync::atomic::AtomicBool::new(false),
             alarm_note: Mutex::new(None),
+            clock,
         })
     }
 
@@ -184,6 +192,10 @@ impl TurnQueue {
 }
 
 impl ObjectHooks for TurnQueue {
+    fn now_ms(&self) -> Option<i64> {
+        Some(self.clock.now_ms())
+    }
+
     fn critical_section<'a>(&self, body: StorageFuture<'a, ()>) -> StorageFuture<'a, Result<(), Error>> {
         if current().is_none() {
             // Not inside an event (an embedder's own call): nothing to hold.

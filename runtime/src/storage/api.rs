@@ -36,6 +36,12 @@ pub trait ObjectHooks: Send + Sync + 'static {
     /// scheduler is never later than storage.
     fn before_set_alarm(&self, scheduled_ms: i64) -> Result<(), Error>;
 
+    /// The object's wall clock, in ms since the epoch, if it has one: alarm times in the past are clamped to
+    /// it (spec §4).
+    fn now_ms(&self) -> Option<i64> {
+        None
+    }
+
     /// Runs `body` as a critical section (spec §1.3: `storage.transaction()` is one, like
     /// `blockConcurrencyWhile`): no other event of the object interleaves with it. `body` reports its own
     /// outcome through what it captures; an `Err` here is the critical section's own failure.
@@ -49,13 +55,19 @@ impl std::fmt::Debug for dyn ObjectHooks {
 }
 
 /// The alarm check before a write: the time, then the runtime's hook.
-fn check_set_alarm(hook: &Option<Arc<dyn ObjectHooks>>, scheduled_ms: i64) -> Result<(), Error> {
+/// The alarm check before a write: the time must be positive; a time in the past becomes now (spec §4); then
+/// the runtime's hook. Returns the time to store.
+fn check_set_alarm(hook: &Option<Arc<dyn ObjectHooks>>, scheduled_ms: i64) -> Result<i64, Error> {
     if scheduled_ms <= 0 {
         return Err(Error::type_error(messages::SET_ALARM_NOT_POSITIVE));
     }
     match hook {
-        Some(h) => h.before_set_alarm(scheduled_ms),
-        None => Ok(()),
+        Some(h) => {
+            let at = h.now_ms().map_or(scheduled_ms, |now| scheduled_ms.max(now));
+            h.before_set_alarm(at)?;
+            Ok(at)
+        }
+        None => Ok(scheduled_ms),
     }
 }
 
@@ -234,9 +246,10 @@ impl Storage {
         }
     }
 
-    /// Sets the alarm to `scheduled_ms` (ms since the epoch; must be positive).
+    /// Sets the alarm to `scheduled_ms` (ms since the epoch; must be positive). Inside an object, a time in
+    /// the past is clamped to now, so it fires at once (spec §4).
     pub async fn set_alarm(&self, scheduled_ms: i64) -> Result<(), Error> {
-        check_set_alarm(&self.hooks, scheduled_ms)?;
+        let scheduled_ms = check_set_alarm(&self.hooks, scheduled_ms)?;
         match &self.backend {
             Backend::Sqlite(s) => s.set_alarm(scheduled_ms, WriteOptions::default()),
             Backend::Kv(c) => c.set_alarm(scheduled_ms, PutOptions::default()).await,
@@ -441,7 +454,7 @@ impl Transaction {
 
     /// Sets the alarm in the transaction.
     pub async fn set_alarm(&self, scheduled_ms: i64) -> Result<(), Error> {
-        check_set_alarm(&self.hooks, scheduled_ms)?;
+        let scheduled_ms = check_set_alarm(&self.hooks, scheduled_ms)?;
         match &self.handle {
             Handle::Kv(t) => t.set_alarm(scheduled_ms, PutOptions::default()).await,
             Handle::Sqlite { .. } => {

@@ -221,6 +221,7 @@ sim_test!(fn a_past_alarm_fires_at_once(seed) {
         let runs = runs(&host).await?;
         ensure!(runs.len() == 1, "a past alarm fires almost at once: {runs:?}");
         ensure!(runs[0].at_ms - now < 500, "within ms: {runs:?}");
+        ensure!(runs[0].info.scheduled_time >= now, "a past time is clamped to now when set: {runs:?}");
         Ok(())
     })
 });
