@@ -368,3 +368,30 @@ fn a_restore_undoes_whole_table_deletes_replaces_and_cascades() {
     assert_eq!(rows(&o.s), good_rows, "every row of the whole-table delete and the replace is back");
     assert_eq!(children(&o.s).get("n"), Some(&SqlValue::Integer(2)), "the cascaded deletes are undone");
 }
+
+#[test]
+fn a_restore_undoes_a_turn_that_changed_many_rows() {
+    // More changed rows than are matched by comparing keys: the index of encoded keys takes over.
+    let (p, clock, o) = setup("restore-many.db");
+    clock.advance(1000);
+    for i in 0..100 {
+        o.s.exec("INSERT INTO t VALUES (?1, ?2)", &[SqlValue::Integer(i), SqlValue::Text(format!("v{i}"))])
+            .unwrap();
+    }
+    o.h.end_turn();
+    let good = o.s.get_current_bookmark().unwrap();
+    let good_rows = rows(&o.s);
+    clock.advance(1000);
+    o.s.exec("UPDATE t SET v = 'changed' WHERE id % 2 = 0; DELETE FROM t WHERE id % 4 = 1", &[]).unwrap();
+    for i in 100..140 {
+        o.s.exec("INSERT INTO t VALUES (?1, 'new')", &[SqlValue::Integer(i)]).unwrap();
+    }
+    o.s.exec("UPDATE t SET v = 'again' WHERE id % 10 = 0", &[]).unwrap();
+    o.h.end_turn();
+    assert_ne!(rows(&o.s), good_rows);
+    clock.advance(1000);
+    o.s.on_next_session_restore_bookmark(&good).unwrap();
+    drop(o);
+    let o = open(&p, &clock);
+    assert_eq!(rows(&o.s), good_rows);
+}

@@ -164,6 +164,17 @@ struct RawEvent {
     new: Option<(i64, Vec<Val>)>,
 }
 
+/// Up to this many changed rows, a transaction's row changes are matched by comparing keys; beyond, by an
+/// index of their encodings (comparing is cheaper for the few rows of a typical turn, quadratic for many).
+const LINEAR_MATCH_MAX: usize = 32;
+
+/// A key's encoding, as the index of changed rows compares it.
+fn encode_key(key: &Key) -> rusqlite::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    ciborium::into_writer(key, &mut bytes).map_err(internal)?;
+    Ok(bytes)
+}
+
 /// Which row: by rowid, or by primary key in a `WITHOUT ROWID` table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum Key {
@@ -482,14 +493,29 @@ impl Pitr {
                     continue;
                 }
                 let key = key_of(row);
-                let mut key_bytes = Vec::new();
-                ciborium::into_writer(&key, &mut key_bytes).map_err(internal)?;
-                let i = *seen.entry((ev.table.clone(), key_bytes)).or_insert_with(|| {
-                    // First seen: its state before the transaction is this old image, or nothing.
-                    let before = is_old.then(|| row.1.clone());
-                    changes.push(RowChange { table: ev.table.clone(), key, before, after: None });
-                    changes.len() - 1
-                });
+                // Few rows (the common turn): compare keys. Many: index them by their encoding.
+                if seen.is_empty() && changes.len() >= LINEAR_MATCH_MAX {
+                    for (i, c) in changes.iter().enumerate() {
+                        seen.insert((c.table.clone(), encode_key(&c.key)?), i);
+                    }
+                }
+                let found = if seen.is_empty() {
+                    changes.iter().position(|c| c.table == ev.table && c.key == key)
+                } else {
+                    seen.get(&(ev.table.clone(), encode_key(&key)?)).copied()
+                };
+                let i = match found {
+                    Some(i) => i,
+                    None => {
+                        if !seen.is_empty() {
+                            seen.insert((ev.table.clone(), encode_key(&key)?), changes.len());
+                        }
+                        // First seen: its state before the transaction is this old image, or nothing.
+                        let before = is_old.then(|| row.1.clone());
+                        changes.push(RowChange { table: ev.table.clone(), key, before, after: None });
+                        changes.len() - 1
+                    }
+                };
                 changes[i].after = (!is_old).then(|| row.1.clone());
             }
         }
