@@ -231,9 +231,7 @@ impl TurnHooks for TurnQueue {
     }
 
     fn lock_output(&self) -> OutputLock {
-        let (lock, waiter) = OutputLock::new();
-        self.output.add(waiter);
-        lock
+        self.output.lock()
     }
 
     fn break_output(&self, error: Error) {

@@ -28,7 +28,7 @@ use madsim_tokio::sync::Notify;
 use madsim_tokio::time::Instant;
 
 use crate::error::{messages, Error};
-use crate::storage::gates::OutputLockWaiter;
+use crate::storage::gates::{OutputLock, OutputLockWaiter};
 
 /// How long one output lock may be held before it fails and resets the object (spec §1.4, workerd
 /// `HooksImpl::makeTimeoutPromise`).
@@ -206,6 +206,35 @@ impl OutputGate {
     /// # Panics
     /// Outside a runtime (it spawns the task that drives the lock).
     pub fn add(&self, waiter: OutputLockWaiter) {
+        let seq = self.register();
+        let shared = self.shared.clone();
+        // Detached on purpose: the task ends when the lock ends; the watchdog may have failed it first.
+        drop(madsim_tokio::spawn(async move {
+            let result = waiter.wait().await;
+            with_state(&shared, |st| {
+                if st.pending.contains_key(&seq) {
+                    st.finish(seq, result);
+                }
+            });
+        }));
+    }
+
+    /// A new lock on the gate whose outcome is recorded when its holder releases, fails or drops it: the same
+    /// as [`OutputGate::add`] with a fresh lock, without a task to wait for it.
+    pub fn lock(&self) -> OutputLock {
+        let seq = self.register();
+        let shared = self.shared.clone();
+        OutputLock::with_callback(move |result| {
+            with_state(&shared, |st| {
+                if st.pending.contains_key(&seq) {
+                    st.finish(seq, result);
+                }
+            });
+        })
+    }
+
+    /// Registers a new pending lock (with its deadline, starting the watchdog if needed); returns its number.
+    fn register(&self) -> u64 {
         let deadline = Instant::now() + self.timeout;
         let (seq, new_watchdog) = with_state(&self.shared, |st| {
             let seq = st.next_lock;
@@ -230,16 +259,7 @@ impl OutputGate {
             // Detached on purpose: it ends when the gate is dropped.
             drop(madsim_tokio::spawn(watchdog(Arc::downgrade(&self.shared), notify)));
         }
-        let shared = self.shared.clone();
-        // Detached on purpose: the task ends when the lock ends; the watchdog may have failed it first.
-        drop(madsim_tokio::spawn(async move {
-            let result = waiter.wait().await;
-            with_state(&shared, |st| {
-                if st.pending.contains_key(&seq) {
-                    st.finish(seq, result);
-                }
-            });
-        }));
+        seq
     }
 
     /// Resolves when every lock added before this call has ended; locks added later do not delay it.

@@ -69,10 +69,18 @@ impl Drop for InputHold {
 /// The message of an output lock dropped without being released (spec §1.4).
 pub const OUTPUT_LOCK_CANCELED: &str = "output lock was canceled before completion";
 
+/// Where an [`OutputLock`]'s outcome goes.
+type LockOutcome = Box<dyn FnOnce(Result<(), Error>) + Send>;
+
 /// One lock on the output gate, held by storage until its write is durable.
-#[derive(Debug)]
 pub struct OutputLock {
-    done: Option<oneshot::Sender<Result<(), Error>>>,
+    done: Option<LockOutcome>,
+}
+
+impl std::fmt::Debug for OutputLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputLock").field("held", &self.done.is_some()).finish()
+    }
 }
 
 /// The gate's side of an [`OutputLock`]: resolves when the lock is released or fails.
@@ -85,28 +93,36 @@ impl OutputLock {
     /// A new lock and the waiter the gate keeps for it.
     pub fn new() -> (OutputLock, OutputLockWaiter) {
         let (tx, rx) = oneshot::channel();
-        (OutputLock { done: Some(tx) }, OutputLockWaiter { rx })
+        let lock = OutputLock::with_callback(move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        (lock, OutputLockWaiter { rx })
+    }
+
+    /// A lock whose outcome goes straight to `done` (a gate that records it itself, with no task to wait).
+    pub fn with_callback(done: impl FnOnce(Result<(), Error>) + Send + 'static) -> OutputLock {
+        OutputLock { done: Some(Box::new(done)) }
     }
 
     /// The write is durable: output may flow.
     pub fn release(mut self) {
-        if let Some(tx) = self.done.take() {
-            let _ = tx.send(Ok(()));
+        if let Some(done) = self.done.take() {
+            done(Ok(()));
         }
     }
 
     /// The write failed: the gate breaks with `error`.
     pub fn fail(mut self, error: Error) {
-        if let Some(tx) = self.done.take() {
-            let _ = tx.send(Err(error));
+        if let Some(done) = self.done.take() {
+            done(Err(error));
         }
     }
 }
 
 impl Drop for OutputLock {
     fn drop(&mut self) {
-        if let Some(tx) = self.done.take() {
-            let _ = tx.send(Err(Error::new(OUTPUT_LOCK_CANCELED)));
+        if let Some(done) = self.done.take() {
+            done(Err(Error::new(OUTPUT_LOCK_CANCELED)));
         }
     }
 }
