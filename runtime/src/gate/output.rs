@@ -5,8 +5,9 @@
 //! it. It then rejects if one of those earlier locks failed (with the error of the earliest such lock, as
 //! workerd's chain of joined promises does), and resolves otherwise.
 //!
-//! Each lock is driven by its own task (spawned with `madsim_tokio::spawn`), which records its outcome, so
-//! the gate breaks even if nobody waits on it. One watchdog task per gate enforces
+//! A lock made by [`OutputGate::lock`] records its outcome in the gate when its holder releases, fails or
+//! drops it; one added as a waiter ([`OutputGate::add`]) is driven by a task of its own (spawned with
+//! `madsim_tokio::spawn`) that does the same. Either way the gate breaks even if nobody waits on it. One watchdog task per gate enforces
 //! [`OUTPUT_LOCK_TIMEOUT`]: it sleeps until the deadline of the oldest pending lock (locks share one timeout,
 //! so the oldest is due first) and fails it if it is still pending then. One timer per gate rather than one per
 //! lock: a timer per lock stayed in the clock's queue for the whole timeout, and cost a fifth of a simulated
