@@ -9,7 +9,7 @@
 //! `block_concurrency_while`, `wait_until`, `abort`, time and randomness. The [`prelude`] has all of these.
 //!
 //! Modules, by concern:
-//! - the user's API: [`object`], [`state`], [`env`], [`namespace`], [`http`], [`id`];
+//! - the user's API: [`object`], [`state`], [`env`](mod@env), [`namespace`], [`http`], [`id`];
 //! - running objects: [`host`] (containers, routing, the alarm scheduler), [`gate`] (input and output
 //!   gates), [`alarm`] (the retry policy and the scheduler's index), [`config`] (limits);
 //! - deploying: [`deploy`] (classes, bindings, migrations);
