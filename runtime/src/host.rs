@@ -471,7 +471,10 @@ async fn alarm_timer(host: Weak<HostInner>) {
             Ok((t, key)) => {
                 tracing::debug!(target: "dosim::runtime", scheduled = t, "alarm due");
                 let handle = madsim_tokio::task::spawn_local(alarm_runs(host.clone(), key, t));
-                h.tasks.borrow_mut().push(handle.abort_handle());
+                let mut tasks = h.tasks.borrow_mut();
+                // Bounded by the runs in progress: finished ones are dropped as new ones start.
+                tasks.retain(|t| !t.is_finished());
+                tasks.push(handle.abort_handle());
             }
             Err(next) => {
                 let alarms = h.alarms.clone();
