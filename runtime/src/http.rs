@@ -10,6 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
+/// `body` as text, or a TypeError naming whose body (`request`, `response`) is not UTF-8.
+fn utf8(body: &[u8], whose: &str) -> Result<String, Error> {
+    String::from_utf8(body.to_vec())
+        .map_err(|_| Error::type_error(format!("The {whose} body is not valid UTF-8.")))
+}
+
 /// The method of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Method {
@@ -164,8 +170,7 @@ impl Request {
 
     /// The body as UTF-8 text.
     pub fn text(&self) -> Result<String, Error> {
-        String::from_utf8(self.body.clone())
-            .map_err(|_| Error::type_error("The request body is not valid UTF-8."))
+        utf8(&self.body, "request")
     }
 
     /// The bytes this request takes in a queue: URL, headers and body.
@@ -226,8 +231,7 @@ impl Response {
 
     /// The body as UTF-8 text.
     pub fn text(&self) -> Result<String, Error> {
-        String::from_utf8(self.body.clone())
-            .map_err(|_| Error::type_error("The response body is not valid UTF-8."))
+        utf8(&self.body, "response")
     }
 }
 

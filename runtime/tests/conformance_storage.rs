@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::oracle::{alarm_time, error_json, expected, list_options, map_json, normalize, undefined, T0_MS};
+use common::oracle::{
+    alarm_time, error_json, expected, list_options, map_json, normalize, run_transaction, undefined, T0_MS,
+};
 use std::sync::Arc;
 
 use dosim_runtime::storage::gates::{block_on, DurableOnReturn, ManualTurns};
@@ -90,25 +92,10 @@ async fn run_op(
             })
         }
         "transaction" => {
-            let inner_ops = op["ops"].as_array().unwrap().clone();
-            let throw = op.get("throw").and_then(Value::as_str).map(str::to_string);
-            let r = storage
-                .transaction(async |t| {
-                    let mut inner = Vec::new();
-                    for o in &inner_ops {
-                        let r = Box::pin(run_op(storage, Some(t), o)).await.map_err(Error::new)?;
-                        inner.push(match r {
-                            Ok(v) => json!({"ok": v}),
-                            Err(e) => json!({"error": error_json(&e), "sync": false}),
-                        });
-                    }
-                    match throw {
-                        Some(m) => Err(Error::new(m)),
-                        None => Ok(inner),
-                    }
-                })
-                .await;
-            r.map(|inner| json!({"inner": inner, "returned": "txn-return-value"}))
+            run_transaction(storage, op, async |t: &Transaction, o: &Value| {
+                Box::pin(run_op(storage, Some(t), o)).await
+            })
+            .await
         }
         "transactionSync" => {
             let inner_ops = op["ops"].as_array().unwrap().clone();

@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::oracle::{alarm_time, error_json, expected, list_options, map_json, normalize, undefined, T0_MS};
+use common::oracle::{
+    alarm_time, error_json, expected, list_options, map_json, normalize, run_transaction, undefined, T0_MS,
+};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -182,25 +184,10 @@ async fn run_op(
         "setAlarm" => storage.set_alarm(alarm_time(op)).await.map(|()| undefined()),
         "deleteAlarm" => storage.delete_alarm().await.map(|()| undefined()),
         "transaction" => {
-            let inner_ops = op["ops"].as_array().unwrap().clone();
-            let throw = op.get("throw").and_then(Value::as_str).map(str::to_string);
-            let r = storage
-                .transaction(async |t| {
-                    let mut inner = Vec::new();
-                    for o in &inner_ops {
-                        let r = Box::pin(run_op(storage, Some(t), o)).await.map_err(Error::new)?;
-                        inner.push(match r {
-                            Ok(v) => json!({"ok": v}),
-                            Err(e) => json!({"error": error_json(&e), "sync": false}),
-                        });
-                    }
-                    match throw {
-                        Some(m) => Err(Error::new(m)),
-                        None => Ok(inner),
-                    }
-                })
-                .await;
-            r.map(|inner| json!({"inner": inner, "returned": "txn-return-value"}))
+            run_transaction(storage, op, async |t: &Transaction, o: &Value| {
+                Box::pin(run_op(storage, Some(t), o)).await
+            })
+            .await
         }
         "transactionSync" => {
             // The oracle's local runtime (Miniflare) backs "KV" objects with SQLite, so its transactionSync

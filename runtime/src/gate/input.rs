@@ -599,22 +599,12 @@ impl Future for BrokenWait {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Error> {
         let this = &mut *self;
         with_state(&this.shared, |st| {
-            if let Some(e) = &st.broken {
-                if let Some(id) = this.id.take() {
-                    st.broken_waits.remove(&id);
-                }
-                return Poll::Ready(e.clone());
-            }
-            let id = match this.id {
-                Some(id) => id,
-                None => {
-                    let id = st.id();
-                    this.id = Some(id);
-                    id
-                }
+            let State { broken, broken_waits, next_id, .. } = st;
+            let new_id = || {
+                *next_id += 1;
+                *next_id - 1
             };
-            st.broken_waits.insert(id, cx.waker().clone());
-            Poll::Pending
+            super::poll_broken(broken, broken_waits, new_id, &mut this.id, cx)
         })
     }
 }

@@ -16,5 +16,31 @@
 mod input;
 mod output;
 
+use std::collections::BTreeMap;
+use std::task::{Context, Poll, Waker};
+
+use crate::error::Error;
+
+/// One poll of an `on_broken` wait, the same for both gates: ready with the gate's error once it is broken
+/// (the wait's registration, `slot`, then removed); otherwise registered under the id in `slot`, taking a new
+/// one from `next_id` on the first poll.
+fn poll_broken(
+    broken: &Option<Error>,
+    waits: &mut BTreeMap<u64, Waker>,
+    next_id: impl FnOnce() -> u64,
+    slot: &mut Option<u64>,
+    cx: &Context<'_>,
+) -> Poll<Error> {
+    if let Some(e) = broken {
+        if let Some(id) = slot.take() {
+            waits.remove(&id);
+        }
+        return Poll::Ready(e.clone());
+    }
+    let id = *slot.get_or_insert_with(next_id);
+    waits.insert(id, cx.waker().clone());
+    Poll::Pending
+}
+
 pub use input::{BrokenWait, CriticalSection, InputGate, InputLock, LockWait, CRITICAL_SECTION_DEPTH_MAX};
 pub use output::{GateWait, OutputBrokenWait, OutputGate, OUTPUT_LOCK_TIMEOUT};

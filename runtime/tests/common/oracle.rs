@@ -2,6 +2,7 @@
 //! the oracle's JSON, and how ops' options map to Rust.
 
 use dosim_runtime::storage::kv::ListOptions;
+use dosim_runtime::storage::{Storage, Transaction};
 use dosim_runtime::Error;
 use serde_json::{json, Value};
 
@@ -55,4 +56,32 @@ pub(crate) fn normalize(v: &Value) -> Value {
         Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), normalize(v))).collect()),
         other => other.clone(),
     }
+}
+
+/// The oracle's `transaction` op, the same on both backends: its inner ops run through `run` inside
+/// `storage.transaction()`, each result recorded, and the closure throws at the end if the op says so.
+pub(crate) async fn run_transaction(
+    storage: &Storage,
+    op: &Value,
+    run: impl AsyncFn(&Transaction, &Value) -> Result<Result<Value, Error>, String>,
+) -> Result<Value, Error> {
+    let inner_ops = op["ops"].as_array().unwrap().clone();
+    let throw = op.get("throw").and_then(Value::as_str).map(str::to_string);
+    let r = storage
+        .transaction(async |t| {
+            let mut inner = Vec::new();
+            for o in &inner_ops {
+                let r = run(t, o).await.map_err(Error::new)?;
+                inner.push(match r {
+                    Ok(v) => json!({"ok": v}),
+                    Err(e) => json!({"error": error_json(&e), "sync": false}),
+                });
+            }
+            match throw {
+                Some(m) => Err(Error::new(m)),
+                None => Ok(inner),
+            }
+        })
+        .await;
+    r.map(|inner| json!({"inner": inner, "returned": "txn-return-value"}))
 }

@@ -18,6 +18,21 @@ fn counter_host() -> HostBuilder {
         .migration(sqlite_class("v1", "Counter"))
 }
 
+/// A host running `T` on the KV backend; 100 concurrent `/increment`s, each accepted; then the value.
+async fn increment_100_and_read<T: DurableObject>() -> String {
+    let host = host_builder("worker")
+        .class::<T>("Counter")
+        .binding("COUNTER", "Counter")
+        .migration(kv_class("v1", "Counter"))
+        .build()
+        .expect("deploys");
+    let stub = Rc::new(host.env().durable_object("COUNTER").unwrap().get_by_name("c"));
+    for r in increments(stub.clone(), 100).await {
+        r.expect("accepted");
+    }
+    stub.fetch(Request::get("/")).await.expect("read").text().unwrap()
+}
+
 pub(crate) async fn increments(stub: Rc<Stub>, n: usize) -> Vec<Result<Response, Error>> {
     let mut tasks = Vec::new();
     for _ in 0..n {
@@ -50,20 +65,7 @@ sim_test!(fn counter_100_concurrent_increments_give_100(seed) {
 
 sim_test!(fn counter_kv_backend_100_concurrent_increments_give_100(seed) {
     Sim::builder().seed(seed).nodes(1).disk(DiskConfig::default()).build()?.run(|world| async move {
-        let last = on_node(&world, HOST, || async {
-            let host = host_builder("worker")
-                .class::<Counter>("Counter")
-                .binding("COUNTER", "Counter")
-                .migration(kv_class("v1", "Counter"))
-                .build()
-                .expect("deploys");
-            let stub = Rc::new(host.env().durable_object("COUNTER").unwrap().get_by_name("c"));
-            for r in increments(stub.clone(), 100).await {
-                r.expect("accepted");
-            }
-            stub.fetch(Request::get("/")).await.expect("read").text().unwrap()
-        })
-        .await?;
+        let last = on_node(&world, HOST, increment_100_and_read::<Counter>).await?;
         ensure!(last == "100", "reads hold the input gate, so 100 increments give 100; got {last}");
         Ok(())
     })
@@ -136,20 +138,7 @@ sim_test!(fn eviction_loses_memory_but_not_storage(seed) {
 
 sim_test!(fn allow_concurrency_on_the_read_loses_updates(seed) {
     Sim::builder().seed(seed).nodes(1).disk(DiskConfig::default()).build()?.run(|world| async move {
-        let last = on_node(&world, HOST, || async {
-            let host = host_builder("worker")
-                .class::<RacyCounter>("RacyCounter")
-                .binding("RACY", "RacyCounter")
-                .migration(kv_class("v1", "RacyCounter"))
-                .build()
-                .expect("deploys");
-            let stub = Rc::new(host.env().durable_object("RACY").unwrap().get_by_name("c"));
-            for r in increments(stub.clone(), 100).await {
-                r.expect("accepted");
-            }
-            stub.fetch(Request::get("/")).await.expect("read").text().unwrap()
-        })
-        .await?;
+        let last = on_node(&world, HOST, increment_100_and_read::<RacyCounter>).await?;
         let last: i64 = last.parse().unwrap();
         // Every increment read while the first read was still waiting for storage: they all read 0.
         ensure!(last < 100, "with allow_concurrency, concurrent read-modify-writes lose updates; got {last}");
