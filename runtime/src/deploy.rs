@@ -384,3 +384,6 @@ fn check_tags(script: &str, applied: &[String], migrations: &[Migration]) -> Res
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -259,3 +259,6 @@ impl fmt::Display for ObjectId {
         f.write_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"))
     }
 }
+
+#[cfg(test)]
+mod tests;

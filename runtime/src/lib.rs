@@ -54,3 +54,11 @@ pub mod prelude {
     pub use crate::storage::kv::ListOptions;
     pub use crate::storage::Storage;
 }
+
+/// The directory white-box tests keep their database files in: under the target directory of the build
+/// (the simulation build has its own), so concurrent worktrees and builds do not share files.
+#[cfg(test)]
+pub(crate) fn test_dir() -> std::path::PathBuf {
+    let build = if cfg!(madsim) { "sim/tmp" } else { "tmp" };
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target").join(build).join("runtime-unit")
+}

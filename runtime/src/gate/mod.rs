@@ -44,3 +44,6 @@ fn poll_broken(
 
 pub use input::{BrokenWait, CriticalSection, InputGate, InputLock, LockWait, CRITICAL_SECTION_DEPTH_MAX};
 pub use output::{GateWait, OutputBrokenWait, OutputGate, OUTPUT_LOCK_TIMEOUT};
+
+#[cfg(test)]
+mod tests;

@@ -510,3 +510,6 @@ mod tests {
         assert_eq!(prefix_end(""), None);
     }
 }
+
+#[cfg(test)]
+mod api_tests;

@@ -24,3 +24,6 @@ pub mod value;
 
 pub use api::{Sql, Storage, Transaction};
 pub use location::{DatabaseLocation, Journal, OpenError};
+
+#[cfg(test)]
+mod conformance;

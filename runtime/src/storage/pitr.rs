@@ -892,3 +892,6 @@ mod preupdate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1723,3 +1723,9 @@ mod raw {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod cache_tests;

@@ -787,3 +787,6 @@ fn commit_error(e: &rusqlite::Error) -> Error {
         _ => detail.with_reset(),
     }
 }
+
+#[cfg(test)]
+mod tests;

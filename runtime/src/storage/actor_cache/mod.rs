@@ -1498,3 +1498,6 @@ impl ActorCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

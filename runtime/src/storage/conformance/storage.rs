@@ -5,18 +5,17 @@
 //! The oracle awaited each top-level op before the next, so each is its own turn here (`end_turn` after it);
 //! a `concurrent` op runs its sub-ops in one turn, as un-awaited calls do.
 
-mod common;
 
-use common::oracle::{
+use super::oracle::{
     alarm_time, error_json, expected, list_options, map_json, normalize, run_transaction, undefined, T0_MS,
 };
 use std::sync::Arc;
 
-use dosim_runtime::storage::gates::{block_on, DurableOnReturn, ManualTurns};
-use dosim_runtime::storage::sql::SqlValue;
-use dosim_runtime::storage::sqlite::{SqliteSettings, SqliteStorage};
-use dosim_runtime::storage::{DatabaseLocation, Storage, Transaction};
-use dosim_runtime::Error;
+use crate::storage::gates::{block_on, DurableOnReturn, ManualTurns};
+use crate::storage::sql::SqlValue;
+use crate::storage::sqlite::{SqliteSettings, SqliteStorage};
+use crate::storage::{DatabaseLocation, Storage, Transaction};
+use crate::Error;
 use serde_json::{json, Value};
 
 fn sql_json(v: &SqlValue) -> Value {
@@ -132,8 +131,8 @@ async fn run_op(
 
 #[test]
 fn storage_api_matches_the_real_runtime() {
-    let data: Value = serde_json::from_str(include_str!("data/oracle_storage.json")).unwrap();
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("conformance_storage");
+    let data: Value = serde_json::from_str(include_str!("../../../tests/data/oracle_storage.json")).unwrap();
+    let dir = crate::test_dir().join("conformance_storage");
     std::fs::create_dir_all(&dir).unwrap();
     let (mut checked, mut skipped) = (0, 0);
     for case in data["cases"].as_array().unwrap() {

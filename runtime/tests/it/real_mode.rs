@@ -1,6 +1,5 @@
 //! The runtime outside the simulation: a host on tokio (a current-thread runtime with a `LocalSet`), its
 //! objects' databases in real SQLite files, the same object code as under simulation.
-#![cfg(not(madsim))]
 
 use std::cell::Cell;
 use std::path::PathBuf;

@@ -7,15 +7,15 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dosim_runtime::storage::gates::{block_on, DurableOnReturn, ManualTurns};
-use dosim_runtime::storage::sql::{self, Cursor, SqlValue, StatementCache, STATEMENT_CACHE_CAPACITY};
-use dosim_runtime::storage::sqlite::{SqliteSettings, SqliteStorage};
-use dosim_runtime::storage::{kv, value, DatabaseLocation};
-use dosim_runtime::Error;
+use crate::storage::gates::{block_on, DurableOnReturn, ManualTurns};
+use crate::storage::sql::{self, Cursor, SqlValue, StatementCache, STATEMENT_CACHE_CAPACITY};
+use crate::storage::sqlite::{SqliteSettings, SqliteStorage};
+use crate::storage::{kv, value, DatabaseLocation};
+use crate::Error;
 use rusqlite::Connection;
 
 fn path(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sql-cache-tests");
+    let dir = crate::test_dir().join("sql-cache-tests");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.db"));
     for suffix in ["", "-journal", "-wal"] {

@@ -3,19 +3,19 @@
 
 use std::sync::Arc;
 
-use dosim_runtime::storage::gates::{DurableOnReturn, ManualTurns};
-use dosim_runtime::storage::pitr::{
+use crate::storage::gates::{DurableOnReturn, ManualTurns};
+use crate::storage::pitr::{
     ManualClock, MALFORMED_BOOKMARK, SCHEMA_CHANGED, TIME_OUTSIDE_WINDOW, UNKNOWN_BOOKMARK, WINDOW_MS,
 };
-use dosim_runtime::storage::sql::SqlValue;
-use dosim_runtime::storage::sqlite::{SqliteSettings, SqliteStorage, WriteOptions};
-use dosim_runtime::storage::DatabaseLocation;
+use crate::storage::sql::SqlValue;
+use crate::storage::sqlite::{SqliteSettings, SqliteStorage, WriteOptions};
+use crate::storage::DatabaseLocation;
 
 const T0: i64 = 1_800_000_000_000;
 const W: WriteOptions = WriteOptions { allow_unconfirmed: false };
 
 fn path(name: &str) -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pitr");
+    let dir = crate::test_dir().join("pitr");
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
     for suffix in ["", "-journal", "-wal"] {
@@ -29,7 +29,7 @@ struct Obj {
     h: Arc<ManualTurns>,
 }
 
-fn try_open(p: &std::path::Path, clock: &Arc<ManualClock>) -> Result<Obj, dosim_runtime::Error> {
+fn try_open(p: &std::path::Path, clock: &Arc<ManualClock>) -> Result<Obj, crate::Error> {
     let h = Arc::new(ManualTurns::default());
     let s = SqliteStorage::open_with_clock(
         &DatabaseLocation::file(p),
@@ -144,7 +144,7 @@ fn a_restore_takes_effect_at_the_next_open_only_restores_sql_and_kv_exactly_and_
     o.s.put("c", b"C2", W).unwrap();
     let _ = o.s.transaction_sync(|| {
         o.s.exec("INSERT INTO t VALUES (99, 'rolled back')", &[])?;
-        Err::<(), _>(dosim_runtime::Error::new("no"))
+        Err::<(), _>(crate::Error::new("no"))
     });
     o.h.end_turn();
     clock.advance(1000);
@@ -271,7 +271,7 @@ fn history_older_than_30_days_is_pruned_and_its_bookmarks_rejected() {
 }
 
 fn clock_now(c: &ManualClock) -> i64 {
-    use dosim_runtime::storage::pitr::Clock;
+    use crate::storage::pitr::Clock;
     c.now_ms()
 }
 
@@ -309,7 +309,7 @@ fn kv_data_can_be_restored_across_delete_all() {
     o.h.end_turn();
     let b = o.s.get_current_bookmark().unwrap();
     clock.advance(1000);
-    dosim_runtime::storage::gates::block_on(o.s.delete_all()).unwrap();
+    crate::storage::gates::block_on(o.s.delete_all()).unwrap();
     assert_eq!(o.s.get("a").unwrap(), None);
     o.s.on_next_session_restore_bookmark(&b).unwrap();
     drop(o);

@@ -1,9 +1,9 @@
-//! Durable Object ids (`dosim_runtime::id`) against the spec (`durable-objects.md` §8) and the layout the
+//! Durable Object ids (`crate::id`) against the spec (`durable-objects.md` §8) and the layout the
 //! module documents: stability, namespaces and jurisdictions, `idFromString` and its two errors.
 
-use dosim_runtime::error::messages;
-use dosim_runtime::id::{Jurisdiction, NamespaceKey, ObjectId, ID_HEX_DIGITS};
-use dosim_runtime::ErrorKind;
+use crate::error::messages;
+use crate::id::{Jurisdiction, NamespaceKey, ObjectId, ID_HEX_DIGITS};
+use crate::ErrorKind;
 use hmac::{Hmac, KeyInit, Mac};
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};

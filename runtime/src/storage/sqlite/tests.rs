@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use dosim_runtime::storage::gates::{block_on, DurableOnReturn, ManualTurns};
-use dosim_runtime::storage::sql::SqlValue;
-use dosim_runtime::storage::sqlite::{SqliteSettings, SqliteStorage, WriteOptions};
-use dosim_runtime::storage::{DatabaseLocation, Storage};
-use dosim_runtime::Error;
+use crate::storage::gates::{block_on, DurableOnReturn, ManualTurns};
+use crate::storage::sql::SqlValue;
+use crate::storage::sqlite::{SqliteSettings, SqliteStorage, WriteOptions};
+use crate::storage::{DatabaseLocation, Storage};
+use crate::Error;
 
 fn path(name: &str) -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sqlite_storage");
+    let dir = crate::test_dir().join("sqlite_storage");
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
     for suffix in ["", "-journal", "-wal"] {
@@ -350,8 +350,8 @@ fn appendix_a_18_explicit_transactions_lock_the_gate_only_for_confirmed_writes()
 // The alarm handler's storage side (Appendix A.4–A.11, A.19). The runtime's scheduler is the other side; it
 // is tested under simulation (`scenarios/tests/runtime/alarms.rs`).
 
-use dosim_runtime::storage::api::{LocalFuture, ObjectHooks};
-use dosim_runtime::storage::sqlite::AlarmArm;
+use crate::storage::api::{LocalFuture, ObjectHooks};
+use crate::storage::sqlite::AlarmArm;
 
 /// Records the alarm times the runtime would schedule, and whether the database had committed them then.
 #[derive(Default)]

@@ -3,17 +3,16 @@
 //!
 //! Tests are named after the statement they check (`sql_3_5_multi_statement_params_on_last_only`,
 //! `appendix_a_16_direct_sql_writes_call_before_write`, …). Databases are real files under
-//! `CARGO_TARGET_TMPDIR`, opened through `DatabaseLocation::file` and set up with `prepare_connection`, as
+//! the crate's test directory (`crate::test_dir`), opened through `DatabaseLocation::file` and set up with `prepare_connection`, as
 //! the runtime does. The conformance test replays the oracle's SQL cases (`tests/data/oracle_sql.json`,
 //! copied from the oracle so that tests never read outside the repository).
 
 use std::cell::Cell;
-use std::path::PathBuf;
 
-use dosim_runtime::error::messages;
-use dosim_runtime::storage::sql::{self, Cursor, SqlValue};
-use dosim_runtime::storage::{kv, value, DatabaseLocation};
-use dosim_runtime::{Error, ErrorKind};
+use crate::error::messages;
+use crate::storage::sql::{self, Cursor, SqlValue};
+use crate::storage::{kv, value, DatabaseLocation};
+use crate::{Error, ErrorKind};
 use rusqlite::limits::Limit;
 use rusqlite::{Connection, ErrorCode};
 use serde_json::Value;
@@ -23,7 +22,7 @@ use serde_json::Value;
 
 /// A fresh database file named after the test, opened and prepared as the runtime does.
 fn fresh_db(name: &str) -> Connection {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sql-tests");
+    let dir = crate::test_dir().join("sql-tests");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.db"));
     for suffix in ["", "-journal", "-wal"] {
@@ -1077,7 +1076,7 @@ fn check_error(result: Result<(), Error>, expected: &Value, context: &str) {
 
 #[test]
 fn oracle_sql_sqlite_conformance() {
-    let data: Value = serde_json::from_str(include_str!("data/oracle_sql.json")).unwrap();
+    let data: Value = serde_json::from_str(include_str!("../../../tests/data/oracle_sql.json")).unwrap();
     let mut checked = 0;
     for case in data["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();

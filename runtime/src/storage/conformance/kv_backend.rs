@@ -6,26 +6,25 @@
 //!   `source` field) replayed through [`Storage`]. As in `conformance_storage.rs`, each top-level op is its own
 //!   turn (`end_turn` after it, which flushes); a `concurrent` op runs its sub-ops in one turn.
 
-mod common;
 
-use common::oracle::{
+use super::oracle::{
     alarm_time, error_json, expected, list_options, map_json, normalize, run_transaction, undefined, T0_MS,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use dosim_runtime::error::messages;
-use dosim_runtime::storage::actor_cache::sqlite_store::SqliteKvStore;
-use dosim_runtime::storage::actor_cache::{ActorCache, ActorCacheOptions, Batch, CommitResult, KvStore};
-use dosim_runtime::storage::gates::{block_on, DurableOnReturn, ManualTurns};
-use dosim_runtime::storage::kv::ListOptions;
-use dosim_runtime::storage::{DatabaseLocation, Storage, Transaction};
-use dosim_runtime::{Error, ErrorKind};
+use crate::error::messages;
+use crate::storage::actor_cache::sqlite_store::SqliteKvStore;
+use crate::storage::actor_cache::{ActorCache, ActorCacheOptions, Batch, CommitResult, KvStore};
+use crate::storage::gates::{block_on, DurableOnReturn, ManualTurns};
+use crate::storage::kv::ListOptions;
+use crate::storage::{DatabaseLocation, Storage, Transaction};
+use crate::{Error, ErrorKind};
 use serde_json::{json, Value};
 
 fn db_path(name: &str) -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kv_backend");
+    let dir = crate::test_dir().join("kv_backend");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.db"));
     for suffix in ["", "-journal", "-wal"] {
@@ -226,7 +225,7 @@ fn drive<'a>(turns: &ManualTurns, mut ops: Vec<Op<'a>>) -> Vec<Result<Result<Val
 
 #[test]
 fn kv_backend_matches_the_real_runtime() {
-    let data: Value = serde_json::from_str(include_str!("data/oracle_kv_backend.json")).unwrap();
+    let data: Value = serde_json::from_str(include_str!("../../../tests/data/oracle_kv_backend.json")).unwrap();
     let (mut checked, mut skipped) = (0, 0);
     for case in data["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();

@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use dosim_runtime::error::messages;
-use dosim_runtime::storage::actor_cache::{
+use crate::error::messages;
+use crate::storage::actor_cache::{
     error_reference, ActorCache, ActorCacheOptions, Batch, CacheListOptions, CacheTransaction, CommitResult,
     GetOptions, KvStore, ListRequest, PutOptions, StoreError, StoreFuture,
 };
-use dosim_runtime::storage::gates::{InputHold, OutputLock, OutputLockWaiter, Task, TurnHooks};
-use dosim_runtime::storage::kv::ListOptions;
-use dosim_runtime::{Error, ErrorKind};
+use crate::storage::gates::{InputHold, OutputLock, OutputLockWaiter, Task, TurnHooks};
+use crate::storage::kv::ListOptions;
+use crate::{Error, ErrorKind};
 use madsim_tokio::sync::oneshot;
 
 type Pair = (String, Vec<u8>);

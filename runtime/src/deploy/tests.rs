@@ -1,13 +1,13 @@
-//! Deployments and migrations (`dosim_runtime::deploy`) against the spec (`durable-objects.md` §9): every
+//! Deployments and migrations (`crate::deploy`) against the spec (`durable-objects.md` §9): every
 //! error case with its exact message, data moving with renames and transfers, deletes, redeploys, and the
 //! persistent format.
 
-use dosim_runtime::deploy::{
+use crate::deploy::{
     Backend, Binding, DeployOutcome, DeployedClass, Deployments, Migration, RenamedClass, ScriptConfig,
     TransferredClass,
 };
-use dosim_runtime::error::messages;
-use dosim_runtime::ErrorKind;
+use crate::error::messages;
+use crate::ErrorKind;
 
 // ---------------------------------------------------------------------------------------------------------
 // A small driver: configs read like wrangler.toml.

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use dosim_runtime::error::messages;
-use dosim_runtime::gate::{
+use crate::error::messages;
+use crate::gate::{
     CriticalSection, InputGate, InputLock, OutputGate, CRITICAL_SECTION_DEPTH_MAX, OUTPUT_LOCK_TIMEOUT,
 };
-use dosim_runtime::storage::gates::{OutputLock, OUTPUT_LOCK_CANCELED};
-use dosim_runtime::Error;
+use crate::storage::gates::{OutputLock, OUTPUT_LOCK_CANCELED};
+use crate::Error;
 
 // ------------------------------------------------------------------------------------------------------------
 // Driver
@@ -707,11 +707,11 @@ fn section_1_3_the_gate_types_are_send_and_sync_and_their_futures_static() {
     check::<InputGate>();
     check::<InputLock>();
     check::<CriticalSection>();
-    check::<dosim_runtime::gate::LockWait>();
-    check::<dosim_runtime::gate::BrokenWait>();
+    check::<crate::gate::LockWait>();
+    check::<crate::gate::BrokenWait>();
     check::<OutputGate>();
-    check::<dosim_runtime::gate::GateWait>();
-    check::<dosim_runtime::gate::OutputBrokenWait>();
+    check::<crate::gate::GateWait>();
+    check::<crate::gate::OutputBrokenWait>();
 }
 
 // ------------------------------------------------------------------------------------------------------------

@@ -2,20 +2,20 @@
 //! against the spec (`durable-objects.md` §2.1, §2.4, §3.1, Appendix A.2–3) and the real runtime's results.
 //!
 //! Tests are named after the statement they check (`list_2_4_prefix_clamps_range`,
-//! `appendix_a_03_put_multiple_all_or_nothing`, …). Databases are real files under `CARGO_TARGET_TMPDIR`,
+//! `appendix_a_03_put_multiple_all_or_nothing`, …). Databases are real files under the crate's test directory (`crate::test_dir`),
 //! opened through `DatabaseLocation::file`. The conformance test replays the oracle's KV cases
 //! (`tests/data/oracle_kv.json`, copied from the oracle so that tests never read outside the repository).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use dosim_runtime::error::messages;
-use dosim_runtime::storage::kv::{self, KeyRange, KvListIter, KvListSlot, ListOptions};
-use dosim_runtime::storage::value::{
+use crate::error::messages;
+use crate::storage::kv::{self, KeyRange, KvListIter, KvListSlot, ListOptions};
+use crate::storage::value::{
     self, KEY_SIZE_MAX, MULTI_KEYS_MAX, SQLITE_ROW_SIZE_MAX, VALUE_SIZE_MAX,
 };
-use dosim_runtime::storage::DatabaseLocation;
-use dosim_runtime::{Error, ErrorKind};
+use crate::storage::DatabaseLocation;
+use crate::{Error, ErrorKind};
 use rusqlite::limits::Limit;
 use rusqlite::Connection;
 use serde_json::{json, Value};
@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 /// A fresh database file named after the test, opened as the runtime opens one, with `SQLITE_LIMIT_LENGTH`
 /// at dosim's chosen limit (the connection setup installs it in the runtime).
 fn fresh_db(name: &str) -> (Connection, PathBuf) {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kv-tests");
+    let dir = crate::test_dir().join("kv-tests");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.db"));
     for suffix in ["", "-journal", "-wal"] {
@@ -966,7 +966,7 @@ fn matches(expected: &Value, got: &Result<Value, Error>) -> bool {
 
 #[test]
 fn oracle_kv_sqlite_conformance() {
-    let data: Value = serde_json::from_str(include_str!("data/oracle_kv.json")).unwrap();
+    let data: Value = serde_json::from_str(include_str!("../../../tests/data/oracle_kv.json")).unwrap();
     let (mut ran, mut mapped, mut stood_in, mut skipped) = (0, 0, 0, 0);
     let mut failures = Vec::new();
     for case in data["cases"].as_array().unwrap() {

@@ -1,3 +1,0 @@
-//! Shared test support.
-
-pub(crate) mod oracle;
