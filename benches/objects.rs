@@ -21,7 +21,7 @@ pub mod sim {
     use std::time::{Duration, Instant};
 
     use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-    use dosim_runtime::deploy::Migration;
+    use dosim_runtime::embed::Migration;
     use dosim_runtime::prelude::*;
     use dosim_scenarios::objects::{Counter, MemoryCounter};
     use dosim_scenarios::sim_host::{host_builder, on_node};
@@ -39,7 +39,7 @@ pub mod sim {
         Counter,
     }
 
-    fn host() -> dosim_runtime::HostBuilder {
+    fn host() -> dosim_runtime::embed::HostBuilder {
         host_builder("bench")
             .class::<Counter>("Counter")
             .class::<MemoryCounter>("MemoryCounter")

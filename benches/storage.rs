@@ -20,13 +20,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use dosim_runtime::storage::actor_cache::sqlite_store::SqliteKvStore;
-use dosim_runtime::storage::actor_cache::{ActorCache, ActorCacheOptions, GetOptions};
-use dosim_runtime::storage::gates::{block_on, DurableOnReturn, ManualTurns};
-use dosim_runtime::storage::kv::ListOptions;
-use dosim_runtime::storage::sql::SqlValue;
-use dosim_runtime::storage::sqlite::{SqliteSettings, SqliteStorage};
-use dosim_runtime::storage::{DatabaseLocation, Storage};
+use dosim_runtime::embed::DatabaseLocation;
+use dosim_runtime::embed::SqliteKvStore;
+use dosim_runtime::embed::{block_on, DurableOnReturn, ManualTurns};
+use dosim_runtime::embed::{ActorCache, ActorCacheOptions};
+use dosim_runtime::embed::{SqliteSettings, SqliteStorage};
+use dosim_runtime::prelude::GetOptions;
+use dosim_runtime::prelude::ListOptions;
+use dosim_runtime::prelude::SqlValue;
+use dosim_runtime::prelude::Storage;
 use dosim_sim::{DiskConfig, LocalWorld, Seed};
 use rusqlite::Connection;
 
@@ -88,7 +90,7 @@ fn bare() -> Connection {
     .unwrap();
     let tx = conn.unchecked_transaction().unwrap();
     for i in 0..KEYS {
-        let v = dosim_runtime::storage::value::encode(&i).unwrap();
+        let v = dosim_runtime::embed::encode(&i).unwrap();
         tx.execute("INSERT INTO _cf_KV VALUES (?1, ?2)", rusqlite::params![format!("key{i:04}"), v]).unwrap();
     }
     tx.commit().unwrap();
@@ -127,7 +129,7 @@ fn benches(c: &mut Criterion) {
             i = (i + 7) % KEYS;
             let mut st = b.prepare_cached("SELECT value FROM _cf_KV WHERE key = ?1").unwrap();
             let v: Vec<u8> = st.query_row([format!("key{i:04}")], |r| r.get(0)).unwrap();
-            black_box(dosim_runtime::storage::value::decode::<usize>(&v).unwrap())
+            black_box(dosim_runtime::embed::decode::<usize>(&v).unwrap())
         })
     });
 
@@ -142,7 +144,7 @@ fn benches(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("kv_put_commit", "rusqlite"), |bench| {
         bench.iter(|| {
             i = (i + 7) % KEYS;
-            let v = dosim_runtime::storage::value::encode(&(i + 1)).unwrap();
+            let v = dosim_runtime::embed::encode(&(i + 1)).unwrap();
             b.execute_batch("BEGIN").unwrap();
             b.prepare_cached("INSERT OR REPLACE INTO _cf_KV VALUES (?1, ?2)")
                 .unwrap()
@@ -164,7 +166,7 @@ fn benches(c: &mut Criterion) {
             let rows: Vec<(String, usize)> = st
                 .query_map(["key0100"], |r| {
                     let v: Vec<u8> = r.get(1)?;
-                    Ok((r.get(0)?, dosim_runtime::storage::value::decode::<usize>(&v).unwrap()))
+                    Ok((r.get(0)?, dosim_runtime::embed::decode::<usize>(&v).unwrap()))
                 })
                 .unwrap()
                 .collect::<Result<_, _>>()

@@ -6,12 +6,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dosim_runtime::storage::gates::{
-    DurabilityWait, InputHold, OutputLock, OutputLockWaiter, Task, TurnHooks,
-};
-use dosim_runtime::storage::sqlite::{SqliteSettings, SqliteStorage};
-use dosim_runtime::storage::{DatabaseLocation, Storage};
-use dosim_runtime::Error;
+use dosim_runtime::embed::DatabaseLocation;
+use dosim_runtime::embed::{DurabilityWait, InputHold, OutputLock, OutputLockWaiter, Task, TurnHooks};
+use dosim_runtime::embed::{SqliteSettings, SqliteStorage};
+use dosim_runtime::error::Error;
+use dosim_runtime::prelude::Storage;
 use dosim_sim::{ensure, sim_test, DiskConfig, Failure, NodeConfig, NodeId, Sim};
 
 /// Durability on the simulated disk: the latency its operations accumulated, slept off.

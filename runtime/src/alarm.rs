@@ -32,33 +32,33 @@ use crate::error::Error;
 use crate::storage::DatabaseLocation;
 
 /// The first retry's delay (spec §4, workerd `ALARM_RETRY_START_SECONDS`).
-pub const ALARM_RETRY_START: Duration = Duration::from_secs(2);
+pub(crate) const ALARM_RETRY_START: Duration = Duration::from_secs(2);
 
 /// Counted retries before an alarm is abandoned (spec §4, workerd `ALARM_RETRY_MAX_TRIES`): 7 runs in all.
-pub const ALARM_RETRIES_MAX: u32 = 6;
+pub(crate) const ALARM_RETRIES_MAX: u32 = 6;
 
 /// The largest backoff exponent of uncounted failures (spec §4: capped at 2 s·2⁹ = 1024 s).
-pub const ALARM_UNCOUNTED_EXPONENT_MAX: u32 = 9;
+pub(crate) const ALARM_UNCOUNTED_EXPONENT_MAX: u32 = 9;
 
 /// The most jitter added to a retry's delay, in percent of the delay (spec §4).
-pub const ALARM_JITTER_PERCENT_MAX: u32 = 25;
+pub(crate) const ALARM_JITTER_PERCENT_MAX: u32 = 25;
 
 /// How long one alarm handler may run (spec §4, §11): longer, and it fails with `Alarm exceeded its allowed
 /// execution time`.
-pub const ALARM_HANDLER_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+pub(crate) const ALARM_HANDLER_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 const _: () = assert!(ALARM_JITTER_PERCENT_MAX <= 100);
 
 /// The alarm policy of a host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AlarmConfig {
-    /// See [`ALARM_RETRY_START`].
+    /// See `ALARM_RETRY_START`.
     pub retry_start: Duration,
-    /// See [`ALARM_RETRIES_MAX`].
+    /// See `ALARM_RETRIES_MAX`.
     pub retries_max: u32,
-    /// See [`ALARM_JITTER_PERCENT_MAX`].
+    /// See `ALARM_JITTER_PERCENT_MAX`.
     pub jitter_percent_max: u32,
-    /// See [`ALARM_HANDLER_TIMEOUT`].
+    /// See `ALARM_HANDLER_TIMEOUT`.
     pub handler_timeout: Duration,
 }
 

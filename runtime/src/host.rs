@@ -26,31 +26,14 @@ use crate::gate::{InputGate, OutputGate};
 use crate::id::{NamespaceKey, ObjectId};
 use crate::instance::{Backend, EventKind, Instance, InstanceOwner};
 use crate::object::{AlarmInfo, Class, ClassOf, DurableObject};
-use crate::state::{Entropy, State};
-use crate::storage::actor_cache::sqlite_store::{SqliteKvStore, StoreLink};
+use crate::state::State;
+use crate::storage::actor_cache::sqlite_store::SqliteKvStore;
 use crate::storage::actor_cache::{ActorCache, GetOptions};
-use crate::storage::gates::{DurabilityWait, Hooks};
-use crate::storage::pitr::Clock;
+use crate::storage::gates::Hooks;
 use crate::storage::sqlite::{AlarmArm, SqliteStorage};
-use crate::storage::{DatabaseLocation, Storage};
+use crate::storage::Storage;
 use crate::turn::TurnQueue;
-
-/// Where a host keeps its databases: the storage interface the runtime owns (the simulation's disk or real
-/// files sit behind it).
-pub trait StorageProvider {
-    /// The database of object `id` of the namespace `namespace_uid` (stable across renames, spec §9).
-    fn object_database(&self, namespace_uid: &str, id: &ObjectId) -> DatabaseLocation;
-    /// The host's alarm index.
-    fn alarm_index(&self) -> DatabaseLocation;
-    /// How long writes take to become durable after `COMMIT` returns.
-    fn durability(&self) -> Arc<dyn DurabilityWait>;
-    /// Deletes every object database of a namespace (its class was deleted, spec §9).
-    fn delete_namespace(&self, namespace_uid: &str) -> Result<(), Error>;
-    /// The way to the KV backend's storage, if it is modelled as remote (see [`StoreLink`]). None: local.
-    fn kv_link(&self) -> Option<Arc<dyn StoreLink>> {
-        None
-    }
-}
+use crate::world::{Clock, Entropy, StorageProvider};
 
 /// A deployed class on this host.
 pub(crate) struct ClassEntry {

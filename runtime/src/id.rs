@@ -39,13 +39,13 @@ use sha2::{Digest, Sha256};
 use crate::error::{messages, Error};
 
 /// Bytes in an id (spec §8: 64 hex digits).
-pub const ID_BYTES: usize = 32;
+pub(crate) const ID_BYTES: usize = 32;
 /// Bytes in the first half of an id: the random bytes or the keyed hash of the name.
-pub const ID_BASE_BYTES: usize = 16;
+pub(crate) const ID_BASE_BYTES: usize = 16;
 /// Bytes of the mac, the second half of an id.
-pub const ID_MAC_BYTES: usize = ID_BYTES - ID_BASE_BYTES;
+pub(crate) const ID_MAC_BYTES: usize = ID_BYTES - ID_BASE_BYTES;
 /// Hex digits in an id's string form.
-pub const ID_HEX_DIGITS: usize = ID_BYTES * 2;
+pub(crate) const ID_HEX_DIGITS: usize = ID_BYTES * 2;
 const _: () = assert!(ID_MAC_BYTES == ID_BASE_BYTES);
 
 /// The prefix of the input from which a jurisdiction's key is derived (see the module docs).

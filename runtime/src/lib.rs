@@ -1,58 +1,86 @@
 //! The dosim object runtime: production code that runs Durable Objects.
 //!
 //! The runtime knows nothing of seeds, faults or scenarios. It reaches time, tasks and the network through
-//! madsim-tokio (simulated under `cfg(madsim)`), and its databases through the storage interface it owns
-//! ([`storage`], [`StorageProvider`]), behind which the simulated disk or a real file sits.
+//! madsim-tokio (simulated under `cfg(madsim)`), and its databases through the storage interface it owns,
+//! behind which the simulated disk or a real file sits.
 //!
-//! A user writes a [`DurableObject`]; a [`Host`] runs its instances. Code reaches objects through an
-//! [`Env`]'s [`ObjectNamespace`]s and their [`Stub`]s. Inside, an object has its [`State`]: id, [`Storage`],
-//! `block_concurrency_while`, `wait_until`, `abort`, time and randomness. The [`prelude`] has all of these.
+//! The crate has two doors, and everything else is private:
+//! - [`prelude`]: what an object's code needs: [`DurableObject`](prelude::DurableObject), its
+//!   [`State`](prelude::State) and [`Storage`](prelude::Storage) with the options and values storage calls
+//!   take, [`Env`](prelude::Env), namespaces and stubs, requests and responses, errors;
+//! - [`embed`]: what an embedder implements or calls: the [`Host`](embed::Host) and its builder and
+//!   configuration, the world's traits ([`StorageProvider`](embed::StorageProvider),
+//!   [`Clock`](embed::Clock), [`Entropy`](embed::Entropy), [`DurabilityWait`](embed::DurabilityWait),
+//!   [`StoreLink`](embed::StoreLink)), deploys, and the storage engines run without a host.
 //!
-//! Modules, by concern:
-//! - the user's API: [`object`], [`state`], [`env`](mod@env), [`namespace`], [`http`], [`id`];
-//! - running objects: [`host`] (containers, routing, the alarm scheduler), [`gate`] (input and output
-//!   gates), [`alarm`] (the retry policy and the scheduler's index), [`config`] (limits);
-//! - deploying: [`deploy`] (classes, bindings, migrations);
-//! - storage: [`storage`];
-//! - errors: [`error`].
+//! [`error`] is public too: [`Error`](error::Error), [`ErrorKind`](error::ErrorKind) and the spec's exact
+//! [`messages`](error::messages), which callers match on.
+//!
+//! Inside, modules are layered; a module imports only from the layers below it (docs/ARCHITECTURE.md):
+//! - the world and the basics: `world` (the embedder's traits), `future`, [`error`], `config`, `id`,
+//!   `http`;
+//! - storage and gates: `storage`, `gate`, `alarm` (the retry policy and the scheduler's index), `deploy`;
+//! - the event loop's turns: `turn`;
+//! - the user's API and the instance: `state`, `instance`, `namespace`, `env`, `object`;
+//! - the host: `host` (routing, containers, alarm runs, the builder).
 
-pub mod alarm;
-pub mod config;
-pub mod deploy;
-pub mod env;
+mod alarm;
+mod config;
+mod deploy;
+mod env;
 pub mod error;
-pub mod gate;
-pub mod host;
-pub mod http;
-pub mod id;
+mod gate;
+mod host;
+mod http;
+mod id;
 mod instance;
-pub mod namespace;
-pub mod object;
-pub mod state;
-pub mod storage;
+mod namespace;
+mod object;
+mod state;
+mod storage;
 mod turn;
+mod world;
 
-pub use env::Env;
-pub use error::{Error, ErrorKind};
-pub use host::{Host, HostBuilder, StorageProvider};
-pub use http::{Method, Request, Response};
-pub use id::ObjectId;
-pub use namespace::{ObjectNamespace, Stub};
-pub use object::{AlarmInfo, DurableObject, Handlers};
-pub use state::{Entropy, State};
-pub use storage::Storage;
-
-/// Everything an object's code usually needs: `use dosim_runtime::prelude::*;`.
+/// Everything an object's code needs: `use dosim_runtime::prelude::*;`.
 pub mod prelude {
     pub use crate::env::Env;
-    pub use crate::error::Error;
-    pub use crate::http::{Method, Request, Response};
+    pub use crate::error::{Error, ErrorKind};
+    pub use crate::http::{Headers, Method, Request, Response};
     pub use crate::id::ObjectId;
-    pub use crate::namespace::{ObjectNamespace, Stub};
+    pub use crate::namespace::{ObjectNamespace, Stub, StubOptions};
     pub use crate::object::{AlarmInfo, DurableObject, Handlers};
     pub use crate::state::State;
+    pub use crate::storage::actor_cache::GetOptions;
     pub use crate::storage::kv::ListOptions;
-    pub use crate::storage::Storage;
+    pub use crate::storage::sql::{Cursor, Row, SqlValue};
+    pub use crate::storage::sqlite::WriteOptions;
+    pub use crate::storage::{Sql, Storage, Transaction};
+}
+
+/// Everything an embedder implements or calls: the host, the world's traits, deploys, and the storage
+/// engines without a host.
+pub mod embed {
+    pub use crate::alarm::AlarmConfig;
+    pub use crate::config::{EvictionConfig, HostConfig, OverloadLimits};
+    pub use crate::deploy::{Backend, Deployments, Migration, RenamedClass, TransferredClass};
+    pub use crate::host::{Host, HostBuilder};
+    pub use crate::storage::actor_cache::ActorCacheOptions;
+    pub use crate::storage::location::{DatabaseLocation, Journal, OpenError};
+    pub use crate::storage::sqlite::SqliteSettings;
+    pub use crate::world::{
+        Clock, DurabilityWait, DurableOnReturn, Entropy, ManualClock, StorageProvider, StoreLink, Task,
+    };
+
+    // Storage without a host. The simulation's crash tests (scenarios/tests/storage_crash.rs,
+    // tests/storage_in_sim.rs) and the storage benchmarks (benches/storage.rs) run a storage engine on the
+    // simulated disk with no host around it, driving its turns by hand; these are their handles.
+    pub use crate::storage::actor_cache::sqlite_store::SqliteKvStore;
+    pub use crate::storage::actor_cache::ActorCache;
+    pub use crate::storage::gates::{
+        block_on, InputHold, ManualTurns, OutputLock, OutputLockWaiter, TurnHooks,
+    };
+    pub use crate::storage::sqlite::SqliteStorage;
+    pub use crate::storage::value::{decode, encode};
 }
 
 /// The directory white-box tests keep their database files in: under the target directory of the build

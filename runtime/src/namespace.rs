@@ -21,23 +21,23 @@ use crate::storage::value;
 use crate::turn;
 
 /// The location hints `get` accepts (spec §8).
-pub const LOCATION_HINTS: [&str; 11] =
+pub(crate) const LOCATION_HINTS: [&str; 11] =
     ["wnam", "enam", "sam", "weur", "eeur", "apac", "apac-ne", "apac-se", "oc", "afr", "me"];
 
 /// The one routing mode `get` accepts (spec §8).
-pub const ROUTING_MODE_PRIMARY_ONLY: &str = "primary-only";
+pub(crate) const ROUTING_MODE_PRIMARY_ONLY: &str = "primary-only";
 
 /// Options of [`ObjectNamespace::get_with`] (spec §8).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GetOptions {
-    /// Where to create the object, if this call creates it; one of [`LOCATION_HINTS`]. Best effort: a single
+pub struct StubOptions {
+    /// Where to create the object, if this call creates it; one of `LOCATION_HINTS`. Best effort: a single
     /// host records it and places the object on itself.
     pub location_hint: Option<String>,
     /// Only `primary-only`.
     pub routing_mode: Option<String>,
 }
 
-/// The namespace of one class, as a binding in [`Env`](crate::Env) exposes it (workers-rs `ObjectNamespace`).
+/// The namespace of one class, as a binding in `Env` exposes it (workers-rs `ObjectNamespace`).
 #[derive(Clone)]
 pub struct ObjectNamespace {
     class: Rc<ClassEntry>,
@@ -91,11 +91,11 @@ impl ObjectNamespace {
 
     /// A stub for `id`, made without contacting the object.
     pub fn get(&self, id: &ObjectId) -> Result<Stub, Error> {
-        self.get_with(id, &GetOptions::default())
+        self.get_with(id, &StubOptions::default())
     }
 
     /// [`ObjectNamespace::get`] with options: a location hint and a routing mode, both checked.
-    pub fn get_with(&self, id: &ObjectId, options: &GetOptions) -> Result<Stub, Error> {
+    pub fn get_with(&self, id: &ObjectId, options: &StubOptions) -> Result<Stub, Error> {
         if let Some(mode) = &options.routing_mode {
             if mode != ROUTING_MODE_PRIMARY_ONLY {
                 return Err(Error::range_error(messages::unknown_routing_mode(mode)));
@@ -128,7 +128,7 @@ impl ObjectNamespace {
     }
 
     /// `get_with(id_from_name(name), options)`.
-    pub fn get_by_name_with(&self, name: &str, options: &GetOptions) -> Result<Stub, Error> {
+    pub fn get_by_name_with(&self, name: &str, options: &StubOptions) -> Result<Stub, Error> {
         self.get_with(&self.id_from_name(name), options)
     }
 }

@@ -12,15 +12,9 @@ use crate::error::{messages, Error};
 use crate::gate::CRITICAL_SECTION_DEPTH_MAX;
 use crate::id::ObjectId;
 use crate::instance::Instance;
-use crate::storage::pitr::Clock;
 use crate::storage::Storage;
 use crate::turn;
-
-/// Where the runtime's randomness comes from: the simulation's RNG under simulation, the OS in real mode.
-pub trait Entropy {
-    /// Fills `buf` with random bytes.
-    fn fill(&self, buf: &mut [u8]);
-}
+use crate::world::{Clock, Entropy};
 
 /// The state of one object instance (workers-rs `State`). Cheap to clone.
 #[derive(Clone)]

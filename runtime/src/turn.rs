@@ -29,7 +29,8 @@ use crate::error::Error;
 use crate::gate::{CriticalSection, InputGate, InputLock, LockWait, OutputGate};
 use crate::object::LocalFuture;
 use crate::storage::api::{LocalFuture as StorageFuture, ObjectHooks};
-use crate::storage::gates::{InputHold, OutputLock, Task, TurnHooks};
+use crate::storage::gates::{InputHold, OutputLock, TurnHooks};
+use crate::world::Task;
 
 /// One event's place in the instance: where its turns take their locks.
 pub(crate) struct EventSlot {
@@ -119,7 +120,7 @@ pub(crate) struct TurnQueue {
     /// The earliest alarm time set during the current turn, for the scheduler before the commit.
     alarm_note: Mutex<Option<i64>>,
     /// The host's wall clock.
-    clock: Arc<dyn crate::storage::pitr::Clock>,
+    clock: Arc<dyn crate::world::Clock>,
 }
 
 fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -131,7 +132,7 @@ impl TurnQueue {
         input: InputGate,
         output: OutputGate,
         alarm_handler: bool,
-        clock: Arc<dyn crate::storage::pitr::Clock>,
+        clock: Arc<dyn crate::world::Clock>,
     ) -> Arc<TurnQueue> {
         Arc::new(TurnQueue {
             input,

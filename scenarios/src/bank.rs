@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use dosim_runtime::storage::{DatabaseLocation, Journal};
+use dosim_runtime::embed::{DatabaseLocation, Journal};
 use dosim_sim::net::Endpoint;
 use dosim_sim::{
     disk, ensure, Addr, DiskConfig, DiskFaultKind, Failure, FaultKind, FaultPlan, NodeConfig, NodeId,

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use dosim_runtime::deploy::Migration;
+use dosim_runtime::embed::Migration;
 use dosim_sim::{
     ensure, DiskConfig, DiskFaultKind, Failure, FaultKind, FaultPlan, NodeId, Purpose, RandomFaults, Ratio,
     RunFailure, RunReport, Seed, Sim, SimRng,
@@ -30,16 +30,16 @@ const WAVE_MAX: u64 = 8;
 /// How long the liveness phase waits for alarms (their retries back off up to ~2 min).
 const SETTLE: Duration = Duration::from_secs(240);
 
-fn build() -> dosim_runtime::HostBuilder {
+fn build() -> dosim_runtime::embed::HostBuilder {
     build_with::<Counter>()
 }
 
 /// The negative control's host: the KV counters acknowledge before their writes are durable.
-fn build_unconfirmed() -> dosim_runtime::HostBuilder {
+fn build_unconfirmed() -> dosim_runtime::embed::HostBuilder {
     build_with::<UnconfirmedCounter>()
 }
 
-fn build_with<Kv: dosim_runtime::DurableObject>() -> dosim_runtime::HostBuilder {
+fn build_with<Kv: dosim_runtime::prelude::DurableObject>() -> dosim_runtime::embed::HostBuilder {
     host_builder("worker")
         .class::<Counter>("SqlCounter")
         .class::<Kv>("KvCounter")
@@ -127,7 +127,7 @@ pub fn run_negative_control(seed: Seed) -> Result<RunReport, RunFailure> {
     run_on(seed, build_unconfirmed)
 }
 
-fn run_on(seed: Seed, build: fn() -> dosim_runtime::HostBuilder) -> Result<RunReport, RunFailure> {
+fn run_on(seed: Seed, build: fn() -> dosim_runtime::embed::HostBuilder) -> Result<RunReport, RunFailure> {
     let (node, host) = host_node(HOST, "host", build);
     let sim = Sim::builder().seed(seed).node(node).disk(disk(seed)).faults(plan(seed)).build()?;
     sim.run(move |world| async move {
@@ -142,7 +142,7 @@ fn run_on(seed: Seed, build: fn() -> dosim_runtime::HostBuilder) -> Result<RunRe
                     let stub = env.durable_object("PROBE").expect("bound").get_by_name(name);
                     let now: i64 = stub.call("now", &()).await?;
                     stub.call::<_, ()>("set_alarm", &(now + delay)).await?;
-                    Ok::<_, dosim_runtime::Error>(now + delay)
+                    Ok::<_, dosim_runtime::error::Error>(now + delay)
                 })
                 .await;
             if let Ok(Ok(at)) = set {

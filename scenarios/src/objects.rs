@@ -3,10 +3,10 @@
 
 use std::cell::Cell;
 
+use dosim_runtime::prelude::GetOptions;
+use dosim_runtime::prelude::SqlValue;
+use dosim_runtime::prelude::WriteOptions;
 use dosim_runtime::prelude::*;
-use dosim_runtime::storage::actor_cache::GetOptions;
-use dosim_runtime::storage::sql::SqlValue;
-use dosim_runtime::storage::sqlite::WriteOptions;
 
 /// The get-started `Counter`: `/increment`, `/decrement` and `/` answer the value; anything else is 404.
 ///

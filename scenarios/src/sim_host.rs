@@ -1,18 +1,18 @@
-//! The runtime's world, simulated: where a [`Host`](dosim_runtime::Host) on a simulated node keeps its
+//! The runtime's world, simulated: where a [`Host`](dosim_runtime::embed::Host) on a simulated node keeps its
 //! databases (the node's `SimDisk`), reads its clock (the node's simulated wall clock, with its skew) and
 //! draws its randomness (the run's `User` stream).
 
 use std::rc::Rc;
 use std::sync::Arc;
 
-use dosim_runtime::host::StorageProvider;
-use dosim_runtime::id::ObjectId;
-use dosim_runtime::state::Entropy;
-use dosim_runtime::storage::actor_cache::sqlite_store::StoreLink;
-use dosim_runtime::storage::gates::{DurabilityWait, Task};
-use dosim_runtime::storage::pitr::Clock;
-use dosim_runtime::storage::DatabaseLocation;
-use dosim_runtime::Error;
+use dosim_runtime::embed::Clock;
+use dosim_runtime::embed::DatabaseLocation;
+use dosim_runtime::embed::Entropy;
+use dosim_runtime::embed::StorageProvider;
+use dosim_runtime::embed::StoreLink;
+use dosim_runtime::embed::{DurabilityWait, Task};
+use dosim_runtime::error::Error;
+use dosim_runtime::prelude::ObjectId;
 use dosim_sim::Purpose;
 
 /// Where every object database of a host lives on its node's disk: `do/<namespace>/<id>.db`.
@@ -112,8 +112,11 @@ impl Entropy for SimEntropy {
 }
 
 /// A host builder for `script` wired to the simulated world (storage, clock, entropy).
-pub fn host_builder(script: &str) -> dosim_runtime::HostBuilder {
-    dosim_runtime::Host::builder(script).storage(SimStorage).clock(Arc::new(SimClock)).entropy(SimEntropy)
+pub fn host_builder(script: &str) -> dosim_runtime::embed::HostBuilder {
+    dosim_runtime::embed::Host::builder(script)
+        .storage(SimStorage)
+        .clock(Arc::new(SimClock))
+        .entropy(SimEntropy)
 }
 
 /// Runs the future `f` makes as a local task on `node` (objects and hosts are not `Send`, so they live in
@@ -141,7 +144,8 @@ where
 
 /// Work the controller sends to a host node: it runs as a local task there, with the host's [`Env`].
 type Command = Box<
-    dyn FnOnce(Rc<dosim_runtime::Host>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send,
+    dyn FnOnce(Rc<dosim_runtime::embed::Host>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
+        + Send,
 >;
 
 /// How often a host node retries starting its host after a disk error, before it gives up.
@@ -151,7 +155,7 @@ const HOST_START_ATTEMPTS_MAX: u32 = 100;
 ///
 /// # Panics
 /// If it still fails after [`HOST_START_ATTEMPTS_MAX`] attempts: then it is not the disk.
-async fn start_host(build: fn() -> dosim_runtime::HostBuilder) -> dosim_runtime::Host {
+async fn start_host(build: fn() -> dosim_runtime::embed::HostBuilder) -> dosim_runtime::embed::Host {
     let mut attempt = 0;
     loop {
         match build().build() {
@@ -179,7 +183,7 @@ pub struct HostNode {
 pub fn host_node(
     node: dosim_sim::NodeId,
     name: &str,
-    build: fn() -> dosim_runtime::HostBuilder,
+    build: fn() -> dosim_runtime::embed::HostBuilder,
 ) -> (dosim_sim::NodeConfig, HostNode) {
     let (tx, rx) = madsim_tokio::sync::mpsc::unbounded_channel::<Command>();
     let rx = Arc::new(madsim_tokio::sync::Mutex::new(rx));
@@ -211,7 +215,7 @@ impl HostNode {
     /// the node dies before `f` finishes; waits for the node if it is down.
     pub async fn run<F, Fut, T>(&self, f: F) -> Result<T, dosim_sim::Failure>
     where
-        F: FnOnce(dosim_runtime::Env) -> Fut + Send + 'static,
+        F: FnOnce(dosim_runtime::prelude::Env) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = T> + 'static,
         T: Send + 'static,
     {
@@ -221,7 +225,7 @@ impl HostNode {
     /// [`HostNode::run`], with the host itself (to inject evictions and resets).
     pub async fn run_on_host<F, Fut, T>(&self, f: F) -> Result<T, dosim_sim::Failure>
     where
-        F: FnOnce(Rc<dosim_runtime::Host>) -> Fut + Send + 'static,
+        F: FnOnce(Rc<dosim_runtime::embed::Host>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = T> + 'static,
         T: Send + 'static,
     {

@@ -6,10 +6,11 @@
 
 use std::sync::Arc;
 
-use dosim_runtime::storage::gates::{DurableOnReturn, ManualTurns};
-use dosim_runtime::storage::sql::SqlValue;
-use dosim_runtime::storage::sqlite::{SqliteSettings, SqliteStorage, WriteOptions};
-use dosim_runtime::storage::{DatabaseLocation, Journal};
+use dosim_runtime::embed::{DatabaseLocation, Journal};
+use dosim_runtime::embed::{DurableOnReturn, ManualTurns};
+use dosim_runtime::embed::{SqliteSettings, SqliteStorage};
+use dosim_runtime::prelude::SqlValue;
+use dosim_runtime::prelude::WriteOptions;
 use dosim_sim::disk::{self, DiskConfig};
 use dosim_sim::{DiskFaultKind, LocalWorld, Seed};
 
@@ -18,7 +19,7 @@ const TURN_KEYS: usize = 40;
 const SEEDS: u64 = 6;
 const CONFIRMED: WriteOptions = WriteOptions { allow_unconfirmed: false };
 
-fn try_open(journal: Journal) -> Result<(SqliteStorage, Arc<ManualTurns>), dosim_runtime::Error> {
+fn try_open(journal: Journal) -> Result<(SqliteStorage, Arc<ManualTurns>), dosim_runtime::error::Error> {
     dosim_sim::sqlite::register_vfs();
     let turns = Arc::new(ManualTurns::default());
     let location = DatabaseLocation::on_vfs(dosim_sim::sqlite::VFS_NAME, "object.db").journal(journal);

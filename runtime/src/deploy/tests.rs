@@ -7,7 +7,7 @@ use crate::deploy::{
     TransferredClass,
 };
 use crate::error::messages;
-use crate::ErrorKind;
+use crate::error::ErrorKind;
 
 // ---------------------------------------------------------------------------------------------------------
 // A small driver: configs read like wrangler.toml.

@@ -35,7 +35,7 @@ use crate::error::{messages, Error};
 /// §1.3, workerd `MAX_BLOCK_CONCURRENCY_WHILE_DEPTH`). The gate itself does not refuse: the runtime checks
 /// [`CriticalSection::depth`] against it and raises
 /// [`messages::BLOCK_CONCURRENCY_NESTED_TOO_DEEPLY`]. Deeper sections still work as any other.
-pub const CRITICAL_SECTION_DEPTH_MAX: usize = 64;
+pub(crate) const CRITICAL_SECTION_DEPTH_MAX: usize = 64;
 
 type NodeId = u64;
 type WaiterId = u64;
@@ -471,7 +471,7 @@ impl State {
 /// The input gate of one Durable Object (spec §1.2): while any [`InputLock`] exists, no other event is
 /// delivered. Every clone is the same gate.
 #[derive(Clone, Debug)]
-pub struct InputGate {
+pub(crate) struct InputGate {
     shared: Shared,
 }
 
@@ -483,7 +483,7 @@ impl Default for InputGate {
 
 impl InputGate {
     /// An open gate.
-    pub fn new() -> InputGate {
+    pub(crate) fn new() -> InputGate {
         InputGate { shared: Arc::new(Mutex::new(State::new())) }
     }
 
@@ -493,24 +493,26 @@ impl InputGate {
     ///
     /// Cancel safety: dropping the future leaves the queue; if the lock had already been handed to it, the
     /// lock is released and the next waiter is served.
-    pub fn wait(&self) -> LockWait {
+    pub(crate) fn wait(&self) -> LockWait {
         let state = with_state(&self.shared, |st| st.wait(&self.shared, ROOT));
         LockWait { shared: self.shared.clone(), state }
     }
 
     /// Resolves with the error once the gate (or any critical section on it) is broken; never otherwise.
-    pub fn on_broken(&self) -> BrokenWait {
+    pub(crate) fn on_broken(&self) -> BrokenWait {
         BrokenWait { shared: self.shared.clone(), id: None }
     }
 
     /// The error the gate broke with, if it did.
-    pub fn broken(&self) -> Option<Error> {
+    #[cfg(test)] // Only the tests reach it: no runtime path uses it.
+    pub(crate) fn broken(&self) -> Option<Error> {
         with_state(&self.shared, |st| st.broken.clone())
     }
 
     /// How many waiters are queued (not yet served) on the top-level gate: ordinary waiters plus critical
     /// sections waiting to start there.
-    pub fn waiting(&self) -> usize {
+    #[cfg(test)] // Only the tests reach it: no runtime path uses it.
+    pub(crate) fn waiting(&self) -> usize {
         with_state(&self.shared, |st| {
             let n = st.node(ROOT);
             n.waiters.len() + n.children.len()
@@ -518,7 +520,8 @@ impl InputGate {
     }
 
     /// True while any lock on the gate (a running critical section holds one) is outstanding.
-    pub fn is_locked(&self) -> bool {
+    #[cfg(test)] // Only the tests reach it: no runtime path uses it.
+    pub(crate) fn is_locked(&self) -> bool {
         with_state(&self.shared, |st| st.node(ROOT).lock_count > 0)
     }
 }
@@ -533,7 +536,7 @@ enum LockWaitState {
 /// A pending [`InputGate::wait`] or [`CriticalSection::wait`]; resolves to the lock or the gate's error.
 #[derive(Debug)]
 #[must_use = "a lock wait queues at once and holds its place; dropping it leaves the queue"]
-pub struct LockWait {
+pub(crate) struct LockWait {
     shared: Shared,
     state: LockWaitState,
 }
@@ -588,7 +591,7 @@ impl Drop for LockWait {
 
 /// A pending [`InputGate::on_broken`]: resolves with the error the gate broke with.
 #[derive(Debug)]
-pub struct BrokenWait {
+pub(crate) struct BrokenWait {
     shared: Shared,
     id: Option<u64>,
 }
@@ -633,7 +636,7 @@ impl Drop for LockInner {
 /// A held input lock. Cloning adds a reference (workerd's `addRef`): the gate (or critical section) is
 /// released only when every clone has dropped.
 #[derive(Clone, Debug)]
-pub struct InputLock {
+pub(crate) struct InputLock {
     inner: Arc<LockInner>,
 }
 
@@ -650,7 +653,7 @@ impl InputLock {
     /// Its depth is one more than the depth of the section this lock effectively belongs to (0 for the
     /// top-level gate). The gate does not refuse past [`CRITICAL_SECTION_DEPTH_MAX`]; the caller checks
     /// [`CriticalSection::depth`].
-    pub fn start_critical_section(&self) -> CriticalSection {
+    pub(crate) fn start_critical_section(&self) -> CriticalSection {
         let shared = &self.inner.shared;
         let parent = self.inner.node;
         let node = with_state(shared, |st| {
@@ -685,7 +688,7 @@ impl Drop for CsInner {
 /// Dropping every handle (and every lock taken through it) while it runs, without
 /// [`CriticalSection::succeeded`], breaks the gate with [`messages::CRITICAL_SECTION_DEADLOCK`].
 #[derive(Clone, Debug)]
-pub struct CriticalSection {
+pub(crate) struct CriticalSection {
     inner: Arc<CsInner>,
 }
 
@@ -696,7 +699,7 @@ impl CriticalSection {
     ///
     /// Cancel safety: as [`InputGate::wait`]; dropping every start wait of a section that has not started
     /// yet withdraws it from its parent.
-    pub fn wait(&self) -> LockWait {
+    pub(crate) fn wait(&self) -> LockWait {
         let shared = &self.inner.shared;
         let state = with_state(shared, |st| st.wait(shared, self.inner.node));
         LockWait { shared: shared.clone(), state }
@@ -707,14 +710,14 @@ impl CriticalSection {
     ///
     /// # Panics
     /// If called twice on the same section.
-    pub fn succeeded(&self) {
+    pub(crate) fn succeeded(&self) {
         with_state(&self.inner.shared, |st| st.succeeded(self.inner.node));
     }
 
     /// Fails the section and permanently breaks the whole gate: every queued and future wait at every level
     /// rejects with `error`, and `on_broken` resolves with it. If the gate is already broken, the first
     /// error stays.
-    pub fn failed(&self, error: Error) {
+    pub(crate) fn failed(&self, error: Error) {
         // The section's own phase stays as it is: with the gate broken, a running section that is freed
         // later does not break it again, and a reparented one still forwards its locks' releases.
         with_state(&self.inner.shared, |st| {
@@ -726,7 +729,7 @@ impl CriticalSection {
 
     /// Nesting depth: 1 for a section started from a top-level lock, the enclosing section's depth + 1
     /// otherwise.
-    pub fn depth(&self) -> usize {
+    pub(crate) fn depth(&self) -> usize {
         with_state(&self.inner.shared, |st| st.node(self.inner.node).depth)
     }
 }

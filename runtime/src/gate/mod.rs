@@ -42,8 +42,8 @@ fn poll_broken(
     Poll::Pending
 }
 
-pub use input::{BrokenWait, CriticalSection, InputGate, InputLock, LockWait, CRITICAL_SECTION_DEPTH_MAX};
-pub use output::{GateWait, OutputBrokenWait, OutputGate, OUTPUT_LOCK_TIMEOUT};
+pub(crate) use input::{CriticalSection, InputGate, InputLock, LockWait, CRITICAL_SECTION_DEPTH_MAX};
+pub(crate) use output::OutputGate;
 
 #[cfg(test)]
 mod tests;

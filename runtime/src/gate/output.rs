@@ -29,11 +29,11 @@ use madsim_tokio::sync::Notify;
 use madsim_tokio::time::Instant;
 
 use crate::error::{messages, Error};
-use crate::storage::gates::{OutputLock, OutputLockWaiter};
+use crate::storage::gates::OutputLock;
 
 /// How long one output lock may be held before it fails and resets the object (spec §1.4, workerd
 /// `HooksImpl::makeTimeoutPromise`).
-pub const OUTPUT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const OUTPUT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The error of a lock held past its timeout (spec §1.4): kj OVERLOADED with a `broken.` description.
 fn timeout_error() -> Error {
@@ -176,7 +176,7 @@ async fn watchdog(gate: std::sync::Weak<Mutex<State>>, notify: Arc<Notify>) {
 /// The output gate of one Durable Object (spec §1.4): outgoing messages wait until the writes issued before
 /// them are durable. Every clone is the same gate.
 #[derive(Clone, Debug)]
-pub struct OutputGate {
+pub(crate) struct OutputGate {
     shared: Shared,
     timeout: Duration,
 }
@@ -189,13 +189,13 @@ impl Default for OutputGate {
 
 impl OutputGate {
     /// An open gate whose locks time out after [`OUTPUT_LOCK_TIMEOUT`].
-    pub fn new() -> OutputGate {
+    pub(crate) fn new() -> OutputGate {
         OutputGate::with_timeout(OUTPUT_LOCK_TIMEOUT)
     }
 
     /// A gate whose locks time out after `timeout` instead: for tests and embedders that cannot wait 30
     /// seconds of real time. Durable Objects semantics use [`OutputGate::new`].
-    pub fn with_timeout(timeout: Duration) -> OutputGate {
+    pub(crate) fn with_timeout(timeout: Duration) -> OutputGate {
         assert!(!timeout.is_zero(), "an output lock timeout must be positive");
         OutputGate { shared: Arc::new(Mutex::new(State::default())), timeout }
     }
@@ -206,7 +206,8 @@ impl OutputGate {
     ///
     /// # Panics
     /// Outside a runtime (it spawns the task that drives the lock).
-    pub fn add(&self, waiter: OutputLockWaiter) {
+    #[cfg(test)] // Only the tests reach it: no runtime path uses it.
+    pub(crate) fn add(&self, waiter: crate::storage::gates::OutputLockWaiter) {
         let seq = self.register();
         let shared = self.shared.clone();
         // Detached on purpose: the task ends when the lock ends; the watchdog may have failed it first.
@@ -222,7 +223,7 @@ impl OutputGate {
 
     /// A new lock on the gate whose outcome is recorded when its holder releases, fails or drops it: the same
     /// as [`OutputGate::add`] with a fresh lock, without a task to wait for it.
-    pub fn lock(&self) -> OutputLock {
+    pub(crate) fn lock(&self) -> OutputLock {
         let seq = self.register();
         let shared = self.shared.clone();
         OutputLock::with_callback(move |result| {
@@ -268,7 +269,7 @@ impl OutputGate {
     /// [`OutputGate::break_with`].
     ///
     /// Cancel safety: dropping the wait affects nothing else.
-    pub fn wait(&self) -> GateWait {
+    pub(crate) fn wait(&self) -> GateWait {
         let id = with_state(&self.shared, |st| {
             let upto = st.next_lock;
             let outcome = st.outcome(upto);
@@ -280,19 +281,20 @@ impl OutputGate {
     }
 
     /// Resolves with the first error the gate broke with; never otherwise.
-    pub fn on_broken(&self) -> OutputBrokenWait {
+    pub(crate) fn on_broken(&self) -> OutputBrokenWait {
         OutputBrokenWait { shared: self.shared.clone(), id: None }
     }
 
     /// The first error the gate broke with, if it did.
-    pub fn broken(&self) -> Option<Error> {
+    #[cfg(test)] // Only the tests reach it: no runtime path uses it.
+    pub(crate) fn broken(&self) -> Option<Error> {
         with_state(&self.shared, |st| st.broken.clone())
     }
 
     /// Breaks the gate directly (storage's `break_output`, the object's abort): every wait still pending
     /// and every later wait rejects with `error`, without waiting for the locks. The first such error stays;
     /// [`OutputGate::broken`] keeps the first break of any kind.
-    pub fn break_with(&self, error: Error) {
+    pub(crate) fn break_with(&self, error: Error) {
         with_state(&self.shared, |st| {
             st.set_broken(&error);
             if st.broken_directly.is_none() {
@@ -303,7 +305,7 @@ impl OutputGate {
     }
 
     /// How many locks have not ended yet.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         with_state(&self.shared, |st| st.pending.len())
     }
 }
@@ -311,7 +313,7 @@ impl OutputGate {
 /// A pending [`OutputGate::wait`].
 #[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
-pub struct GateWait {
+pub(crate) struct GateWait {
     shared: Shared,
     id: Option<u64>,
 }
@@ -355,7 +357,7 @@ impl Drop for GateWait {
 
 /// A pending [`OutputGate::on_broken`]: resolves with the error the gate broke with.
 #[derive(Debug)]
-pub struct OutputBrokenWait {
+pub(crate) struct OutputBrokenWait {
     shared: Shared,
     id: Option<u64>,
 }

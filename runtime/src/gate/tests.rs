@@ -13,11 +13,10 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use crate::error::messages;
-use crate::gate::{
-    CriticalSection, InputGate, InputLock, OutputGate, CRITICAL_SECTION_DEPTH_MAX, OUTPUT_LOCK_TIMEOUT,
-};
+use crate::error::Error;
+use crate::gate::output::OUTPUT_LOCK_TIMEOUT;
+use crate::gate::{CriticalSection, InputGate, InputLock, OutputGate, CRITICAL_SECTION_DEPTH_MAX};
 use crate::storage::gates::{OutputLock, OUTPUT_LOCK_CANCELED};
-use crate::Error;
 
 // ------------------------------------------------------------------------------------------------------------
 // Driver
@@ -707,11 +706,11 @@ fn section_1_3_the_gate_types_are_send_and_sync_and_their_futures_static() {
     check::<InputGate>();
     check::<InputLock>();
     check::<CriticalSection>();
-    check::<crate::gate::LockWait>();
-    check::<crate::gate::BrokenWait>();
+    check::<crate::gate::input::LockWait>();
+    check::<crate::gate::input::BrokenWait>();
     check::<OutputGate>();
-    check::<crate::gate::GateWait>();
-    check::<crate::gate::OutputBrokenWait>();
+    check::<crate::gate::output::GateWait>();
+    check::<crate::gate::output::OutputBrokenWait>();
 }
 
 // ------------------------------------------------------------------------------------------------------------

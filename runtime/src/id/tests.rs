@@ -2,8 +2,8 @@
 //! module documents: stability, namespaces and jurisdictions, `idFromString` and its two errors.
 
 use crate::error::messages;
+use crate::error::ErrorKind;
 use crate::id::{Jurisdiction, NamespaceKey, ObjectId, ID_HEX_DIGITS};
-use crate::ErrorKind;
 use hmac::{Hmac, KeyInit, Mac};
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};

@@ -27,7 +27,7 @@ pub struct Storage {
 }
 
 /// A future of object code: not `Send`, borrowing what it needs.
-pub type LocalFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
+pub(crate) type LocalFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
 
 /// What the runtime adds to an object's storage calls.
 pub trait ObjectHooks: Send + Sync + 'static {
@@ -312,7 +312,7 @@ impl Storage {
     /// `Ok` (spec §2.7).
     ///
     /// ```no_run
-    /// # async fn demo(storage: dosim_runtime::storage::Storage) -> Result<i64, dosim_runtime::Error> {
+    /// # async fn demo(storage: dosim_runtime::prelude::Storage) -> Result<i64, dosim_runtime::prelude::Error> {
     /// let total = storage
     ///     .transaction(async |txn| {
     ///         let n: i64 = txn.get("n").await?.unwrap_or(0);

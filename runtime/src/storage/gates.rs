@@ -11,15 +11,12 @@
 //! The runtime's event loop and `OutputGate` implement it; until then, tests use a small single-object harness.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use madsim_tokio::sync::oneshot;
 
 use crate::error::Error;
-
-/// A boxed task storage hands to the runtime.
-pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+use crate::world::Task;
 
 /// What storage asks of the runtime.
 pub trait TurnHooks: Send + Sync + 'static {
@@ -67,7 +64,7 @@ impl Drop for InputHold {
 }
 
 /// The message of an output lock dropped without being released (spec §1.4).
-pub const OUTPUT_LOCK_CANCELED: &str = "output lock was canceled before completion";
+pub(crate) const OUTPUT_LOCK_CANCELED: &str = "output lock was canceled before completion";
 
 /// Where an [`OutputLock`]'s outcome goes.
 type LockOutcome = Box<dyn FnOnce(Result<(), Error>) + Send>;
@@ -136,25 +133,8 @@ impl OutputLockWaiter {
     }
 }
 
-/// How long a database's writes take to become durable, beyond the synchronous SQLite call: a real file is
-/// durable when `COMMIT` returns; the simulated disk charges its latency afterwards. The embedder supplies it.
-pub trait DurabilityWait: Send + Sync + 'static {
-    /// Waits until the writes made so far are durable.
-    fn wait(&self) -> Task;
-}
-
-/// A durability wait that does not wait: `COMMIT` with `synchronous=FULL` returned, so the data is durable.
-#[derive(Debug, Default)]
-pub struct DurableOnReturn;
-
-impl DurabilityWait for DurableOnReturn {
-    fn wait(&self) -> Task {
-        Box::pin(async {})
-    }
-}
-
 /// Shared handle to the hooks.
-pub type Hooks = Arc<dyn TurnHooks>;
+pub(crate) type Hooks = Arc<dyn TurnHooks>;
 
 /// A minimal event loop for one object, driven by hand: the caller says when a turn ends. It stands in for the
 /// runtime where there is none (storage tests, tools) and records what storage asked of it.

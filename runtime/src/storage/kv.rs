@@ -9,7 +9,7 @@
 //!
 //! - **Transactions.** The caller owns the connection and decides when a transaction begins and commits
 //!   (§3.2, §3.3); nothing here runs `BEGIN` or `COMMIT`. [`put_multiple`] alone wraps its pairs in the
-//!   savepoint [`PUT_MULTIPLE_SAVEPOINT`], as workerd does, so that it is all-or-nothing inside whatever
+//!   savepoint `_cf_put_multiple_savepoint`, as workerd does, so that it is all-or-nothing inside whatever
 //!   transaction is open (Appendix A.2–3); with no transaction open, that savepoint is itself the transaction.
 //! - **Limits.** SQLite-backed objects have no 2048-byte key, 131072-byte value or 128-key checks (§3.1); the
 //!   only limit is SQLite's `SQLITE_LIMIT_LENGTH` ([`super::value::SQLITE_ROW_SIZE_MAX`]), which the caller
@@ -45,27 +45,22 @@ use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{messages, Error};
 
-/// The table of the KV API (§3.1).
-pub const TABLE_NAME: &str = "_cf_KV";
-
-/// The savepoint [`put_multiple`] wraps its pairs in (§3.1).
-pub const PUT_MULTIPLE_SAVEPOINT: &str = "_cf_put_multiple_savepoint";
-
 /// A stored pair: the key and the encoded value.
-pub type Entry = (String, Vec<u8>);
+pub(crate) type Entry = (String, Vec<u8>);
 
 const CREATE_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID";
 const GET: &str = "SELECT value FROM _cf_KV WHERE key = ?1";
 const PUT: &str = "INSERT INTO _cf_KV VALUES (?1, ?2) ON CONFLICT DO UPDATE SET value = excluded.value";
 const DELETE: &str = "DELETE FROM _cf_KV WHERE key = ?1";
+#[cfg(test)] // Only the tests reach it: no runtime path uses it.
 const COUNT: &str = "SELECT count(*) FROM _cf_KV";
 const SAVEPOINT: &str = "SAVEPOINT _cf_put_multiple_savepoint";
 const RELEASE: &str = "RELEASE _cf_put_multiple_savepoint";
 const ROLLBACK_TO: &str = "ROLLBACK TO _cf_put_multiple_savepoint";
 
 /// The value stored under `key`, if any (§2.4 `get(key)`).
-pub fn get(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>, Error> {
+pub(crate) fn get(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>, Error> {
     if !table_exists(conn)? {
         return Ok(None);
     }
@@ -75,7 +70,7 @@ pub fn get(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>, Error> {
 
 /// The present keys among `keys` with their values (§2.4 `get(keys[])`): sorted by key whatever the order
 /// asked, absent keys left out, duplicates collapsed.
-pub fn get_multiple(conn: &Connection, keys: &[&str]) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+pub(crate) fn get_multiple(conn: &Connection, keys: &[&str]) -> Result<BTreeMap<String, Vec<u8>>, Error> {
     let mut found = BTreeMap::new();
     if keys.is_empty() || !table_exists(conn)? {
         return Ok(found);
@@ -90,19 +85,19 @@ pub fn get_multiple(conn: &Connection, keys: &[&str]) -> Result<BTreeMap<String,
 }
 
 /// Stores `value` under `key`, replacing any value (§2.4 `put(key, value)`).
-pub fn put(conn: &Connection, key: &str, value: &[u8]) -> Result<(), Error> {
+pub(crate) fn put(conn: &Connection, key: &str, value: &[u8]) -> Result<(), Error> {
     ensure_table(conn)?;
     put_row(conn, key, value)
 }
 
 /// Stores every pair, or none (§3.1, Appendix A.2–3 `put(entries)`).
 ///
-/// The pairs are written in order inside the savepoint [`PUT_MULTIPLE_SAVEPOINT`]; if one fails, the savepoint
+/// The pairs are written in order inside the savepoint `_cf_put_multiple_savepoint`; if one fails, the savepoint
 /// is rolled back, so none of them is stored, and that pair's error is returned. Writes made before the call
 /// in an enclosing transaction are untouched either way, and on success the pairs belong to the enclosing
 /// transaction (committed or rolled back with it); with none open, they are committed here. A later pair with
 /// the same key as an earlier one wins. Like workerd, it creates the table even when `entries` is empty.
-pub fn put_multiple(conn: &Connection, entries: &[(&str, &[u8])]) -> Result<(), Error> {
+pub(crate) fn put_multiple(conn: &Connection, entries: &[(&str, &[u8])]) -> Result<(), Error> {
     ensure_table(conn)?;
     run(conn, SAVEPOINT)?;
     let written = entries.iter().try_for_each(|&(key, value)| put_row(conn, key, value));
@@ -118,7 +113,7 @@ pub fn put_multiple(conn: &Connection, entries: &[(&str, &[u8])]) -> Result<(), 
 
 /// Deletes `key`; true if it existed (§2.4 `delete(key)`). A delete is a write: it creates the table if
 /// missing, as in workerd.
-pub fn delete(conn: &Connection, key: &str) -> Result<bool, Error> {
+pub(crate) fn delete(conn: &Connection, key: &str) -> Result<bool, Error> {
     ensure_table(conn)?;
     let mut stmt = conn.prepare_cached(DELETE).map_err(sqlite_error)?;
     let changed = stmt.execute([key]).map_err(sqlite_error)?;
@@ -127,7 +122,7 @@ pub fn delete(conn: &Connection, key: &str) -> Result<bool, Error> {
 
 /// Deletes every key of `keys`; the number that existed (§2.4 `delete(keys[])`). Keys are deleted in order,
 /// so a duplicate counts once (the oracle: `delete(["a","b","c","a"])` with `a`, `b` stored gives 2).
-pub fn delete_multiple(conn: &Connection, keys: &[&str]) -> Result<usize, Error> {
+pub(crate) fn delete_multiple(conn: &Connection, keys: &[&str]) -> Result<usize, Error> {
     let mut existed = 0;
     for &key in keys {
         existed += usize::from(delete(conn, key)?);
@@ -140,12 +135,13 @@ pub fn delete_multiple(conn: &Connection, keys: &[&str]) -> Result<usize, Error>
 /// The options are validated first ([`ListOptions::validate`]); an empty range ([`ListOptions::key_range`])
 /// returns nothing without touching storage. For the asynchronous API of an object that also has the
 /// synchronous one, use [`KvListSlot::list`] instead (it invalidates a live `kv.list()` iterator, as workerd).
-pub fn list(conn: &Connection, options: &ListOptions) -> Result<Vec<Entry>, Error> {
+pub(crate) fn list(conn: &Connection, options: &ListOptions) -> Result<Vec<Entry>, Error> {
     Ok(list_query(conn, options)?.unwrap_or_default())
 }
 
 /// The number of keys stored (what deleteAll reports, §3.4).
-pub fn count(conn: &Connection) -> Result<u64, Error> {
+#[cfg(test)] // Only the tests reach it: no runtime path uses it.
+pub(crate) fn count(conn: &Connection) -> Result<u64, Error> {
     if !table_exists(conn)? {
         return Ok(0);
     }
@@ -197,7 +193,7 @@ impl ListOptions {
     /// - the start is `start`, or `start_after` followed by `"\0"` (the least key after it), or `""`;
     /// - a non-empty `prefix` raises a start below it to the prefix, and a start past every key with the
     ///   prefix empties the range; an `end` at or below the prefix empties the range, an end beyond the keys
-    ///   with the prefix is lowered to [`prefix_end`], and with no end that becomes the end;
+    ///   with the prefix is lowered to `prefix_end`, and with no end that becomes the end;
     /// - an end at or below the start empties the range.
     ///
     /// `limit` and `reverse` do not change the range. Call [`ListOptions::validate`] first: with both `start`
@@ -262,7 +258,7 @@ impl KeyRange {
 /// at or above those bytes, which selects exactly the same keys, since every key is UTF-8: the prefix with its
 /// last character replaced by the next character (skipping surrogates), after dropping trailing `char::MAX`
 /// characters (`"\u{FFFF}"` gives `"\u{10000}"`). The `kv` tests check the two against each other.
-pub fn prefix_end(prefix: &str) -> Option<String> {
+pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
     let (i, c) = prefix.char_indices().rev().find(|&(_, c)| c != char::MAX)?;
     let next = match c {
         '\u{D7FF}' => '\u{E000}',
@@ -280,20 +276,22 @@ pub fn prefix_end(prefix: &str) -> Option<String> {
 /// started before it, whether the new one is a `kv.list()` ([`KvListSlot::start`]) or the asynchronous API's
 /// `list()` ([`KvListSlot::list`]); a list that reads nothing invalidates nothing, as in workerd.
 #[derive(Debug, Default)]
-pub struct KvListSlot {
+#[cfg(test)] // Only the tests reach it: no runtime path uses it.
+pub(crate) struct KvListSlot {
     /// Incremented by every list that reads storage; an iterator is live while it holds the current value.
     generation: u64,
 }
 
+#[cfg(test)] // Only the tests reach it: no runtime path uses it.
 impl KvListSlot {
     /// A slot with no live iterator.
-    pub fn new() -> KvListSlot {
+    pub(crate) fn new() -> KvListSlot {
         KvListSlot::default()
     }
 
     /// Starts a `kv.list()` (§3.1). The options are validated now; the first pair is read now (as workerd
     /// steps its statement at the call), the following ones at each [`KvListIter::next`].
-    pub fn start(&mut self, conn: &Connection, options: &ListOptions) -> Result<KvListIter, Error> {
+    pub(crate) fn start(&mut self, conn: &Connection, options: &ListOptions) -> Result<KvListIter, Error> {
         options.validate()?;
         let done = KvListIter { state: IterState::Done };
         let Some(range) = options.key_range() else { return Ok(done) };
@@ -314,7 +312,7 @@ impl KvListSlot {
 
     /// The asynchronous API's `list()` on an object that also has `storage.kv`: [`list`], plus invalidating
     /// the live `kv.list()` iterator if it reads storage (workerd runs both on one cursor).
-    pub fn list(&mut self, conn: &Connection, options: &ListOptions) -> Result<Vec<Entry>, Error> {
+    pub(crate) fn list(&mut self, conn: &Connection, options: &ListOptions) -> Result<Vec<Entry>, Error> {
         let pairs = list_query(conn, options)?;
         if pairs.is_some() {
             self.generation += 1;
@@ -331,11 +329,13 @@ impl KvListSlot {
 /// it, every call fails with [`messages::KV_LIST_INVALIDATED`]; an iterator that had already finished keeps
 /// returning `None`.
 #[derive(Debug)]
-pub struct KvListIter {
+#[cfg(test)] // Only the tests reach it: no runtime path uses it.
+pub(crate) struct KvListIter {
     state: IterState,
 }
 
 #[derive(Debug)]
+#[cfg(test)] // Only the tests reach it: no runtime path uses it.
 enum IterState {
     /// Started, with its first pair read at the start and not yet returned.
     First { live: Live, pair: Entry },
@@ -346,6 +346,7 @@ enum IterState {
 }
 
 #[derive(Debug)]
+#[cfg(test)] // Only the tests reach it: no runtime path uses it.
 struct Live {
     generation: u64,
     range: KeyRange,
@@ -356,6 +357,7 @@ struct Live {
     last: Option<String>,
 }
 
+#[cfg(test)] // Only the tests reach it: no runtime path uses it.
 impl Live {
     /// Reads the pair after `last` in the iteration order, and counts it against the limit.
     fn step(&mut self, conn: &Connection) -> Result<Option<Entry>, Error> {
@@ -376,10 +378,11 @@ impl Live {
     }
 }
 
+#[cfg(test)] // Only the tests reach it: no runtime path uses it.
 impl KvListIter {
     /// The next pair, `None` once finished, or [`messages::KV_LIST_INVALIDATED`] if a later list invalidated
     /// this iterator (`slot` must be the one that started it).
-    pub fn next(&mut self, slot: &KvListSlot, conn: &Connection) -> Result<Option<Entry>, Error> {
+    pub(crate) fn next(&mut self, slot: &KvListSlot, conn: &Connection) -> Result<Option<Entry>, Error> {
         let generation = match &self.state {
             IterState::Done => return Ok(None),
             IterState::First { live, .. } | IterState::Live(live) => live.generation,

@@ -12,18 +12,18 @@
 //! - [`api`]: [`Storage`], the typed API objects call, over either backend.
 //! - [`gates`]: the narrow interface between storage and the runtime's event loop and gates.
 
-pub mod actor_cache;
-pub mod api;
-pub mod gates;
-pub mod kv;
-pub mod location;
-pub mod pitr;
-pub mod sql;
-pub mod sqlite;
-pub mod value;
+pub(crate) mod actor_cache;
+pub(crate) mod api;
+pub(crate) mod gates;
+pub(crate) mod kv;
+pub(crate) mod location;
+pub(crate) mod pitr;
+pub(crate) mod sql;
+pub(crate) mod sqlite;
+pub(crate) mod value;
 
 pub use api::{Sql, Storage, Transaction};
-pub use location::{DatabaseLocation, Journal, OpenError};
+pub(crate) use location::DatabaseLocation;
 
 #[cfg(test)]
 mod conformance;

@@ -51,63 +51,31 @@ use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::world::Clock;
 
 /// The recovery window: 30 days (spec §3.6, §11), in milliseconds.
-pub const WINDOW_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+pub(crate) const WINDOW_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 
 /// The history of commits. `_cf_` names are out of reach of application SQL (spec §3.1).
-pub const HISTORY_TABLE: &str = "_cf_PITR_HISTORY";
+pub(crate) const HISTORY_TABLE: &str = "_cf_PITR_HISTORY";
 
 /// The pending restore request (one row).
-pub const RESTORE_TABLE: &str = "_cf_PITR_RESTORE";
+pub(crate) const RESTORE_TABLE: &str = "_cf_PITR_RESTORE";
 
 /// `getBookmarkForTime` with a time outside the window (older than 30 days, or in the future).
-pub const TIME_OUTSIDE_WINDOW: &str =
+pub(crate) const TIME_OUTSIDE_WINDOW: &str =
     "getBookmarkForTime(): the time must be within the point-in-time recovery window (the last 30 days)";
 
 /// A string that is not a bookmark.
-pub const MALFORMED_BOOKMARK: &str = "Invalid bookmark: not a point-in-time recovery bookmark";
+pub(crate) const MALFORMED_BOOKMARK: &str = "Invalid bookmark: not a point-in-time recovery bookmark";
 
 /// A well-formed bookmark that names no state of this database within the window.
-pub const UNKNOWN_BOOKMARK: &str =
+pub(crate) const UNKNOWN_BOOKMARK: &str =
     "Unknown bookmark: it names no state of this database within the point-in-time recovery window";
 
 /// Restoring across a schema change.
-pub const SCHEMA_CHANGED: &str = "Cannot restore this bookmark: the database schema changed after it \
+pub(crate) const SCHEMA_CHANGED: &str = "Cannot restore this bookmark: the database schema changed after it \
      (CREATE/DROP/ALTER and deleteAll of SQL tables are not covered by point-in-time recovery)";
-
-/// The current time of the node the object runs on, in ms since the Unix epoch.
-pub trait Clock: Send + Sync {
-    /// Now, in ms since the epoch.
-    fn now_ms(&self) -> i64;
-}
-
-/// A clock the caller sets by hand (tests; embedders without a notion of time, where it stays at 0).
-#[derive(Debug, Default)]
-pub struct ManualClock(std::sync::atomic::AtomicI64);
-
-impl ManualClock {
-    /// A clock showing `ms`.
-    pub fn new(ms: i64) -> ManualClock {
-        ManualClock(std::sync::atomic::AtomicI64::new(ms))
-    }
-
-    /// Sets the time.
-    pub fn set(&self, ms: i64) {
-        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Moves the time forward by `ms`.
-    pub fn advance(&self, ms: i64) {
-        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
 
 /// A position in the history: commit time and sequence number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -47,7 +47,7 @@ use std::sync::Arc;
 use rusqlite::config::DbConfig;
 use rusqlite::limits::Limit;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{ffi, Connection, ErrorCode, ToSql};
+use rusqlite::{ffi, Connection, ToSql};
 
 use crate::error::{messages, Error};
 
@@ -59,48 +59,48 @@ use crate::error::{messages, Error};
 /// two, so that code which runs within dosim's limits also runs in production. It is the KV API's
 /// key+value limit on SQLite ([`SQLITE_ROW_SIZE_MAX`](super::value::SQLITE_ROW_SIZE_MAX), §3.1), which
 /// shares this connection: 2 000 000 bytes.
-pub const MAX_LENGTH: i32 = super::value::SQLITE_ROW_SIZE_MAX as i32;
+pub(crate) const MAX_LENGTH: i32 = super::value::SQLITE_ROW_SIZE_MAX as i32;
 
 /// `SQLITE_LIMIT_SQL_LENGTH`: the longest SQL text, in bytes. §3.5 and §11: workerd sets 100 000 and the
 /// documentation says 100 KB; both sources agree (KB = 1000 bytes, as in the documentation's units).
-pub const MAX_SQL_LENGTH: i32 = 100_000;
+pub(crate) const MAX_SQL_LENGTH: i32 = 100_000;
 
 /// `SQLITE_LIMIT_COLUMN`: columns in a table, index, view or result. §3.5 and §11: 100 in both workerd and
 /// the documentation.
-pub const MAX_COLUMNS: i32 = 100;
+pub(crate) const MAX_COLUMNS: i32 = 100;
 
 /// `SQLITE_LIMIT_EXPR_DEPTH`: the deepest expression tree. §3.5: workerd's value (the documentation gives
 /// none).
-pub const MAX_EXPR_DEPTH: i32 = 100;
+pub(crate) const MAX_EXPR_DEPTH: i32 = 100;
 
 /// `SQLITE_LIMIT_COMPOUND_SELECT`: terms of a compound `SELECT` (`too many terms in compound SELECT`). §3.5:
 /// workerd's value (the documentation gives none).
-pub const MAX_COMPOUND_SELECT: i32 = 5;
+pub(crate) const MAX_COMPOUND_SELECT: i32 = 5;
 
 /// `SQLITE_LIMIT_VDBE_OP`: instructions in one prepared statement. §3.5: workerd's value (the documentation
 /// gives none).
-pub const MAX_VDBE_OPS: i32 = 25_000;
+pub(crate) const MAX_VDBE_OPS: i32 = 25_000;
 
 /// `SQLITE_LIMIT_FUNCTION_ARG`: arguments to one SQL function. §3.5 and §11: workerd allows 127 (SQLite's
 /// default), the documentation says 32 in production. dosim follows the documentation, the stricter value,
 /// for the same reason as [`MAX_LENGTH`].
-pub const MAX_FUNCTION_ARGS: i32 = 32;
+pub(crate) const MAX_FUNCTION_ARGS: i32 = 32;
 
 /// `SQLITE_LIMIT_ATTACHED`: attached databases. §3.5: workerd's value; `ATTACH` is also refused by the
 /// authorizer before this limit is reached.
-pub const MAX_ATTACHED: i32 = 0;
+pub(crate) const MAX_ATTACHED: i32 = 0;
 
 /// `SQLITE_LIMIT_LIKE_PATTERN_LENGTH`: bytes in a `LIKE` or `GLOB` pattern. §3.5 and §11: 50 in both workerd
 /// and the documentation.
-pub const MAX_LIKE_PATTERN_LENGTH: i32 = 50;
+pub(crate) const MAX_LIKE_PATTERN_LENGTH: i32 = 50;
 
 /// `SQLITE_LIMIT_VARIABLE_NUMBER`: the largest parameter number (`?100`), which bounds bound parameters.
 /// §3.5 and §11: 100 in both workerd and the documentation.
-pub const MAX_VARIABLE_NUMBER: i32 = 100;
+pub(crate) const MAX_VARIABLE_NUMBER: i32 = 100;
 
 /// `SQLITE_LIMIT_TRIGGER_DEPTH`: nesting of recursive triggers. §3.5: workerd's value (the documentation
 /// gives none).
-pub const MAX_TRIGGER_DEPTH: i32 = 10;
+pub(crate) const MAX_TRIGGER_DEPTH: i32 = 10;
 
 const LIMITS: [(Limit, i32); 11] = [
     (Limit::SQLITE_LIMIT_LENGTH, MAX_LENGTH),
@@ -119,7 +119,7 @@ const LIMITS: [(Limit, i32); 11] = [
 // ---------------------------------------------------------------------------------------------------------
 // Values, rows and cursors
 
-/// A SQL value: a binding of [`exec`] or a value in a result row.
+/// A SQL value: a binding of `exec` or a value in a result row.
 ///
 /// JavaScript binds numbers as `Real` (`sql.exec("…", 1)` binds the double `1.0`), strings as `Text`,
 /// ArrayBuffers and typed arrays as `Blob`, and `null`/`undefined` as `Null`. A result `Integer` reaches
@@ -236,7 +236,7 @@ impl Row {
 
 /// The cursor `sql.exec` returns, over the rows of the last statement.
 ///
-/// The rows were all read when [`exec`] ran (see the module documentation); the cursor hands out the
+/// The rows were all read when `exec` ran (see the module documentation); the cursor hands out the
 /// remaining ones. It is an [`Iterator`] of [`Row`]s (`next()`, `for … of`); [`Cursor::raw`] iterates the
 /// same rows as arrays, sharing the position.
 #[derive(Clone, Debug)]
@@ -370,7 +370,7 @@ impl Iterator for Raw<'_> {
 /// The authorizer and the update hook allow and record nothing outside [`exec`], so the orchestrator's own
 /// statements are unaffected; the orchestrator must not replace either of them (`Connection::authorizer`,
 /// `Connection::update_hook`).
-pub fn prepare_connection(conn: &Connection) -> rusqlite::Result<()> {
+pub(crate) fn prepare_connection(conn: &Connection) -> rusqlite::Result<()> {
     for (limit, value) in LIMITS {
         conn.set_limit(limit, value)?;
     }
@@ -397,7 +397,8 @@ pub fn prepare_connection(conn: &Connection) -> rusqlite::Result<()> {
 /// SQLite's errors read `<message>[ at offset N]: SQLITE_<CODE>[ (extended: SQLITE_<CODE>_<DETAIL>)]`, as in
 /// workerd; a transaction statement (`BEGIN`, `COMMIT`, `END`, `ROLLBACK`, `SAVEPOINT`, `RELEASE`) is
 /// refused with §3.5's message to use the JavaScript transaction APIs instead.
-pub fn exec(
+#[cfg(test)] // Only the tests reach it: no runtime path uses it.
+pub(crate) fn exec(
     conn: &Connection,
     query: &str,
     params: &[SqlValue],
@@ -533,7 +534,7 @@ fn run_last(
 /// (a few KB); an object's code usually runs a few dozen distinct query texts, which this keeps prepared,
 /// while code that splices values into its SQL text (a new text each time) cannot grow the cache, and the
 /// memory it holds, without bound: past this many, the least recently used statement is finalized.
-pub const STATEMENT_CACHE_CAPACITY: usize = 64;
+pub(crate) const STATEMENT_CACHE_CAPACITY: usize = 64;
 
 /// What the authorizer recorded while a cached statement was prepared: the part of a [`StatementLog`] the row
 /// counters read, which a reused statement (not prepared again) would not record.
@@ -594,7 +595,7 @@ struct Entry {
 /// The cache belongs with its connection: it must be dropped before that connection closes (the orchestrator
 /// keeps it in a field declared before the connection). Dropping it finalizes its statements.
 #[derive(Default)]
-pub struct StatementCache {
+pub(crate) struct StatementCache {
     entries: BTreeMap<Arc<str>, Entry>,
     /// Counts uses, for [`Entry::last_used`].
     clock: u64,
@@ -613,7 +614,7 @@ impl std::fmt::Debug for StatementCache {
 
 impl StatementCache {
     /// An empty cache.
-    pub fn new() -> StatementCache {
+    pub(crate) fn new() -> StatementCache {
         StatementCache::default()
     }
 
@@ -623,7 +624,7 @@ impl StatementCache {
     ///
     /// # Panics
     /// If the cache holds statements of another connection than `conn`.
-    pub fn exec(
+    pub(crate) fn exec(
         &mut self,
         conn: &Connection,
         query: &str,
@@ -668,22 +669,25 @@ impl StatementCache {
     }
 
     /// How many statements the cache holds.
-    pub fn len(&self) -> usize {
+    #[cfg(test)] // Only the tests reach it: no runtime path uses it.
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether the cache holds no statement.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)] // Only the tests reach it: no runtime path uses it.
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Whether a statement prepared for exactly this `query` text is cached.
-    pub fn contains(&self, query: &str) -> bool {
+    #[cfg(test)] // Only the tests reach it: no runtime path uses it.
+    pub(crate) fn contains(&self, query: &str) -> bool {
         self.entries.contains_key(query)
     }
 
     /// Finalizes every cached statement.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.entries.clear();
     }
 
@@ -705,7 +709,7 @@ impl StatementCache {
 }
 
 /// `sql.databaseSize`: the database's size in bytes, `(page_count − freelist_count) × page_size` (§3.5).
-pub fn database_size(conn: &Connection) -> Result<u64, Error> {
+pub(crate) fn database_size(conn: &Connection) -> Result<u64, Error> {
     let pragma = |name: &str| -> Result<u64, Error> {
         conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
             .map(|v| u64::try_from(v).unwrap_or(0))
@@ -718,7 +722,9 @@ pub fn database_size(conn: &Connection) -> Result<u64, Error> {
 /// Whether an error of this SQLite code is critical (§3.2): `SQLITE_FULL`, `SQLITE_IOERR`, `SQLITE_NOMEM` and
 /// `SQLITE_INTERRUPT` make SQLite roll back the whole transaction, after which the object must be marked
 /// broken.
-pub fn is_critical(code: ErrorCode) -> bool {
+#[cfg(test)] // Only the tests reach it: no runtime path uses it.
+pub(crate) fn is_critical(code: rusqlite::ErrorCode) -> bool {
+    use rusqlite::ErrorCode;
     matches!(
         code,
         ErrorCode::DiskFull
@@ -1365,7 +1371,7 @@ fn format_sqlite_error(code: c_int, message: &str, offset: Option<usize>) -> Str
 /// A rusqlite error as the runtime error JavaScript would see: SQLite's message in workerd's format
 /// (`<message>[ at offset N]: SQLITE_<CODE>[ (extended: …)]`), or rusqlite's own message if SQLite did not
 /// fail.
-pub fn error_from_rusqlite(error: &rusqlite::Error) -> Error {
+pub(crate) fn error_from_rusqlite(error: &rusqlite::Error) -> Error {
     match error {
         rusqlite::Error::SqliteFailure(e, message) => {
             let fallback = || raw::errstr(e.extended_code);

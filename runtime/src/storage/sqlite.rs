@@ -29,12 +29,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use madsim_tokio::sync::oneshot;
 use rusqlite::Connection;
 
-use super::gates::{DurabilityWait, Hooks, OutputLock};
+use super::gates::{Hooks, OutputLock};
 use super::kv::{self, ListOptions};
 use super::location::DatabaseLocation;
-use super::pitr::{Clock, ManualClock, Pitr};
+use super::pitr::Pitr;
 use super::sql::{self, Cursor, SqlValue};
 use crate::error::{messages, Error};
+use crate::world::{Clock, DurabilityWait, ManualClock};
 
 /// Where the alarm lives in `_cf_METADATA` (spec §3.1).
 const METADATA_ALARM_KEY: i64 = 1;
@@ -726,16 +727,16 @@ impl SqliteStorage {
     }
 
     /// The bookmark of the last commit at or before `unix_ms` (spec §3.6 `getBookmarkForTime`). A time older
-    /// than [`WINDOW_MS`](super::pitr::WINDOW_MS) (30 days) or in the future fails with
-    /// [`TIME_OUTSIDE_WINDOW`](super::pitr::TIME_OUTSIDE_WINDOW).
+    /// than `WINDOW_MS` (30 days) or in the future fails with
+    /// `TIME_OUTSIDE_WINDOW`.
     pub fn get_bookmark_for_time(&self, unix_ms: i64) -> Result<String, Error> {
         self.with_state_pitr(|conn, _, pitr, _, _| pitr.bookmark_for_time(conn, unix_ms))
     }
 
     /// Arranges for the database to be restored to `bookmark` at its next open (spec §3.6
     /// `onNextSessionRestoreBookmark`); returns the bookmark of the state just before the restore (now,
-    /// including the open batch), to undo it. Fails with [`MALFORMED_BOOKMARK`](super::pitr::MALFORMED_BOOKMARK),
-    /// [`UNKNOWN_BOOKMARK`](super::pitr::UNKNOWN_BOOKMARK) or [`SCHEMA_CHANGED`](super::pitr::SCHEMA_CHANGED).
+    /// including the open batch), to undo it. Fails with `MALFORMED_BOOKMARK`,
+    /// `UNKNOWN_BOOKMARK` or `SCHEMA_CHANGED`.
     pub fn on_next_session_restore_bookmark(&self, bookmark: &str) -> Result<String, Error> {
         self.with_state_pitr(|conn, tx, pitr, _, _| {
             pitr.request_restore(conn, bookmark, tx.implicit.is_some() || !tx.levels.is_empty())

@@ -43,7 +43,7 @@ use serde::Serialize;
 use crate::error::{messages, Error};
 
 /// The largest key, in UTF-8 bytes, of the KV backend (§2.1; §11: "2 KiB (2048 B)").
-pub const KEY_SIZE_MAX: usize = 2048;
+pub(crate) const KEY_SIZE_MAX: usize = 2048;
 
 /// The largest value, in encoded bytes, of the KV backend (§2.1; §11: "128 KiB (131072 B)").
 ///
@@ -51,11 +51,11 @@ pub const KEY_SIZE_MAX: usize = 2048;
 /// exactly the advertised 131072 on the CBOR bytes. The two serializations differ in size anyway, so no choice
 /// matches byte for byte; the advertised number is the one programs are written against, and being no more
 /// lenient than production means a program that fits here fits there.
-pub const VALUE_SIZE_MAX: usize = 131_072;
+pub(crate) const VALUE_SIZE_MAX: usize = 131_072;
 
 /// The most keys in one multi-key operation of the KV backend (§2.1: the storage RPC's `maxKeys`; §11 docs: 128
 /// for get/put/delete arrays).
-pub const MULTI_KEYS_MAX: usize = 128;
+pub(crate) const MULTI_KEYS_MAX: usize = 128;
 
 /// The SQLite backend's limit on a string, BLOB or row, in bytes: the documented "key+value combined ≤ 2 MB"
 /// (§3.1, §11), installed as `SQLITE_LIMIT_LENGTH`.
@@ -65,7 +65,7 @@ pub const MULTI_KEYS_MAX: usize = 128;
 /// SQLITE_TOOBIG` and nothing is written. workerd's local build sets 4 MiB; that is a local detail, and
 /// production documents 2 MB. dosim takes 2 MB in the decimal sense (2 000 000, as the docs count GB as 10^9
 /// bytes): the stricter reading of the docs, so a program that fits here fits in production.
-pub const SQLITE_ROW_SIZE_MAX: usize = 2_000_000;
+pub(crate) const SQLITE_ROW_SIZE_MAX: usize = 2_000_000;
 
 // A pair the KV backend accepts also fits the SQLite backend, so data can move from one to the other.
 const _: () = assert!(KEY_SIZE_MAX + VALUE_SIZE_MAX < SQLITE_ROW_SIZE_MAX);
@@ -103,7 +103,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
 }
 
 /// Checks a key against [`KEY_SIZE_MAX`] (KV backend, §2.1): a longer key is a `RangeError`.
-pub fn check_key(key: &str) -> Result<(), Error> {
+pub(crate) fn check_key(key: &str) -> Result<(), Error> {
     if key.len() > KEY_SIZE_MAX {
         return Err(Error::range_error(messages::key_too_large(key.len())));
     }
@@ -112,7 +112,7 @@ pub fn check_key(key: &str) -> Result<(), Error> {
 
 /// Checks an encoded value against [`VALUE_SIZE_MAX`] (KV backend, §2.1): the size is the length of the
 /// bytes [`encode`] returned, and a larger value is a `RangeError`.
-pub fn check_value(bytes: &[u8]) -> Result<(), Error> {
+pub(crate) fn check_value(bytes: &[u8]) -> Result<(), Error> {
     if bytes.len() > VALUE_SIZE_MAX {
         return Err(Error::range_error(messages::value_too_large(bytes.len())));
     }
@@ -121,7 +121,7 @@ pub fn check_value(bytes: &[u8]) -> Result<(), Error> {
 
 /// Checks the number of keys of a multi-key operation against [`MULTI_KEYS_MAX`] (KV backend, §2.1): more is
 /// a `RangeError`. workerd applies it to multi-get only; the docs state it for get, put and delete.
-pub fn check_key_count(count: usize) -> Result<(), Error> {
+pub(crate) fn check_key_count(count: usize) -> Result<(), Error> {
     if count > MULTI_KEYS_MAX {
         return Err(Error::range_error(messages::too_many_keys(count)));
     }

@@ -6,14 +6,10 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use dosim_runtime::deploy::Migration;
-use dosim_runtime::host::StorageProvider;
+use dosim_runtime::embed::{
+    DatabaseLocation, DurabilityWait, DurableOnReturn, Entropy, Host, ManualClock, Migration, StorageProvider,
+};
 use dosim_runtime::prelude::*;
-use dosim_runtime::state::Entropy;
-use dosim_runtime::storage::gates::{DurabilityWait, DurableOnReturn};
-use dosim_runtime::storage::pitr::ManualClock;
-use dosim_runtime::storage::DatabaseLocation;
-use dosim_runtime::Host;
 
 /// Object databases as files under a directory.
 struct Files(PathBuf);

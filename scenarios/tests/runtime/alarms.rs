@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use dosim_runtime::embed::HostBuilder;
 use dosim_runtime::prelude::*;
-use dosim_runtime::HostBuilder;
 use dosim_scenarios::objects::{AlarmRun, Probe};
 use dosim_scenarios::sim_host::{host_builder, host_node, HostNode};
 use dosim_sim::{ensure, sim_test, DiskConfig, Failure, Sim};

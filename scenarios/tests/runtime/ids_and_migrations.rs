@@ -1,9 +1,9 @@
 //! Ids through namespaces (spec §8) and migrations through deploys (spec §9): stable `id_from_name`, no
 //! collision across namespaces or jurisdictions, the exact errors, and a rename that keeps the data.
 
-use dosim_runtime::deploy::{Deployments, Migration, RenamedClass};
+use dosim_runtime::embed::{Deployments, Migration, RenamedClass};
 use dosim_runtime::error::messages;
-use dosim_runtime::namespace::GetOptions;
+use dosim_runtime::prelude::StubOptions;
 use dosim_runtime::prelude::*;
 use dosim_scenarios::objects::Counter;
 use dosim_scenarios::sim_host::{host_builder, on_node};
@@ -15,7 +15,7 @@ fn sim(seed: dosim_sim::Seed) -> Result<Sim, dosim_sim::RunFailure> {
     Ok(Sim::builder().seed(seed).nodes(1).disk(DiskConfig::default()).build()?)
 }
 
-fn two_counters() -> dosim_runtime::HostBuilder {
+fn two_counters() -> dosim_runtime::embed::HostBuilder {
     host_builder("worker")
         .class::<Counter>("A")
         .class::<Counter>("B")
@@ -70,7 +70,7 @@ sim_test!(fn id_and_get_errors_are_exact(seed) {
             let host = two_counters().build().unwrap();
             let (a, b) = (host.env().durable_object("A").unwrap(), host.env().durable_object("B").unwrap());
             let eu = a.jurisdiction("eu").unwrap();
-            let routing = GetOptions { routing_mode: Some("nearest".into()), ..GetOptions::default() };
+            let routing = StubOptions { routing_mode: Some("nearest".into()), ..StubOptions::default() };
             vec![
                 err(a.id_from_string("abc").unwrap_err()),
                 err(a.id_from_string(&"g".repeat(64)).unwrap_err()),

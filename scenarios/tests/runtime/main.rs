@@ -10,7 +10,7 @@ mod output_gate;
 mod overload;
 mod resets;
 
-use dosim_runtime::deploy::Migration;
+use dosim_runtime::embed::Migration;
 use dosim_sim::NodeId;
 
 /// The node the host runs on.

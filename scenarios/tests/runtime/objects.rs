@@ -2,8 +2,8 @@
 
 use std::rc::Rc;
 
+use dosim_runtime::embed::HostBuilder;
 use dosim_runtime::prelude::*;
-use dosim_runtime::HostBuilder;
 use dosim_scenarios::objects::{Counter, MemoryCounter, MyDurableObject, RacyCounter};
 use dosim_scenarios::sim_host::{host_builder, on_node};
 use dosim_sim::{ensure, sim_test, DiskConfig, Sim};
@@ -195,7 +195,7 @@ async fn transactional_increments(build: HostBuilder) -> i64 {
     last
 }
 
-fn probe_host(migration: dosim_runtime::deploy::Migration) -> HostBuilder {
+fn probe_host(migration: dosim_runtime::embed::Migration) -> HostBuilder {
     host_builder("worker")
         .class::<dosim_scenarios::objects::Probe>("Probe")
         .binding("PROBE", "Probe")

@@ -3,7 +3,7 @@
 //! leaves first, and on the KV backend (remote storage, a flush that reaches it later) the write can be lost
 //! though the client saw it confirmed: the documented premature confirmation.
 
-use dosim_runtime::HostBuilder;
+use dosim_runtime::embed::HostBuilder;
 use dosim_scenarios::objects::Probe;
 use dosim_scenarios::sim_host::{host_builder, host_node, HostNode};
 use dosim_sim::{ensure, sim_test, DiskConfig, Failure, Sim, World};

@@ -4,10 +4,10 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use dosim_runtime::config::HostConfig;
+use dosim_runtime::embed::HostBuilder;
+use dosim_runtime::embed::HostConfig;
 use dosim_runtime::error::messages;
 use dosim_runtime::prelude::*;
-use dosim_runtime::HostBuilder;
 use dosim_scenarios::objects::{Counter, Probe};
 use dosim_scenarios::sim_host::{host_builder, on_node};
 use dosim_sim::{ensure, sim_test, DiskConfig, Sim};

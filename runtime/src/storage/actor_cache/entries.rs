@@ -45,7 +45,7 @@ pub(super) struct Entry {
 }
 
 /// Bytes an entry costs beyond its key and value (workerd counts a fixed overhead per entry).
-pub const ENTRY_OVERHEAD: usize = 64;
+pub(crate) const ENTRY_OVERHEAD: usize = 64;
 
 fn val_len(v: &Val) -> usize {
     match v {

@@ -37,8 +37,8 @@
 //! of the 64-bit FNV-1a hash of the failure's description followed by `#` and the cache's count of internal
 //! errors so far (starting at 1), see [`error_reference`].
 
-pub mod sqlite_store;
-pub mod store;
+pub(crate) mod sqlite_store;
+pub(crate) mod store;
 
 mod entries;
 mod transaction;
@@ -54,18 +54,17 @@ use madsim_tokio::sync::oneshot;
 use madsim_tokio::time::Instant;
 
 use self::entries::{Entries, Status, Val};
-pub use self::store::{Batch, CommitResult, KvStore, ListRequest, StoreError, StoreFuture};
+pub(crate) use self::store::{Batch, CommitResult, KvStore, ListRequest, StoreError, StoreFuture};
 use super::gates::{Hooks, InputHold, OutputLock};
 use super::kv::ListOptions;
 use super::value::{check_key, check_key_count, check_value};
 use crate::error::{messages, Error};
 
-pub use self::entries::ENTRY_OVERHEAD;
-pub use self::transaction::CacheTransaction;
+pub(crate) use self::transaction::CacheTransaction;
 
 /// A future an [`ActorCache`] call returns. The call takes effect when it is made; the future only reports
 /// its outcome (a write's future is its backpressure signal).
-pub type CacheFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'static>>;
+pub(crate) type CacheFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'static>>;
 
 /// Cache limits (§2.8); [`Default`] gives workerd's production values.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,7 +128,7 @@ pub struct CacheListOptions {
 }
 
 /// A stored pair.
-pub type Pair = (String, Vec<u8>);
+pub(crate) type Pair = (String, Vec<u8>);
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
@@ -294,7 +293,7 @@ impl std::fmt::Debug for ActorCache {
 }
 
 /// The deterministic reference id of an internal error (see the module documentation).
-pub fn error_reference(description: &str, seq: u64) -> String {
+pub(crate) fn error_reference(description: &str, seq: u64) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in description.bytes().chain(b"#".iter().copied()).chain(seq.to_string().bytes()) {
         h ^= u64::from(b);
@@ -394,7 +393,7 @@ impl ActorCache {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Bytes the cache holds (entries' keys, values and [`ENTRY_OVERHEAD`]).
+    /// Bytes the cache holds (entries' keys, values and `ENTRY_OVERHEAD`).
     pub fn size(&self) -> usize {
         self.lock().entries.size
     }

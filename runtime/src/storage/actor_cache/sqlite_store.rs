@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::store::{Batch, CommitResult, KvStore, ListRequest, StoreError, StoreFuture};
-use crate::storage::gates::{DurabilityWait, Task};
 use crate::storage::location::{DatabaseLocation, OpenError};
+use crate::world::{DurabilityWait, StoreLink};
 
 /// Where the alarm lives in `_cf_METADATA` (the SQLite backend's key, spec §3.1).
 const METADATA_ALARM_KEY: i64 = 1;
@@ -30,13 +30,7 @@ const METADATA_ALARM_KEY: i64 = 1;
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
      CREATE TABLE IF NOT EXISTS _cf_METADATA (key INTEGER PRIMARY KEY, value BLOB);";
 
-/// The way from an object to its KV storage: what one request to it costs.
-pub trait StoreLink: Send + Sync + 'static {
-    /// Resolves when a request has reached storage.
-    fn travel(&self) -> Task;
-}
-
-/// A [`KvStore`] over one SQLite database. Cheap to clone; clones share the connection.
+/// A `KvStore` over one SQLite database. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct SqliteKvStore {
     conn: Arc<Mutex<Connection>>,

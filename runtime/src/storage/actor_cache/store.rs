@@ -9,7 +9,7 @@ use std::pin::Pin;
 use crate::error::Error;
 
 /// A future a [`KvStore`] returns.
-pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
+pub(crate) type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
 
 /// Why a storage call failed.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use crate::error::messages;
+use crate::error::{Error, ErrorKind};
 use crate::storage::actor_cache::{
     error_reference, ActorCache, ActorCacheOptions, Batch, CacheListOptions, CacheTransaction, CommitResult,
     GetOptions, KvStore, ListRequest, PutOptions, StoreError, StoreFuture,
 };
-use crate::storage::gates::{InputHold, OutputLock, OutputLockWaiter, Task, TurnHooks};
+use crate::storage::gates::{InputHold, OutputLock, OutputLockWaiter, TurnHooks};
 use crate::storage::kv::ListOptions;
-use crate::{Error, ErrorKind};
+use crate::world::Task;
 use madsim_tokio::sync::oneshot;
 
 type Pair = (String, Vec<u8>);

@@ -6,7 +6,6 @@
 //!   `source` field) replayed through [`Storage`]. As in `conformance_storage.rs`, each top-level op is its own
 //!   turn (`end_turn` after it, which flushes); a `concurrent` op runs its sub-ops in one turn.
 
-
 use super::oracle::{
     alarm_time, error_json, expected, list_options, map_json, normalize, run_transaction, undefined, T0_MS,
 };
@@ -15,12 +14,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use crate::error::messages;
+use crate::error::{Error, ErrorKind};
 use crate::storage::actor_cache::sqlite_store::SqliteKvStore;
 use crate::storage::actor_cache::{ActorCache, ActorCacheOptions, Batch, CommitResult, KvStore};
-use crate::storage::gates::{block_on, DurableOnReturn, ManualTurns};
+use crate::storage::gates::{block_on, ManualTurns};
 use crate::storage::kv::ListOptions;
 use crate::storage::{DatabaseLocation, Storage, Transaction};
-use crate::{Error, ErrorKind};
+use crate::world::DurableOnReturn;
 use serde_json::{json, Value};
 
 fn db_path(name: &str) -> PathBuf {
@@ -225,7 +225,8 @@ fn drive<'a>(turns: &ManualTurns, mut ops: Vec<Op<'a>>) -> Vec<Result<Result<Val
 
 #[test]
 fn kv_backend_matches_the_real_runtime() {
-    let data: Value = serde_json::from_str(include_str!("../../../tests/data/oracle_kv_backend.json")).unwrap();
+    let data: Value =
+        serde_json::from_str(include_str!("../../../tests/data/oracle_kv_backend.json")).unwrap();
     let (mut checked, mut skipped) = (0, 0);
     for case in data["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();

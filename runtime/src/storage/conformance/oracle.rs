@@ -1,9 +1,9 @@
 //! What the oracle replays of both storage backends share: how JavaScript values and results are written in
 //! the oracle's JSON, and how ops' options map to Rust.
 
+use crate::error::Error;
 use crate::storage::kv::ListOptions;
 use crate::storage::{Storage, Transaction};
-use crate::Error;
 use serde_json::{json, Value};
 
 /// The oracle's alarm times are relative to the case start; ours are relative to this instant.

@@ -5,17 +5,17 @@
 //! The oracle awaited each top-level op before the next, so each is its own turn here (`end_turn` after it);
 //! a `concurrent` op runs its sub-ops in one turn, as un-awaited calls do.
 
-
 use super::oracle::{
     alarm_time, error_json, expected, list_options, map_json, normalize, run_transaction, undefined, T0_MS,
 };
 use std::sync::Arc;
 
-use crate::storage::gates::{block_on, DurableOnReturn, ManualTurns};
+use crate::error::Error;
+use crate::storage::gates::{block_on, ManualTurns};
 use crate::storage::sql::SqlValue;
 use crate::storage::sqlite::{SqliteSettings, SqliteStorage};
 use crate::storage::{DatabaseLocation, Storage, Transaction};
-use crate::Error;
+use crate::world::DurableOnReturn;
 use serde_json::{json, Value};
 
 fn sql_json(v: &SqlValue) -> Value {

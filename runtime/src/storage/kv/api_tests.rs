@@ -10,12 +10,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::error::messages;
+use crate::error::{Error, ErrorKind};
 use crate::storage::kv::{self, KeyRange, KvListIter, KvListSlot, ListOptions};
-use crate::storage::value::{
-    self, KEY_SIZE_MAX, MULTI_KEYS_MAX, SQLITE_ROW_SIZE_MAX, VALUE_SIZE_MAX,
-};
+use crate::storage::value::{self, KEY_SIZE_MAX, MULTI_KEYS_MAX, SQLITE_ROW_SIZE_MAX, VALUE_SIZE_MAX};
 use crate::storage::DatabaseLocation;
-use crate::{Error, ErrorKind};
 use rusqlite::limits::Limit;
 use rusqlite::Connection;
 use serde_json::{json, Value};

@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use crate::storage::gates::{DurableOnReturn, ManualTurns};
+use crate::storage::gates::ManualTurns;
 use crate::storage::pitr::{
-    ManualClock, MALFORMED_BOOKMARK, SCHEMA_CHANGED, TIME_OUTSIDE_WINDOW, UNKNOWN_BOOKMARK, WINDOW_MS,
+    MALFORMED_BOOKMARK, SCHEMA_CHANGED, TIME_OUTSIDE_WINDOW, UNKNOWN_BOOKMARK, WINDOW_MS,
 };
 use crate::storage::sql::SqlValue;
 use crate::storage::sqlite::{SqliteSettings, SqliteStorage, WriteOptions};
 use crate::storage::DatabaseLocation;
+use crate::world::{DurableOnReturn, ManualClock};
 
 const T0: i64 = 1_800_000_000_000;
 const W: WriteOptions = WriteOptions { allow_unconfirmed: false };
@@ -29,7 +30,7 @@ struct Obj {
     h: Arc<ManualTurns>,
 }
 
-fn try_open(p: &std::path::Path, clock: &Arc<ManualClock>) -> Result<Obj, crate::Error> {
+fn try_open(p: &std::path::Path, clock: &Arc<ManualClock>) -> Result<Obj, crate::error::Error> {
     let h = Arc::new(ManualTurns::default());
     let s = SqliteStorage::open_with_clock(
         &DatabaseLocation::file(p),
@@ -144,7 +145,7 @@ fn a_restore_takes_effect_at_the_next_open_only_restores_sql_and_kv_exactly_and_
     o.s.put("c", b"C2", W).unwrap();
     let _ = o.s.transaction_sync(|| {
         o.s.exec("INSERT INTO t VALUES (99, 'rolled back')", &[])?;
-        Err::<(), _>(crate::Error::new("no"))
+        Err::<(), _>(crate::error::Error::new("no"))
     });
     o.h.end_turn();
     clock.advance(1000);

@@ -7,11 +7,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::storage::gates::{block_on, DurableOnReturn, ManualTurns};
+use crate::error::Error;
+use crate::storage::gates::{block_on, ManualTurns};
 use crate::storage::sql::{self, Cursor, SqlValue, StatementCache, STATEMENT_CACHE_CAPACITY};
 use crate::storage::sqlite::{SqliteSettings, SqliteStorage};
 use crate::storage::{kv, value, DatabaseLocation};
-use crate::Error;
+use crate::world::DurableOnReturn;
 use rusqlite::Connection;
 
 fn path(name: &str) -> PathBuf {

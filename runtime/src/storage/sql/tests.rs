@@ -10,9 +10,9 @@
 use std::cell::Cell;
 
 use crate::error::messages;
+use crate::error::{Error, ErrorKind};
 use crate::storage::sql::{self, Cursor, SqlValue};
 use crate::storage::{kv, value, DatabaseLocation};
-use crate::{Error, ErrorKind};
 use rusqlite::limits::Limit;
 use rusqlite::{Connection, ErrorCode};
 use serde_json::Value;

@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use crate::storage::gates::{block_on, DurableOnReturn, ManualTurns};
+use crate::error::Error;
+use crate::storage::gates::{block_on, ManualTurns};
 use crate::storage::sql::SqlValue;
 use crate::storage::sqlite::{SqliteSettings, SqliteStorage, WriteOptions};
 use crate::storage::{DatabaseLocation, Storage};
-use crate::Error;
+use crate::world::DurableOnReturn;
 
 fn path(name: &str) -> std::path::PathBuf {
     let dir = crate::test_dir().join("sqlite_storage");
