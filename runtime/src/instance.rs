@@ -29,7 +29,8 @@ use crate::config::{HostConfig, OVERLOAD_WINDOW};
 use crate::error::{messages, Error};
 use crate::gate::{InputGate, OutputGate};
 use crate::id::ObjectId;
-use crate::object::{LiveObject, LocalFuture};
+use crate::future::LocalFuture;
+use crate::object::LiveObject;
 use crate::storage::Storage;
 use crate::turn::{EventSlot, Gated, TurnQueue};
 
@@ -184,10 +185,10 @@ impl Instance {
 
     /// Starts the instance: the constructor as its first event, the monitor that resets it when a gate
     /// breaks, and the eviction timer.
-    pub(crate) fn start(self: &Rc<Self>, construct: LocalFuture<Result<Rc<dyn LiveObject>, Error>>) {
+    pub(crate) fn start(self: &Rc<Self>, construct: LocalFuture<'static, Result<Rc<dyn LiveObject>, Error>>) {
         tracing::debug!(target: "dosim::runtime", "{} starts", self.label);
         let me = self.clone();
-        let constructor: LocalFuture<Result<(), Error>> = Box::pin(async move {
+        let constructor: LocalFuture<'static, Result<(), Error>> = Box::pin(async move {
             // The constructor runs as a critical section: no event interleaves with it (spec §1.1).
             let construct = async move { construct.await.map_err(Error::with_remote) };
             let object = crate::state::critical_section(construct).await?;
@@ -275,14 +276,14 @@ impl Instance {
         self: &Rc<Self>,
         kind: EventKind,
         bytes: usize,
-        body: impl FnOnce(Rc<dyn LiveObject>) -> LocalFuture<Result<T, Error>> + 'static,
-    ) -> LocalFuture<Result<T, Error>> {
+        body: impl FnOnce(Rc<dyn LiveObject>) -> LocalFuture<'static, Result<T, Error>> + 'static,
+    ) -> LocalFuture<'static, Result<T, Error>> {
         if let Some(e) = self.broken() {
             return Box::pin(std::future::ready(Err(e)));
         }
         debug_assert!(!self.ended(), "an ended instance takes no events");
         let me = self.clone();
-        let inner: LocalFuture<Result<T, Error>> = Box::pin(async move {
+        let inner: LocalFuture<'static, Result<T, Error>> = Box::pin(async move {
             let object = me.object.borrow().clone();
             let Some(object) = object else {
                 // The constructor ran first; if it failed the gate is broken and no event gets here.
@@ -300,7 +301,7 @@ impl Instance {
         self: &Rc<Self>,
         kind: EventKind,
         bytes: usize,
-        inner: LocalFuture<Result<T, Error>>,
+        inner: LocalFuture<'static, Result<T, Error>>,
     ) -> oneshot::Receiver<Result<T, Error>> {
         let id = self.next_event.get();
         self.next_event.set(id + 1);
@@ -313,7 +314,7 @@ impl Instance {
             q.waiting.insert(id, Queued { bytes, since: Instant::now() });
         }
         let me = self.clone();
-        let inner: LocalFuture<Result<T, Error>> = Box::pin(async move {
+        let inner: LocalFuture<'static, Result<T, Error>> = Box::pin(async move {
             me.started(id);
             inner.await
         });
@@ -357,11 +358,11 @@ impl Instance {
 
     /// Runs `task` as a `wait_until` event (spec §10): it is not a request, and it keeps the object from
     /// eviction for at most [`crate::config::WAIT_UNTIL_MAX`].
-    pub(crate) fn wait_until(self: &Rc<Self>, task: LocalFuture<()>) {
+    pub(crate) fn wait_until(self: &Rc<Self>, task: LocalFuture<'static, ()>) {
         if self.broken().is_some() || self.ended() {
             return;
         }
-        let inner: LocalFuture<Result<(), Error>> = Box::pin(async move {
+        let inner: LocalFuture<'static, Result<(), Error>> = Box::pin(async move {
             task.await;
             Ok(())
         });

@@ -29,6 +29,7 @@ mod config;
 mod deploy;
 mod env;
 pub mod error;
+mod future;
 mod gate;
 mod host;
 mod http;

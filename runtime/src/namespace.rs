@@ -16,7 +16,7 @@ use crate::host::{ClassEntry, Container, HostInner};
 use crate::http::{Request, Response};
 use crate::id::{Jurisdiction, ObjectId};
 use crate::instance::EventKind;
-use crate::object::LocalFuture;
+use crate::future::LocalFuture;
 use crate::storage::value;
 use crate::turn;
 
@@ -210,7 +210,7 @@ impl Stub {
     async fn send<T: 'static>(
         &self,
         bytes: usize,
-        body: impl FnOnce(Rc<dyn crate::object::LiveObject>) -> LocalFuture<Result<T, Error>> + 'static,
+        body: impl FnOnce(Rc<dyn crate::object::LiveObject>) -> LocalFuture<'static, Result<T, Error>> + 'static,
     ) -> Result<T, Error> {
         // From inside an object, the call leaves once every write confirmed before it is durable (spec §1.4).
         if let Some(turn) = turn::current() {

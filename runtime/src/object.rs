@@ -7,21 +7,17 @@
 //! thread.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::env::Env;
+use crate::future::LocalFuture;
 use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::state::State;
 use crate::storage::value;
-
-/// A boxed future of an object's handler. Not `Send`: an instance runs on one thread.
-pub(crate) type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
 /// What an alarm handler is told (spec §4 `alarmInfo`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,8 +73,8 @@ pub trait DurableObject: Sized + 'static {
     }
 }
 
-type RpcHandler<T> = Rc<dyn Fn(Rc<T>, Vec<u8>) -> LocalFuture<Result<Vec<u8>, Error>>>;
-type AlarmHandler<T> = Rc<dyn Fn(Rc<T>, AlarmInfo) -> LocalFuture<Result<(), Error>>>;
+type RpcHandler<T> = Rc<dyn Fn(Rc<T>, Vec<u8>) -> LocalFuture<'static, Result<Vec<u8>, Error>>>;
+type AlarmHandler<T> = Rc<dyn Fn(Rc<T>, AlarmInfo) -> LocalFuture<'static, Result<(), Error>>>;
 
 /// The handlers a class declares ([`DurableObject::handlers`]).
 pub struct Handlers<T> {
@@ -133,9 +129,9 @@ impl<T: 'static> Handlers<T> {
 
 /// A constructed object, its type erased, as the event loop drives it.
 pub(crate) trait LiveObject {
-    fn fetch(self: Rc<Self>, request: Request) -> LocalFuture<Result<Response, Error>>;
-    fn call(self: Rc<Self>, method: &str, args: Vec<u8>) -> LocalFuture<Result<Vec<u8>, Error>>;
-    fn alarm(self: Rc<Self>, info: AlarmInfo) -> Option<LocalFuture<Result<(), Error>>>;
+    fn fetch(self: Rc<Self>, request: Request) -> LocalFuture<'static, Result<Response, Error>>;
+    fn call(self: Rc<Self>, method: &str, args: Vec<u8>) -> LocalFuture<'static, Result<Vec<u8>, Error>>;
+    fn alarm(self: Rc<Self>, info: AlarmInfo) -> Option<LocalFuture<'static, Result<(), Error>>>;
     fn has_alarm(&self) -> bool;
 }
 
@@ -145,12 +141,12 @@ struct Live<T: DurableObject> {
 }
 
 impl<T: DurableObject> LiveObject for Live<T> {
-    fn fetch(self: Rc<Self>, request: Request) -> LocalFuture<Result<Response, Error>> {
+    fn fetch(self: Rc<Self>, request: Request) -> LocalFuture<'static, Result<Response, Error>> {
         let object = self.object.clone();
         Box::pin(async move { object.fetch(request).await })
     }
 
-    fn call(self: Rc<Self>, method: &str, args: Vec<u8>) -> LocalFuture<Result<Vec<u8>, Error>> {
+    fn call(self: Rc<Self>, method: &str, args: Vec<u8>) -> LocalFuture<'static, Result<Vec<u8>, Error>> {
         match self.handlers.rpc.get(method) {
             Some(h) => h(self.object.clone(), args),
             None => {
@@ -162,7 +158,7 @@ impl<T: DurableObject> LiveObject for Live<T> {
         }
     }
 
-    fn alarm(self: Rc<Self>, info: AlarmInfo) -> Option<LocalFuture<Result<(), Error>>> {
+    fn alarm(self: Rc<Self>, info: AlarmInfo) -> Option<LocalFuture<'static, Result<(), Error>>> {
         self.handlers.alarm.as_ref().map(|h| h(self.object.clone(), info))
     }
 
@@ -173,7 +169,7 @@ impl<T: DurableObject> LiveObject for Live<T> {
 
 /// A class, its type erased: how to construct an instance, and whether it has an alarm handler.
 pub(crate) trait Class {
-    fn construct(&self, state: State, env: Env) -> LocalFuture<Result<Rc<dyn LiveObject>, Error>>;
+    fn construct(&self, state: State, env: Env) -> LocalFuture<'static, Result<Rc<dyn LiveObject>, Error>>;
     fn has_alarm_handler(&self) -> bool;
 }
 
@@ -191,7 +187,7 @@ impl<T: DurableObject> ClassOf<T> {
 }
 
 impl<T: DurableObject> Class for ClassOf<T> {
-    fn construct(&self, state: State, env: Env) -> LocalFuture<Result<Rc<dyn LiveObject>, Error>> {
+    fn construct(&self, state: State, env: Env) -> LocalFuture<'static, Result<Rc<dyn LiveObject>, Error>> {
         let handlers = self.handlers.clone();
         Box::pin(async move {
             let object = T::new(state, env).await?;

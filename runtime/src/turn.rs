@@ -27,8 +27,8 @@ use std::task::{Context, Poll, Waker};
 
 use crate::error::Error;
 use crate::gate::{CriticalSection, InputGate, InputLock, LockWait, OutputGate};
-use crate::object::LocalFuture;
-use crate::storage::api::{LocalFuture as StorageFuture, ObjectHooks};
+use crate::future::LocalFuture;
+use crate::storage::api::ObjectHooks;
 use crate::storage::gates::{InputHold, OutputLock, TurnHooks};
 use crate::world::Task;
 
@@ -197,7 +197,7 @@ impl ObjectHooks for TurnQueue {
         Some(self.clock.now_ms())
     }
 
-    fn critical_section<'a>(&self, body: StorageFuture<'a, ()>) -> StorageFuture<'a, Result<(), Error>> {
+    fn critical_section<'a>(&self, body: LocalFuture<'a, ()>) -> LocalFuture<'a, Result<(), Error>> {
         if current().is_none() {
             // Not inside an event (an embedder's own call): nothing to hold.
             return Box::pin(async move {
@@ -259,7 +259,7 @@ pub(crate) struct Gated<T> {
     slot: Rc<EventSlot>,
     turns: Arc<TurnQueue>,
     waiting: Option<LockWait>,
-    inner: LocalFuture<T>,
+    inner: LocalFuture<'static, T>,
     /// Runs at the end of every turn, before storage's deferred tasks (the alarm scheduler's note).
     end_turn: Rc<dyn Fn()>,
 }
@@ -271,7 +271,7 @@ impl<T> Gated<T> {
         slot: Rc<EventSlot>,
         turns: Arc<TurnQueue>,
         first: LockWait,
-        inner: LocalFuture<T>,
+        inner: LocalFuture<'static, T>,
         end_turn: Rc<dyn Fn()>,
     ) -> Self {
         Gated { slot, turns, waiting: Some(first), inner, end_turn }

@@ -18,6 +18,7 @@ use super::sql::{Cursor, SqlValue};
 use super::sqlite::{SqliteStorage, WriteOptions};
 use super::value;
 use crate::error::{messages, Error};
+use crate::future::LocalFuture;
 
 /// An object's storage. Cheap to clone; every clone is the same storage.
 #[derive(Clone, Debug)]
@@ -25,9 +26,6 @@ pub struct Storage {
     backend: Backend,
     hooks: Option<Arc<dyn ObjectHooks>>,
 }
-
-/// A future of object code: not `Send`, borrowing what it needs.
-pub(crate) type LocalFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
 
 /// What the runtime adds to an object's storage calls.
 pub trait ObjectHooks: Send + Sync + 'static {

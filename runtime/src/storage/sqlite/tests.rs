@@ -351,7 +351,8 @@ fn appendix_a_18_explicit_transactions_lock_the_gate_only_for_confirmed_writes()
 // The alarm handler's storage side (Appendix A.4–A.11, A.19). The runtime's scheduler is the other side; it
 // is tested under simulation (`scenarios/tests/runtime/alarms.rs`).
 
-use crate::storage::api::{LocalFuture, ObjectHooks};
+use crate::future::LocalFuture;
+use crate::storage::api::ObjectHooks;
 use crate::storage::sqlite::AlarmArm;
 
 /// Records the alarm times the runtime would schedule, and whether the database had committed them then.
