@@ -45,7 +45,7 @@ use crate::error::{messages, Error};
 
 /// The storage backend of a class's objects, chosen when the class is created (spec §9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Backend {
+pub enum BackendKind {
     /// Created by `new_classes`: the key-value backend.
     Kv,
     /// Created by `new_sqlite_classes`: the SQLite backend.
@@ -118,7 +118,7 @@ pub struct ScriptConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployedClass {
     /// The storage backend, fixed at creation.
-    pub backend: Backend,
+    pub backend: BackendKind,
     /// The namespace uid, `"{script}:{class}:{tag}"` of the creating migration (module docs).
     pub namespace_uid: String,
 }
@@ -219,7 +219,7 @@ impl Deployments {
         deleted: &mut Vec<String>,
     ) -> Result<(), Error> {
         let script = config.script.as_str();
-        for (classes, backend) in [(&m.new_classes, Backend::Kv), (&m.new_sqlite_classes, Backend::Sqlite)] {
+        for (classes, backend) in [(&m.new_classes, BackendKind::Kv), (&m.new_sqlite_classes, BackendKind::Sqlite)] {
             for class in classes {
                 self.create(script, class, backend, &m.tag)?;
             }
@@ -253,10 +253,10 @@ impl Deployments {
         self.scripts.get(script).is_some_and(|s| s.classes.contains_key(class))
     }
 
-    fn create(&mut self, script: &str, class: &str, backend: Backend, tag: &str) -> Result<(), Error> {
+    fn create(&mut self, script: &str, class: &str, backend: BackendKind, tag: &str) -> Result<(), Error> {
         if let Some(existing) = self.scripts.get(script).and_then(|s| s.classes.get(class)) {
             return Err(Error::new(match (existing.backend, backend) {
-                (Backend::Kv, Backend::Sqlite) => messages::new_sqlite_class_on_kv_class(class),
+                (BackendKind::Kv, BackendKind::Sqlite) => messages::new_sqlite_class_on_kv_class(class),
                 _ => messages::new_class_exists(backend_directive(backend), class),
             }));
         }
@@ -354,10 +354,10 @@ impl Deployments {
 }
 
 /// The directive that creates a class with `backend`.
-fn backend_directive(backend: Backend) -> &'static str {
+fn backend_directive(backend: BackendKind) -> &'static str {
     match backend {
-        Backend::Kv => messages::NEW_CLASS,
-        Backend::Sqlite => messages::NEW_SQLITE_CLASS,
+        BackendKind::Kv => messages::NEW_CLASS,
+        BackendKind::Sqlite => messages::NEW_SQLITE_CLASS,
     }
 }
 

@@ -24,13 +24,14 @@ use crate::env::Env;
 use crate::error::{messages, Error};
 use crate::gate::{InputGate, OutputGate};
 use crate::id::{NamespaceKey, ObjectId};
-use crate::instance::{Backend, EventKind, Instance, InstanceOwner};
+use crate::instance::{EventKind, Instance, InstanceOwner};
 use crate::object::{AlarmInfo, Class, ClassOf, DurableObject};
 use crate::state::State;
 use crate::storage::actor_cache::sqlite_store::SqliteKvStore;
 use crate::storage::actor_cache::{ActorCache, GetOptions};
 use crate::storage::gates::Hooks;
 use crate::storage::sqlite::{AlarmArm, SqliteStorage};
+use crate::storage::api::Backend;
 use crate::storage::Storage;
 use crate::turn::TurnQueue;
 use crate::world::{Clock, Entropy, StorageProvider};
@@ -40,7 +41,7 @@ pub(crate) struct ClassEntry {
     pub(crate) name: Rc<str>,
     pub(crate) namespace_uid: Rc<str>,
     pub(crate) key: NamespaceKey,
-    pub(crate) backend: deploy::Backend,
+    pub(crate) backend: deploy::BackendKind,
     pub(crate) class: Rc<dyn Class>,
 }
 
@@ -175,8 +176,8 @@ impl HostInner {
             tracing::warn!(target: "dosim::runtime", id = %container.id, "storage open failed: {}", e.message());
             Error::new(messages::STORAGE_NO_LONGER_ACCESSIBLE).with_retryable().with_reset()
         };
-        let (storage, backend) = match class.backend {
-            deploy::Backend::Sqlite => {
+        let storage = match class.backend {
+            deploy::BackendKind::Sqlite => {
                 let s = SqliteStorage::open_with_clock(
                     &location,
                     hooks,
@@ -185,16 +186,16 @@ impl HostInner {
                     self.clock.clone(),
                 )
                 .map_err(open_failed)?;
-                (Storage::sqlite(s.clone()), Backend::Sqlite(s))
+                Storage::sqlite(s)
             }
-            deploy::Backend::Kv => {
+            deploy::BackendKind::Kv => {
                 let mut store = SqliteKvStore::open(&location, durability)
                     .map_err(|e| open_failed(Error::new(e.to_string())))?;
                 if let Some(link) = self.storage.kv_link() {
                     store = store.with_link(link);
                 }
                 let cache = ActorCache::new(Arc::new(store), hooks, self.config.actor_cache.clone());
-                (Storage::kv(cache.clone()), Backend::Kv(cache))
+                Storage::kv(cache)
             }
         };
         let storage = storage.with_object_hooks(turns.clone());
@@ -225,7 +226,6 @@ impl HostInner {
             input,
             output,
             storage.clone(),
-            backend,
             end_turn,
         );
         let state = State::new(
@@ -308,7 +308,7 @@ impl HostInner {
             return Ok(RunOutcome::Abandon);
         }
         // Arm: the alarm reads as deleted while the handler runs (spec §4).
-        let deleter = match &instance.backend {
+        let deleter = match instance.storage.backend() {
             Backend::Sqlite(s) => match s.arm_alarm_handler(scheduled)? {
                 AlarmArm::Run => None,
                 AlarmArm::Reschedule(t) => return settle(Some(t), generation).await,
@@ -336,7 +336,7 @@ impl HostInner {
                 Some(e)
             }
         };
-        match &instance.backend {
+        match instance.storage.backend() {
             Backend::Sqlite(s) => s.finish_alarm_handler(failure.is_none())?,
             Backend::Kv(c) => {
                 if failure.is_some() {
@@ -371,7 +371,7 @@ impl HostInner {
             .deliver(EventKind::Alarm, 0, move |_| {
                 Box::pin(async move {
                     let generation = me.alarms.generation(&k);
-                    let replaced = match &inst.backend {
+                    let replaced = match inst.storage.backend() {
                         Backend::Sqlite(s) => s.abandon_alarm(scheduled)?,
                         Backend::Kv(c) => c.abandon_alarm(scheduled).await?,
                     };

@@ -75,22 +75,6 @@ struct Queue {
     window: VecDeque<Instant>,
 }
 
-/// The storage backend behind [`Storage`], for what only the runtime does with it.
-#[derive(Clone)]
-pub(crate) enum Backend {
-    Sqlite(crate::storage::sqlite::SqliteStorage),
-    Kv(crate::storage::actor_cache::ActorCache),
-}
-
-impl Backend {
-    fn shutdown(&self, reason: Option<Error>) {
-        match self {
-            Backend::Sqlite(s) => s.shutdown(reason),
-            Backend::Kv(c) => c.shutdown(reason),
-        }
-    }
-}
-
 /// What an instance tells its owner (the container) when it ends.
 pub(crate) trait InstanceOwner {
     /// The instance was reset with `error`.
@@ -113,7 +97,6 @@ pub(crate) struct Instance {
     pub(crate) output: OutputGate,
     pub(crate) turns: Arc<TurnQueue>,
     pub(crate) storage: Storage,
-    pub(crate) backend: Backend,
     object: RefCell<Option<Rc<dyn LiveObject>>>,
     broken: RefCell<Option<Error>>,
     ended: Cell<bool>,
@@ -153,7 +136,6 @@ impl Instance {
         input: InputGate,
         output: OutputGate,
         storage: Storage,
-        backend: Backend,
         end_turn: Rc<dyn Fn()>,
     ) -> Rc<Instance> {
         let hex = id.to_string();
@@ -168,7 +150,6 @@ impl Instance {
             output,
             turns,
             storage,
-            backend,
             object: RefCell::new(None),
             broken: RefCell::new(None),
             ended: Cell::new(false),
@@ -422,7 +403,7 @@ impl Instance {
     /// Ends the instance: storage shuts down and every task is cancelled.
     fn end(&self, storage_reason: Option<Error>) {
         self.ended.set(true);
-        self.backend.shutdown(storage_reason);
+        self.storage.backend().shutdown(storage_reason);
         self.turns.clear();
         let events = std::mem::take(&mut *self.events.borrow_mut());
         for event in events.into_values() {

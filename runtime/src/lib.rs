@@ -63,7 +63,7 @@ pub mod prelude {
 pub mod embed {
     pub use crate::alarm::AlarmConfig;
     pub use crate::config::{EvictionConfig, HostConfig, OverloadLimits};
-    pub use crate::deploy::{Backend, Deployments, Migration, RenamedClass, TransferredClass};
+    pub use crate::deploy::{BackendKind, Deployments, Migration, RenamedClass, TransferredClass};
     pub use crate::host::{Host, HostBuilder};
     pub use crate::storage::actor_cache::ActorCacheOptions;
     pub use crate::storage::location::{DatabaseLocation, Journal, OpenError};

@@ -3,7 +3,7 @@
 //! persistent format.
 
 use crate::deploy::{
-    Backend, Binding, DeployOutcome, DeployedClass, Deployments, Migration, RenamedClass, ScriptConfig,
+    BackendKind, Binding, DeployOutcome, DeployedClass, Deployments, Migration, RenamedClass, ScriptConfig,
     TransferredClass,
 };
 use crate::error::messages;
@@ -103,7 +103,7 @@ fn deploy_fails(state: &Deployments, config: &ScriptConfig, message: &str) {
     assert_eq!(*state, before);
 }
 
-fn class(backend: Backend, uid: &str) -> DeployedClass {
+fn class(backend: BackendKind, uid: &str) -> DeployedClass {
     DeployedClass { backend, namespace_uid: uid.into() }
 }
 
@@ -127,12 +127,12 @@ fn new_classes_create_with_their_backend_and_a_namespace_uid() {
     assert_eq!(
         classes,
         [
-            ("Counter", &class(Backend::Kv, "app:Counter:v1")),
-            ("Room", &class(Backend::Sqlite, "app:Room:v1")),
+            ("Counter", &class(BackendKind::Kv, "app:Counter:v1")),
+            ("Room", &class(BackendKind::Sqlite, "app:Room:v1")),
         ]
     );
     assert_eq!(d.applied_tags("app"), ["v1"]);
-    assert_eq!(d.resolve("app", "Room"), resolved("app", "Room", class(Backend::Sqlite, "app:Room:v1")));
+    assert_eq!(d.resolve("app", "Room"), resolved("app", "Room", class(BackendKind::Sqlite, "app:Room:v1")));
     assert_eq!(d.resolve("app", "Nope"), None);
     assert_eq!(d.resolve("nope", "Room"), None);
     assert_eq!(d.classes("nope").count(), 0);
@@ -294,7 +294,7 @@ fn rename_keeps_the_namespace_and_forwards_the_old_name() {
         .migrate(tag("v1").new_sqlite(&["Old"]))
         .migrate(tag("v2").rename("Old", "New"));
     let d = deploy(&d, &v2).deployments;
-    let moved = class(Backend::Sqlite, "app:Old:v1");
+    let moved = class(BackendKind::Sqlite, "app:Old:v1");
     assert_eq!(d.classes("app").collect::<Vec<_>>(), [("New", &moved)]);
     assert_eq!(d.resolve("app", "Old"), resolved("app", "New", moved.clone()));
     assert_eq!(d.resolve("app", "New"), resolved("app", "New", moved.clone()));
@@ -352,7 +352,7 @@ fn transfer_moves_a_class_and_its_data_between_scripts() {
     let out = deploy(&d, &dst);
     assert!(out.deleted_namespaces.is_empty());
     let d = out.deployments;
-    let moved = class(Backend::Kv, "src:Room:v1");
+    let moved = class(BackendKind::Kv, "src:Room:v1");
     assert_eq!(d.classes("src").count(), 0);
     assert_eq!(d.classes("dst").collect::<Vec<_>>(), [("Chat", &moved)]);
     // The old name forwards, for the source script and for others.
@@ -421,7 +421,7 @@ fn delete_reports_the_namespace_and_removes_the_class() {
     // A class of the same name can be created again, with a new namespace (the data is gone).
     let v3 = v2.migrate(tag("v3").new_sqlite(&["A"]));
     let d = deploy(&d, &v3).deployments;
-    assert_eq!(d.resolve("app", "A").unwrap().2, class(Backend::Sqlite, "app:A:v3"));
+    assert_eq!(d.resolve("app", "A").unwrap().2, class(BackendKind::Sqlite, "app:A:v3"));
 }
 
 #[test]

@@ -69,10 +69,23 @@ fn check_set_alarm(hook: &Option<Arc<dyn ObjectHooks>>, scheduled_ms: i64) -> Re
     }
 }
 
+/// The storage engine behind a [`Storage`]: the one handle on an object's database, which the API calls and
+/// the runtime's own uses (alarm runs, shutdown) share.
 #[derive(Clone, Debug)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite(SqliteStorage),
     Kv(ActorCache),
+}
+
+impl Backend {
+    /// Shuts the engine down (the instance ended): later calls fail, unflushed and uncommitted writes are
+    /// discarded.
+    pub(crate) fn shutdown(&self, reason: Option<Error>) {
+        match self {
+            Backend::Sqlite(s) => s.shutdown(reason),
+            Backend::Kv(c) => c.shutdown(reason),
+        }
+    }
 }
 
 fn put_options(options: WriteOptions) -> PutOptions {
@@ -120,6 +133,11 @@ impl Storage {
     pub fn with_object_hooks(mut self, hooks: Arc<dyn ObjectHooks>) -> Storage {
         self.hooks = Some(hooks);
         self
+    }
+
+    /// The engine behind this storage, for what only the runtime does with it.
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     /// The SQLite backend, or the error of a SQLite-only call on the KV backend.
