@@ -219,7 +219,9 @@ impl Deployments {
         deleted: &mut Vec<String>,
     ) -> Result<(), Error> {
         let script = config.script.as_str();
-        for (classes, backend) in [(&m.new_classes, BackendKind::Kv), (&m.new_sqlite_classes, BackendKind::Sqlite)] {
+        for (classes, backend) in
+            [(&m.new_classes, BackendKind::Kv), (&m.new_sqlite_classes, BackendKind::Sqlite)]
+        {
             for class in classes {
                 self.create(script, class, backend, &m.tag)?;
             }

@@ -22,25 +22,25 @@ use crate::config::HostConfig;
 use crate::deploy::{self, Binding, Deployments, Migration, ScriptConfig};
 use crate::env::Env;
 use crate::error::{messages, Error};
+use crate::future::LocalFuture;
 use crate::gate::{InputGate, OutputGate};
 use crate::id::{NamespaceKey, ObjectId};
 use crate::instance::{EventKind, Instance, InstanceOwner};
+use crate::namespace::{Call, Namespace, ObjectNamespace, Reply, Router, StubBinding};
 use crate::object::{AlarmInfo, Class, ClassOf, DurableObject};
 use crate::state::State;
 use crate::storage::actor_cache::sqlite_store::SqliteKvStore;
 use crate::storage::actor_cache::{ActorCache, GetOptions};
+use crate::storage::api::Backend;
 use crate::storage::gates::Hooks;
 use crate::storage::sqlite::{AlarmArm, SqliteStorage};
-use crate::storage::api::Backend;
 use crate::storage::Storage;
 use crate::turn::TurnQueue;
 use crate::world::{Clock, Entropy, StorageProvider};
 
 /// A deployed class on this host.
 pub(crate) struct ClassEntry {
-    pub(crate) name: Rc<str>,
-    pub(crate) namespace_uid: Rc<str>,
-    pub(crate) key: NamespaceKey,
+    pub(crate) namespace: Rc<Namespace>,
     pub(crate) backend: deploy::BackendKind,
     pub(crate) class: Rc<dyn Class>,
 }
@@ -123,13 +123,35 @@ pub(crate) struct HostInner {
 }
 
 impl HostInner {
-    pub(crate) fn entropy(&self) -> &Rc<dyn Entropy> {
-        &self.entropy
+    /// Routing: the container a call for object `id` of `class` goes to, created if the host has none. With
+    /// a stub's `binding`: the container it was bound to, unless that one was detached after an eviction
+    /// (then the host's current one, which the stub binds to); its reset error if it is broken.
+    pub(crate) fn route(
+        self: &Rc<Self>,
+        class: &Rc<ClassEntry>,
+        id: &ObjectId,
+        binding: Option<&StubBinding>,
+    ) -> Result<Rc<Container>, Error> {
+        let key: AlarmKey = (class.namespace.uid.clone(), *id.as_bytes());
+        let Some(binding) = binding else { return Ok(self.container(key, class, id)) };
+        let mut bound = binding.borrow_mut();
+        let bound_container =
+            bound.clone().map(|c| c.downcast::<Container>().expect("a stub is bound to a container"));
+        if let Some(c) = &bound_container {
+            if let Some(e) = c.broken() {
+                return Err(e);
+            }
+            if self.is_attached(&key, c) {
+                return Ok(c.clone());
+            }
+        }
+        let c = self.container(key, class, id);
+        *bound = Some(c.clone());
+        Ok(c)
     }
 
-    /// The container of `id` in `class`, created if the host has none (routing).
-    pub(crate) fn container(self: &Rc<Self>, class: &Rc<ClassEntry>, id: &ObjectId) -> Rc<Container> {
-        let key: AlarmKey = (class.namespace_uid.clone(), *id.as_bytes());
+    /// The host map's container of `key`, created if there is none.
+    fn container(self: &Rc<Self>, key: AlarmKey, class: &Rc<ClassEntry>, id: &ObjectId) -> Rc<Container> {
         self.containers
             .borrow_mut()
             .entry(key.clone())
@@ -170,7 +192,7 @@ impl HostInner {
             self.clock.clone(),
         );
         let hooks: Hooks = turns.clone();
-        let location = self.storage.object_database(&class.namespace_uid, &container.id);
+        let location = self.storage.object_database(&class.namespace.uid, &container.id);
         let durability = self.storage.durability();
         let open_failed = |e: Error| {
             tracing::warn!(target: "dosim::runtime", id = %container.id, "storage open failed: {}", e.message());
@@ -219,7 +241,7 @@ impl HostInner {
         };
         let instance = Instance::new(
             container.id.clone(),
-            class.name.clone(),
+            class.namespace.class_name.clone(),
             self.config.clone(),
             owner,
             turns,
@@ -231,7 +253,11 @@ impl HostInner {
         let state = State::new(
             container.id.clone(),
             storage,
-            Rc::downgrade(&instance),
+            {
+                let weak: Weak<dyn crate::state::InstanceControl> =
+                    Rc::downgrade(&instance) as Weak<Instance>;
+                weak
+            },
             self.clock.clone(),
             self.entropy.clone(),
         );
@@ -255,7 +281,7 @@ impl HostInner {
                 return RunOutcome::Settled;
             }
         };
-        let container = self.container(&class, &id);
+        let container = self.route(&class, &id, None).expect("routing without a binding never fails");
         let instance = match container.instance() {
             Ok(i) => i,
             Err(e) => return RunOutcome::Interrupted(e),
@@ -360,7 +386,7 @@ impl HostInner {
     async fn abandon_alarm(self: &Rc<Self>, key: &AlarmKey, scheduled: i64) {
         let Some(class) = self.classes.get(&key.0).cloned() else { return };
         let Ok(id) = id_of(&class, &key.1) else { return };
-        let Ok(instance) = self.container(&class, &id).instance() else {
+        let Ok(instance) = self.route(&class, &id, None).and_then(|c| c.instance()) else {
             self.alarms.requeue(key);
             return;
         };
@@ -388,10 +414,41 @@ impl HostInner {
     }
 }
 
+impl Router for HostInner {
+    fn send(
+        self: Rc<Self>,
+        namespace: &Namespace,
+        id: &ObjectId,
+        binding: &StubBinding,
+        bytes: usize,
+        call: Call,
+    ) -> LocalFuture<'static, Result<Reply, Error>> {
+        let class =
+            self.classes.get(&namespace.uid).cloned().expect("a namespace's class is deployed on its host");
+        let instance = match self.route(&class, id, Some(binding)).and_then(|c| c.instance()) {
+            Ok(i) => i,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        if let Err(e) = instance.admit(bytes) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        instance.deliver(EventKind::Request, bytes, move |object| match call {
+            Call::Fetch(request) => {
+                let reply = object.fetch(request);
+                Box::pin(async move { reply.await.map(Reply::Response) })
+            }
+            Call::Rpc { method, args } => {
+                let reply = object.call(&method, args);
+                Box::pin(async move { reply.await.map(Reply::Rpc) })
+            }
+        })
+    }
+}
+
 /// The id of an index key: its bytes, checked against the namespace's key.
 fn id_of(class: &ClassEntry, bytes: &[u8; 32]) -> Result<ObjectId, Error> {
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    ObjectId::parse(&class.key, &hex)
+    ObjectId::parse(&class.namespace.key, &hex)
 }
 
 /// One alarm's runs until it settles, with retries (spec §4).
@@ -530,7 +587,7 @@ impl Host {
 
     fn container_of(&self, binding: &str, id: &ObjectId) -> Result<Option<Rc<Container>>, Error> {
         let ns = self.env().durable_object(binding)?;
-        let key: AlarmKey = (ns.class().namespace_uid.clone(), *id.as_bytes());
+        let key: AlarmKey = (ns.namespace().uid.clone(), *id.as_bytes());
         Ok(self.inner.containers.borrow().get(&key).cloned())
     }
 
@@ -683,9 +740,11 @@ impl HostBuilder {
             };
             let uid: Rc<str> = Rc::from(deployed.namespace_uid.as_str());
             let entry = Rc::new(ClassEntry {
-                name: Rc::from(name),
-                namespace_uid: uid.clone(),
-                key: NamespaceKey::new(&deployed.namespace_uid),
+                namespace: Rc::new(Namespace {
+                    class_name: Rc::from(name),
+                    uid: uid.clone(),
+                    key: NamespaceKey::new(&deployed.namespace_uid),
+                }),
                 backend: deployed.backend,
                 class: class.clone(),
             });
@@ -719,8 +778,9 @@ impl HostBuilder {
                     b.name, b.class_name
                 )));
             };
-            namespaces
-                .insert(b.name.clone(), crate::namespace::ObjectNamespace::new(entry, Rc::downgrade(&inner)));
+            let router: Weak<dyn Router> = Rc::downgrade(&inner) as Weak<HostInner>;
+            let namespace = ObjectNamespace::new(entry.namespace.clone(), router, inner.entropy.clone());
+            namespaces.insert(b.name.clone(), namespace);
         }
         *inner.env.borrow_mut() = Env::new(namespaces, self.vars);
         let timer = madsim_tokio::task::spawn_local(alarm_timer(Rc::downgrade(&inner)));

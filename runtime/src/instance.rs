@@ -27,10 +27,11 @@ use madsim_tokio::time::Instant;
 
 use crate::config::{HostConfig, OVERLOAD_WINDOW};
 use crate::error::{messages, Error};
+use crate::future::LocalFuture;
 use crate::gate::{InputGate, OutputGate};
 use crate::id::ObjectId;
-use crate::future::LocalFuture;
 use crate::object::LiveObject;
+use crate::state::InstanceControl;
 use crate::storage::Storage;
 use crate::turn::{EventSlot, Gated, TurnQueue};
 
@@ -172,7 +173,7 @@ impl Instance {
         let constructor: LocalFuture<'static, Result<(), Error>> = Box::pin(async move {
             // The constructor runs as a critical section: no event interleaves with it (spec §1.1).
             let construct = async move { construct.await.map_err(Error::with_remote) };
-            let object = crate::state::critical_section(construct).await?;
+            let object = crate::turn::critical_section(construct).await?;
             *me.object.borrow_mut() = Some(object);
             me.turns.set_constructed();
             Ok(())
@@ -451,5 +452,18 @@ async fn eviction_timer(instance: Weak<Instance>) {
                 i.activity.notified().await;
             }
         }
+    }
+}
+
+impl InstanceControl for Instance {
+    fn wait_until(self: Rc<Self>, task: LocalFuture<'static, ()>) {
+        Instance::wait_until(&self, task);
+    }
+
+    fn abort(self: Rc<Self>, error: Error, retry_alarm: bool) {
+        if !retry_alarm {
+            self.alarm_retry_disabled.set(true);
+        }
+        self.reset(error);
     }
 }

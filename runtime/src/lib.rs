@@ -35,6 +35,7 @@ mod host;
 mod http;
 mod id;
 mod instance;
+mod location;
 mod namespace;
 mod object;
 mod state;
@@ -65,8 +66,8 @@ pub mod embed {
     pub use crate::config::{EvictionConfig, HostConfig, OverloadLimits};
     pub use crate::deploy::{BackendKind, Deployments, Migration, RenamedClass, TransferredClass};
     pub use crate::host::{Host, HostBuilder};
+    pub use crate::location::{DatabaseLocation, Journal, OpenError};
     pub use crate::storage::actor_cache::ActorCacheOptions;
-    pub use crate::storage::location::{DatabaseLocation, Journal, OpenError};
     pub use crate::storage::sqlite::SqliteSettings;
     pub use crate::world::{
         Clock, DurabilityWait, DurableOnReturn, Entropy, ManualClock, StorageProvider, StoreLink, Task,
@@ -83,6 +84,9 @@ pub mod embed {
     pub use crate::storage::sqlite::SqliteStorage;
     pub use crate::storage::value::{decode, encode};
 }
+
+#[cfg(test)]
+mod layers;
 
 /// The directory white-box tests keep their database files in: under the target directory of the build
 /// (the simulation build has its own), so concurrent worktrees and builds do not share files.

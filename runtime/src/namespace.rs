@@ -5,6 +5,7 @@
 //! failing with the reset error, and a new stub (`get`, `get_by_name`) reaches the new instance (spec §6.2).
 //! A call made from inside an object waits for the caller's output gate before it leaves (spec §1.4).
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
@@ -12,13 +13,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{messages, Error};
-use crate::host::{ClassEntry, Container, HostInner};
-use crate::http::{Request, Response};
-use crate::id::{Jurisdiction, ObjectId};
-use crate::instance::EventKind;
 use crate::future::LocalFuture;
+use crate::http::{Request, Response};
+use crate::id::{Jurisdiction, NamespaceKey, ObjectId};
 use crate::storage::value;
 use crate::turn;
+use crate::world::Entropy;
 
 /// The location hints `get` accepts (spec §8).
 pub(crate) const LOCATION_HINTS: [&str; 11] =
@@ -37,49 +37,99 @@ pub struct StubOptions {
     pub routing_mode: Option<String>,
 }
 
+/// A class's namespace, as its ids and stubs see it.
+#[derive(Debug)]
+pub(crate) struct Namespace {
+    /// The class's name, for traces.
+    pub(crate) class_name: Rc<str>,
+    /// The namespace's uid: stable across renames (spec §9), the routing key with the id.
+    pub(crate) uid: Rc<str>,
+    /// The key ids of this namespace are MAC'd with.
+    pub(crate) key: NamespaceKey,
+}
+
+/// What a stub sends to its object.
+pub(crate) enum Call {
+    /// `fetch(request)`.
+    Fetch(Request),
+    /// An RPC call of `method`, its arguments encoded.
+    Rpc { method: String, args: Vec<u8> },
+}
+
+/// What comes back: a response to a fetch, the encoded result of an RPC call.
+pub(crate) enum Reply {
+    Response(Response),
+    Rpc(Vec<u8>),
+}
+
+/// Where a stub's first call went (spec §6.2: a stub keeps its object's instance, and keeps failing once it
+/// is reset). What it holds is the router's business; the stub only keeps it.
+pub(crate) type StubBinding = RefCell<Option<Rc<dyn Any>>>;
+
+/// Where the calls of a namespace's stubs go: the host's routing today, the cluster's remote routing later
+/// (host/routing.rs implements it).
+pub(crate) trait Router {
+    /// Sends `call` (`bytes` long, for the overload limits) to object `id` of `namespace`, through the stub's
+    /// `binding`.
+    fn send(
+        self: Rc<Self>,
+        namespace: &Namespace,
+        id: &ObjectId,
+        binding: &StubBinding,
+        bytes: usize,
+        call: Call,
+    ) -> LocalFuture<'static, Result<Reply, Error>>;
+}
+
 /// The namespace of one class, as a binding in `Env` exposes it (workers-rs `ObjectNamespace`).
 #[derive(Clone)]
 pub struct ObjectNamespace {
-    class: Rc<ClassEntry>,
-    host: Weak<HostInner>,
+    namespace: Rc<Namespace>,
+    router: Weak<dyn Router>,
+    entropy: Rc<dyn Entropy>,
     jurisdiction: Option<Jurisdiction>,
 }
 
 impl std::fmt::Debug for ObjectNamespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ObjectNamespace")
-            .field("class", &self.class.name)
+            .field("class", &self.namespace.class_name)
             .field("jurisdiction", &self.jurisdiction)
             .finish()
     }
 }
 
 impl ObjectNamespace {
-    pub(crate) fn new(class: Rc<ClassEntry>, host: Weak<HostInner>) -> ObjectNamespace {
-        ObjectNamespace { class, host, jurisdiction: None }
+    pub(crate) fn new(
+        namespace: Rc<Namespace>,
+        router: Weak<dyn Router>,
+        entropy: Rc<dyn Entropy>,
+    ) -> ObjectNamespace {
+        ObjectNamespace { namespace, router, entropy, jurisdiction: None }
     }
 
-    pub(crate) fn class(&self) -> &Rc<ClassEntry> {
-        &self.class
+    pub(crate) fn namespace(&self) -> &Rc<Namespace> {
+        &self.namespace
     }
 
     /// The id for `name`: the same name always gives the same id in this namespace (and jurisdiction), and a
     /// different one in any other.
     pub fn id_from_name(&self, name: &str) -> ObjectId {
-        ObjectId::from_name(&self.class.key, name, self.jurisdiction)
+        ObjectId::from_name(&self.namespace.key, name, self.jurisdiction)
     }
 
     /// A new random id, drawn from the world's entropy.
     pub fn new_unique_id(&self) -> Result<ObjectId, Error> {
-        let host = self.host.upgrade().ok_or_else(host_gone)?;
+        // Only while the host runs, as every call of the namespace.
+        self.router.upgrade().ok_or_else(host_gone)?;
         let mut random = [0u8; 16];
-        host.entropy().fill(&mut random);
-        Ok(ObjectId::unique(&self.class.key, random, self.jurisdiction))
+        self.entropy.fill(&mut random);
+        Ok(ObjectId::unique(&self.namespace.key, random, self.jurisdiction))
     }
 
     /// Parses an id's string form: 64 hex digits whose MAC matches this namespace (spec §8's two errors).
     pub fn id_from_string(&self, hex: &str) -> Result<ObjectId, Error> {
-        ObjectId::parse(&self.class.key, hex)
+        ObjectId::parse(&self.namespace.key, hex)
     }
 
     /// The sub-namespace of jurisdiction `name` (`eu`, `fedramp`, `fedramp-high`, `us`): its ids are
@@ -113,18 +163,21 @@ impl ObjectNamespace {
         }
         // The id must belong to this namespace: ids are MAC'd by the namespace key.
         self.id_from_string(&id.to_string())?;
-        Ok(Stub {
-            id: id.clone(),
-            class: self.class.clone(),
-            host: self.host.clone(),
-            bound: RefCell::new(None),
-        })
+        Ok(self.stub(id.clone()))
     }
 
     /// `get(id_from_name(name))`.
     pub fn get_by_name(&self, name: &str) -> Stub {
-        let id = self.id_from_name(name);
-        Stub { id, class: self.class.clone(), host: self.host.clone(), bound: RefCell::new(None) }
+        self.stub(self.id_from_name(name))
+    }
+
+    fn stub(&self, id: ObjectId) -> Stub {
+        Stub {
+            id,
+            namespace: self.namespace.clone(),
+            router: self.router.clone(),
+            binding: RefCell::new(None),
+        }
     }
 
     /// `get_with(id_from_name(name), options)`.
@@ -140,14 +193,14 @@ fn host_gone() -> Error {
 /// A client of one object (workers-rs `Stub`): fetch and typed RPC calls.
 pub struct Stub {
     id: ObjectId,
-    class: Rc<ClassEntry>,
-    host: Weak<HostInner>,
-    bound: RefCell<Option<Rc<Container>>>,
+    namespace: Rc<Namespace>,
+    router: Weak<dyn Router>,
+    binding: StubBinding,
 }
 
 impl std::fmt::Debug for Stub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stub").field("class", &self.class.name).field("id", &self.id).finish()
+        f.debug_struct("Stub").field("class", &self.namespace.class_name).field("id", &self.id).finish()
     }
 }
 
@@ -168,7 +221,10 @@ impl Stub {
     /// still runs it to the end.
     pub async fn fetch(&self, request: Request) -> Result<Response, Error> {
         let bytes = request.size();
-        self.send(bytes, move |object| object.fetch(request)).await
+        match self.send(bytes, Call::Fetch(request)).await? {
+            Reply::Response(r) => Ok(r),
+            Reply::Rpc(_) => unreachable!("a fetch is answered with a response"),
+        }
     }
 
     /// `fetch(Request::get(url))`.
@@ -181,46 +237,21 @@ impl Stub {
     pub async fn call<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, Error> {
         let args = value::encode(args)?;
         let bytes = method.len() + args.len();
-        let method = method.to_string();
-        let reply = self.send(bytes, move |object| object.call(&method, args)).await?;
-        value::decode(&reply)
+        let call = Call::Rpc { method: method.to_string(), args };
+        match self.send(bytes, call).await? {
+            Reply::Rpc(reply) => value::decode(&reply),
+            Reply::Response(_) => unreachable!("an RPC call is answered with its result"),
+        }
     }
 
-    /// The container this stub sends to: the one it is bound to, unless that one was detached after an
-    /// eviction (then the host's current one).
-    fn container(&self) -> Result<Rc<Container>, Error> {
-        let host = self.host.upgrade().ok_or_else(host_gone)?;
-        let mut bound = self.bound.borrow_mut();
-        if let Some(c) = bound.as_ref() {
-            if let Some(e) = c.broken() {
-                return Err(e);
-            }
-        }
-        let reuse = bound
-            .as_ref()
-            .filter(|c| host.is_attached(&(self.class.namespace_uid.clone(), *self.id.as_bytes()), c));
-        if let Some(c) = reuse {
-            return Ok(c.clone());
-        }
-        let c = host.container(&self.class, &self.id);
-        *bound = Some(c.clone());
-        Ok(c)
-    }
-
-    async fn send<T: 'static>(
-        &self,
-        bytes: usize,
-        body: impl FnOnce(Rc<dyn crate::object::LiveObject>) -> LocalFuture<'static, Result<T, Error>> + 'static,
-    ) -> Result<T, Error> {
+    async fn send(&self, bytes: usize, call: Call) -> Result<Reply, Error> {
         // From inside an object, the call leaves once every write confirmed before it is durable (spec §1.4).
         if let Some(turn) = turn::current() {
             let released = turn.turns.output_gate().wait();
             drop(turn);
             released.await?;
         }
-        let container = self.container()?;
-        let instance = container.instance()?;
-        instance.admit(bytes)?;
-        instance.deliver(EventKind::Request, bytes, body).await
+        let router = self.router.upgrade().ok_or_else(host_gone)?;
+        router.send(&self.namespace, &self.id, &self.binding, bytes, call).await
     }
 }

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::env::Env;
-use crate::future::LocalFuture;
 use crate::error::Error;
+use crate::future::LocalFuture;
 use crate::http::{Request, Response};
 use crate::state::State;
 use crate::storage::value;

@@ -2,19 +2,24 @@
 //! sections, background tasks, `abort`, and the world's time and randomness.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use crate::config::BLOCK_CONCURRENCY_TIMEOUT;
 use crate::error::{messages, Error};
-use crate::gate::CRITICAL_SECTION_DEPTH_MAX;
+use crate::future::LocalFuture;
 use crate::id::ObjectId;
-use crate::instance::Instance;
 use crate::storage::Storage;
-use crate::turn;
+use crate::turn::critical_section;
 use crate::world::{Clock, Entropy};
+
+/// What a [`State`] asks of the live instance it belongs to. The instance implements it; the state holds it
+/// weakly, so the user's API never reaches into the event loop's types.
+pub(crate) trait InstanceControl {
+    /// Runs `task` as a `wait_until` event (spec §10).
+    fn wait_until(self: Rc<Self>, task: LocalFuture<'static, ()>);
+    /// Resets the instance with `error`; `retry_alarm` false abandons a running alarm instead (spec §4).
+    fn abort(self: Rc<Self>, error: Error, retry_alarm: bool);
+}
 
 /// The state of one object instance (workers-rs `State`). Cheap to clone.
 #[derive(Clone)]
@@ -25,7 +30,7 @@ pub struct State {
 struct StateInner {
     id: ObjectId,
     storage: Storage,
-    instance: Weak<Instance>,
+    instance: Weak<dyn InstanceControl>,
     clock: Arc<dyn Clock>,
     entropy: Rc<dyn Entropy>,
 }
@@ -40,7 +45,7 @@ impl State {
     pub(crate) fn new(
         id: ObjectId,
         storage: Storage,
-        instance: Weak<Instance>,
+        instance: Weak<dyn InstanceControl>,
         clock: Arc<dyn Clock>,
         entropy: Rc<dyn Entropy>,
     ) -> State {
@@ -98,10 +103,7 @@ impl State {
     pub fn abort_with(&self, reason: Option<&str>, retry_alarm: bool) -> Error {
         let error = Error::new(reason.unwrap_or(messages::ABORTED)).with_reset();
         if let Some(instance) = self.inner.instance.upgrade() {
-            if !retry_alarm {
-                instance.alarm_retry_disabled.set(true);
-            }
-            instance.reset(error.clone());
+            instance.abort(error.clone(), retry_alarm);
         }
         error
     }
@@ -123,55 +125,4 @@ impl State {
         self.inner.entropy.fill(&mut b);
         u64::from_le_bytes(b)
     }
-}
-
-/// Yields once: the event's turn ends, so its next turn takes the lock of the critical section just entered.
-struct EndTurn(bool);
-
-impl Future for EndTurn {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
-
-/// The critical section behind `block_concurrency_while` and the constructor (spec §1.3).
-pub(crate) async fn critical_section<R>(f: impl Future<Output = Result<R, Error>>) -> Result<R, Error> {
-    let Some(turn) = turn::current() else {
-        return Err(Error::new(messages::BLOCK_CONCURRENCY_OUTSIDE_EVENT));
-    };
-    let cs = turn.lock.start_critical_section();
-    let depth = cs.depth();
-    if depth > CRITICAL_SECTION_DEPTH_MAX {
-        return Err(Error::new(messages::BLOCK_CONCURRENCY_NESTED_TOO_DEEPLY));
-    }
-    let first = cs.wait();
-    turn.slot.enter_section(cs.clone(), first);
-    drop(turn);
-    EndTurn(false).await;
-    let outcome = madsim_tokio::time::timeout(BLOCK_CONCURRENCY_TIMEOUT, f).await;
-    let error = match outcome {
-        Ok(Ok(value)) => {
-            let turn = turn::current().expect("a critical section ends inside its event");
-            turn.slot.leave_section(depth);
-            cs.succeeded();
-            return Ok(value);
-        }
-        Ok(Err(e)) => {
-            if e.durable_object_reset() {
-                e
-            } else {
-                e.with_reset()
-            }
-        }
-        Err(_elapsed) => Error::new(messages::BLOCK_CONCURRENCY_TIMEOUT).with_overloaded().with_reset(),
-    };
-    // The gate breaks and the instance resets; this event is cancelled, so this call never returns.
-    cs.failed(error);
-    std::future::pending().await
 }

@@ -25,9 +25,10 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use crate::error::Error;
-use crate::gate::{CriticalSection, InputGate, InputLock, LockWait, OutputGate};
+use crate::config::BLOCK_CONCURRENCY_TIMEOUT;
+use crate::error::{messages, Error};
 use crate::future::LocalFuture;
+use crate::gate::{CriticalSection, InputGate, InputLock, LockWait, OutputGate, CRITICAL_SECTION_DEPTH_MAX};
 use crate::storage::api::ObjectHooks;
 use crate::storage::gates::{InputHold, OutputLock, TurnHooks};
 use crate::world::Task;
@@ -205,7 +206,7 @@ impl ObjectHooks for TurnQueue {
                 Ok(())
             });
         }
-        Box::pin(crate::state::critical_section(async move {
+        Box::pin(critical_section(async move {
             body.await;
             Ok(())
         }))
@@ -320,4 +321,55 @@ impl<T> Future for Gated<T> {
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+/// Yields once: the event's turn ends, so its next turn takes the lock of the critical section just entered.
+struct EndTurn(bool);
+
+impl Future for EndTurn {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// The critical section behind `block_concurrency_while` and the constructor (spec §1.3).
+pub(crate) async fn critical_section<R>(f: impl Future<Output = Result<R, Error>>) -> Result<R, Error> {
+    let Some(turn) = current() else {
+        return Err(Error::new(messages::BLOCK_CONCURRENCY_OUTSIDE_EVENT));
+    };
+    let cs = turn.lock.start_critical_section();
+    let depth = cs.depth();
+    if depth > CRITICAL_SECTION_DEPTH_MAX {
+        return Err(Error::new(messages::BLOCK_CONCURRENCY_NESTED_TOO_DEEPLY));
+    }
+    let first = cs.wait();
+    turn.slot.enter_section(cs.clone(), first);
+    drop(turn);
+    EndTurn(false).await;
+    let outcome = madsim_tokio::time::timeout(BLOCK_CONCURRENCY_TIMEOUT, f).await;
+    let error = match outcome {
+        Ok(Ok(value)) => {
+            let turn = current().expect("a critical section ends inside its event");
+            turn.slot.leave_section(depth);
+            cs.succeeded();
+            return Ok(value);
+        }
+        Ok(Err(e)) => {
+            if e.durable_object_reset() {
+                e
+            } else {
+                e.with_reset()
+            }
+        }
+        Err(_elapsed) => Error::new(messages::BLOCK_CONCURRENCY_TIMEOUT).with_overloaded().with_reset(),
+    };
+    // The gate breaks and the instance resets; this event is cancelled, so this call never returns.
+    cs.failed(error);
+    std::future::pending().await
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::id::ObjectId;
-use crate::storage::location::DatabaseLocation;
+use crate::location::DatabaseLocation;
 
 /// A boxed task storage hands to the runtime.
 pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;

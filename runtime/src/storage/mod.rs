@@ -1,7 +1,5 @@
-//! Object storage: where an object's database lives, and the APIs objects use on it.
+//! Object storage: the APIs objects use on their database (where it lives is [`crate::location`]).
 //!
-//! - [`location`]: the one code path that opens an object's SQLite database, on a real file or on a VFS the
-//!   embedder registered (the simulation's disk).
 //! - [`value`]: how values are serialized, and the key and value limits.
 //! - [`sql`]: the SQL API of SQLite-backed objects (`exec`, cursors, the authorizer and limits).
 //! - [`kv`]: the key-value API on the `_cf_KV` table of SQLite-backed objects.
@@ -16,14 +14,13 @@ pub(crate) mod actor_cache;
 pub(crate) mod api;
 pub(crate) mod gates;
 pub(crate) mod kv;
-pub(crate) mod location;
 pub(crate) mod pitr;
 pub(crate) mod sql;
 pub(crate) mod sqlite;
 pub(crate) mod value;
 
+pub(crate) use crate::location::DatabaseLocation;
 pub use api::{Sql, Storage, Transaction};
-pub(crate) use location::DatabaseLocation;
 
 #[cfg(test)]
 mod conformance;

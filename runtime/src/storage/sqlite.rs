@@ -31,10 +31,10 @@ use rusqlite::Connection;
 
 use super::gates::{Hooks, OutputLock};
 use super::kv::{self, ListOptions};
-use super::location::DatabaseLocation;
 use super::pitr::Pitr;
 use super::sql::{self, Cursor, SqlValue};
 use crate::error::{messages, Error};
+use crate::location::DatabaseLocation;
 use crate::world::{Clock, DurabilityWait, ManualClock};
 
 /// Where the alarm lives in `_cf_METADATA` (spec §3.1).

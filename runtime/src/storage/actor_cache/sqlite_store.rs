@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::store::{Batch, CommitResult, KvStore, ListRequest, StoreError, StoreFuture};
-use crate::storage::location::{DatabaseLocation, OpenError};
+use crate::location::{DatabaseLocation, OpenError};
 use crate::world::{DurabilityWait, StoreLink};
 
 /// Where the alarm lives in `_cf_METADATA` (the SQLite backend's key, spec §3.1).
