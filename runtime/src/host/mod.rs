@@ -1,0 +1,306 @@
+//! A host: the process that runs objects. It holds the deployed classes, one container per object id it has
+//! seen, the storage provider, and the alarm scheduler.
+//!
+//! Placement, routing and the event loop are kept apart: a [`Stub`](crate::Stub) routes a call to a
+//! container (`HostInner::route`, in [`routing`]), the container places it on its live instance (creating one if
+//! needed), and the instance's event loop runs it. A later multi-host cluster replaces the routing step
+//! without touching the other two.
+//!
+//! Single activation on a host: there is at most one container per (namespace, id) in the host's map, and a
+//! container has at most one live instance. A container detached from the map (its instance was evicted)
+//! never starts a new instance; callers holding it are sent to the map's container instead.
+//!
+//! The rooms: [`routing`] (where a call goes), [`alarms`] (running the alarms the index says are due, with
+//! retries), [`builder`] (deploying the script and starting the host); this file holds the host, its
+//! containers, and the wiring of a new instance.
+
+mod alarms;
+mod builder;
+mod routing;
+
+pub use builder::HostBuilder;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+
+use madsim_tokio::task::AbortHandle;
+
+use crate::alarm::{AlarmKey, AlarmScheduler};
+use crate::config::HostConfig;
+use crate::deploy::{self, Deployments};
+use crate::env::Env;
+use crate::error::{messages, Error};
+use crate::gate::{InputGate, OutputGate};
+use crate::id::ObjectId;
+use crate::instance::{Instance, InstanceOwner};
+use crate::namespace::Namespace;
+use crate::object::Class;
+use crate::state::State;
+use crate::storage::actor_cache::sqlite_store::SqliteKvStore;
+use crate::storage::actor_cache::ActorCache;
+use crate::storage::gates::Hooks;
+use crate::storage::sqlite::SqliteStorage;
+use crate::storage::Storage;
+use crate::turn::TurnQueue;
+use crate::world::{Clock, Entropy, StorageProvider};
+
+/// A deployed class on this host.
+pub(crate) struct ClassEntry {
+    pub(crate) namespace: Rc<Namespace>,
+    pub(crate) backend: deploy::BackendKind,
+    pub(crate) class: Rc<dyn Class>,
+}
+
+/// An object's place on the host: stubs bind to it; it holds the live instance, if any.
+pub(crate) struct Container {
+    key: AlarmKey,
+    id: ObjectId,
+    class: Rc<ClassEntry>,
+    host: Weak<HostInner>,
+    instance: RefCell<Option<Rc<Instance>>>,
+    broken: RefCell<Option<Error>>,
+}
+
+impl InstanceOwner for Container {
+    fn instance_reset(&self, instance: &Rc<Instance>, error: &Error) {
+        *self.broken.borrow_mut() = Some(error.clone());
+        self.drop_instance(instance);
+        if let Some(host) = self.host.upgrade() {
+            host.detach(&self.key, self);
+            // The alarm outlives the instance: a run that was cut off is retried by its run loop; an alarm
+            // set but not yet run stays in the index.
+        }
+    }
+
+    fn instance_evicted(&self, instance: &Rc<Instance>) {
+        self.drop_instance(instance);
+        if let Some(host) = self.host.upgrade() {
+            host.detach(&self.key, self);
+        }
+    }
+}
+
+impl Container {
+    fn drop_instance(&self, instance: &Rc<Instance>) {
+        let mut slot = self.instance.borrow_mut();
+        if slot.as_ref().is_some_and(|i| Rc::ptr_eq(i, instance)) {
+            *slot = None;
+        }
+    }
+
+    /// The error stubs bound to this container get, if it is broken.
+    pub(crate) fn broken(&self) -> Option<Error> {
+        self.broken.borrow().clone()
+    }
+
+    /// The live instance, started if there is none. Only the host map's container starts instances.
+    pub(crate) fn instance(self: &Rc<Self>) -> Result<Rc<Instance>, Error> {
+        if let Some(e) = self.broken() {
+            return Err(e);
+        }
+        if let Some(i) = self.instance.borrow().as_ref().filter(|i| !i.ended()) {
+            return Ok(i.clone());
+        }
+        let host = self.host.upgrade().ok_or_else(host_gone)?;
+        assert!(host.is_attached(&self.key, self), "only the host map's container starts an instance");
+        let instance = host.start_instance(self)?;
+        *self.instance.borrow_mut() = Some(instance.clone());
+        Ok(instance)
+    }
+}
+
+fn host_gone() -> Error {
+    Error::new(messages::INSTANCE_NO_LONGER_ACTIVE).with_retryable()
+}
+
+/// The shared state of a host.
+pub(crate) struct HostInner {
+    config: Rc<HostConfig>,
+    script: String,
+    deployments: Deployments,
+    classes: BTreeMap<Rc<str>, Rc<ClassEntry>>,
+    containers: RefCell<BTreeMap<AlarmKey, Rc<Container>>>,
+    storage: Rc<dyn StorageProvider>,
+    clock: Arc<dyn Clock>,
+    entropy: Rc<dyn Entropy>,
+    alarms: Rc<AlarmScheduler>,
+    env: RefCell<Env>,
+    tasks: RefCell<Vec<AbortHandle>>,
+}
+
+impl HostInner {
+    /// Opens the object's storage and starts a new instance in `container`.
+    fn start_instance(self: &Rc<Self>, container: &Rc<Container>) -> Result<Rc<Instance>, Error> {
+        let class = &container.class;
+        let input = InputGate::new();
+        let output = OutputGate::new();
+        let turns = TurnQueue::new(
+            input.clone(),
+            output.clone(),
+            class.class.has_alarm_handler(),
+            self.clock.clone(),
+        );
+        let hooks: Hooks = turns.clone();
+        let location = self.storage.object_database(&class.namespace.uid, &container.id);
+        let durability = self.storage.durability();
+        let open_failed = |e: Error| {
+            tracing::warn!(target: "dosim::runtime", id = %container.id, "storage open failed: {}", e.message());
+            Error::new(messages::STORAGE_NO_LONGER_ACCESSIBLE).with_retryable().with_reset()
+        };
+        let storage = match class.backend {
+            deploy::BackendKind::Sqlite => {
+                let s = SqliteStorage::open_with_clock(
+                    &location,
+                    hooks,
+                    durability,
+                    self.config.sqlite,
+                    self.clock.clone(),
+                )
+                .map_err(open_failed)?;
+                Storage::sqlite(s)
+            }
+            deploy::BackendKind::Kv => {
+                let mut store = SqliteKvStore::open(&location, durability)
+                    .map_err(|e| open_failed(Error::new(e.to_string())))?;
+                if let Some(link) = self.storage.kv_link() {
+                    store = store.with_link(link);
+                }
+                let cache = ActorCache::new(Arc::new(store), hooks, self.config.actor_cache.clone());
+                Storage::kv(cache)
+            }
+        };
+        let storage = storage.with_object_hooks(turns.clone());
+        let key = container.key.clone();
+        let alarms = Rc::downgrade(&self.alarms);
+        let note_turns = turns.clone();
+        let note_output = output.clone();
+        let end_turn: Rc<dyn Fn()> = Rc::new(move || {
+            if let Some(t) = note_turns.take_alarm_note() {
+                if let Some(alarms) = alarms.upgrade() {
+                    // Scheduled before the commit; a failure breaks the output gate (spec §4).
+                    if let Err(e) = alarms.note(&key, t) {
+                        note_output.break_with(e.with_reset());
+                    }
+                }
+            }
+        });
+        let owner: Weak<dyn InstanceOwner> = {
+            let weak: Weak<Container> = Rc::downgrade(container);
+            weak
+        };
+        let instance = Instance::new(
+            container.id.clone(),
+            class.namespace.class_name.clone(),
+            self.config.clone(),
+            owner,
+            turns,
+            input,
+            output,
+            storage.clone(),
+            end_turn,
+        );
+        let state = State::new(
+            container.id.clone(),
+            storage,
+            {
+                let weak: Weak<dyn crate::state::InstanceControl> =
+                    Rc::downgrade(&instance) as Weak<Instance>;
+                weak
+            },
+            self.clock.clone(),
+            self.entropy.clone(),
+        );
+        let construct = class.class.construct(state, self.env.borrow().clone());
+        instance.start(construct);
+        Ok(instance)
+    }
+}
+
+/// A running host: deployed classes, live objects, alarms. Dropping it stops its tasks.
+pub struct Host {
+    inner: Rc<HostInner>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("script", &self.inner.script)
+            .field("containers", &self.inner.containers.borrow().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    /// The Worker's environment: the bindings of the script (workers-rs `Env`).
+    pub fn env(&self) -> Env {
+        self.inner.env.borrow().clone()
+    }
+
+    /// The deployment state after this host's deploy, for the next deploy.
+    pub fn deployments(&self) -> &Deployments {
+        &self.inner.deployments
+    }
+
+    /// How many objects have a live instance.
+    pub fn live_instances(&self) -> usize {
+        self.inner.containers.borrow().values().filter(|c| c.instance.borrow().is_some()).count()
+    }
+
+    /// How many alarms the scheduler's index holds.
+    pub fn scheduled_alarms(&self) -> usize {
+        self.inner.alarms.len()
+    }
+
+    fn container_of(&self, binding: &str, id: &ObjectId) -> Result<Option<Rc<Container>>, Error> {
+        let ns = self.env().durable_object(binding)?;
+        let key: AlarmKey = (ns.namespace().uid.clone(), *id.as_bytes());
+        Ok(self.inner.containers.borrow().get(&key).cloned())
+    }
+
+    /// Evicts the object `id` of the class bound to `binding`, as an injected fault (spec §5.1), if it is
+    /// live and no request or alarm is running or queued (the points where the runtime evicts). Returns
+    /// whether it did.
+    pub fn evict(&self, binding: &str, id: &ObjectId) -> Result<bool, Error> {
+        let instance = self.container_of(binding, id)?.and_then(|c| c.instance.borrow().clone());
+        Ok(instance.is_some_and(|i| i.evict()))
+    }
+
+    /// Evicts every live object that can be evicted now; returns how many were.
+    pub fn evict_idle(&self) -> usize {
+        let instances: Vec<Rc<Instance>> =
+            self.inner.containers.borrow().values().filter_map(|c| c.instance.borrow().clone()).collect();
+        instances.into_iter().filter(|i| i.evict()).count()
+    }
+
+    /// Resets the object `id` of the class bound to `binding` with `error` (an injected reset, e.g. a code
+    /// update: `Durable Object reset because its code was updated.`). Returns whether it was live.
+    pub fn reset(&self, binding: &str, id: &ObjectId, error: Error) -> Result<bool, Error> {
+        let instance = self.container_of(binding, id)?.and_then(|c| c.instance.borrow().clone());
+        Ok(match instance {
+            Some(i) => {
+                i.reset(error);
+                true
+            }
+            None => false,
+        })
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        for t in self.inner.tasks.borrow_mut().drain(..) {
+            t.abort();
+        }
+        let containers: Vec<Rc<Container>> =
+            std::mem::take(&mut *self.inner.containers.borrow_mut()).into_values().collect();
+        for c in containers {
+            let instance = c.instance.borrow_mut().take();
+            if let Some(i) = instance {
+                i.reset(Error::new(messages::INSTANCE_NO_LONGER_ACTIVE).with_retryable());
+            }
+        }
+        self.inner.alarms.close();
+    }
+}
