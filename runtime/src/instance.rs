@@ -31,7 +31,7 @@ use crate::future::LocalFuture;
 use crate::gate::{InputGate, OutputGate};
 use crate::id::ObjectId;
 use crate::object::LiveObject;
-use crate::state::InstanceControl;
+use crate::state::{AlarmRetry, InstanceControl};
 use crate::storage::Storage;
 use crate::turn::{EventSlot, Gated, TurnQueue};
 
@@ -460,8 +460,8 @@ impl InstanceControl for Instance {
         Instance::wait_until(&self, task);
     }
 
-    fn abort(self: Rc<Self>, error: Error, retry_alarm: bool) {
-        if !retry_alarm {
+    fn abort(self: Rc<Self>, error: Error, alarm: AlarmRetry) {
+        if alarm == AlarmRetry::Abandon {
             self.alarm_retry_disabled.set(true);
         }
         self.reset(error);

@@ -51,7 +51,7 @@ pub mod prelude {
     pub use crate::id::ObjectId;
     pub use crate::namespace::{ObjectNamespace, Stub, StubOptions};
     pub use crate::object::{AlarmInfo, DurableObject, Handlers};
-    pub use crate::state::State;
+    pub use crate::state::{AlarmRetry, State};
     pub use crate::storage::actor_cache::GetOptions;
     pub use crate::storage::kv::ListOptions;
     pub use crate::storage::sql::{Cursor, Row, SqlValue};

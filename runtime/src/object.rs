@@ -1,5 +1,5 @@
-//! What a user writes: a type implementing [`DurableObject`], with a constructor, a `fetch` handler, and the
-//! handlers it declares in [`DurableObject::handlers`] (typed RPC methods and the alarm).
+//! What a user writes: a type implementing [`DurableObject`], with a constructor, a `fetch` handler, an
+//! `alarm` handler, and the typed RPC methods it declares in [`DurableObject::handlers`].
 //!
 //! Methods take `&self`: the runtime delivers concurrent events to the same instance, and they interleave at
 //! their `.await`s, as on Cloudflare (spec §1.1). Interior mutability (`Cell`, `RefCell`) is the user's
@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::env::Env;
-use crate::error::Error;
+use crate::error::{messages, Error};
 use crate::future::LocalFuture;
 use crate::http::{Request, Response};
 use crate::state::State;
@@ -67,24 +67,35 @@ pub trait DurableObject: Sized + 'static {
         Ok(Response::not_found())
     }
 
-    /// Declares the handlers beyond `fetch`: typed RPC methods and the alarm handler.
+    /// Whether the class has an alarm handler: `true` when it implements [`DurableObject::alarm`]. The
+    /// runtime must know before any alarm runs (without a handler, `set_alarm` fails after construction and
+    /// an alarm that fires is dropped without retry, spec §4), and Rust cannot tell whether a default method
+    /// was overridden; so the class says it.
+    const HAS_ALARM: bool = false;
+
+    /// Handles the object's alarm (spec §4; workers-rs `alarm`). Only called when [`Self::HAS_ALARM`] is
+    /// true. The default is a class without a handler: the spec's TypeError.
+    async fn alarm(&self, info: AlarmInfo) -> Result<(), Error> {
+        let _ = info;
+        Err(Error::type_error(messages::ALARM_HANDLER_REQUIRED))
+    }
+
+    /// Declares the typed RPC methods (workers-rs has no equivalent; Rust has no reflection to find them).
     fn handlers(handlers: &mut Handlers<Self>) {
         let _ = handlers;
     }
 }
 
 type RpcHandler<T> = Rc<dyn Fn(Rc<T>, Vec<u8>) -> LocalFuture<'static, Result<Vec<u8>, Error>>>;
-type AlarmHandler<T> = Rc<dyn Fn(Rc<T>, AlarmInfo) -> LocalFuture<'static, Result<(), Error>>>;
 
-/// The handlers a class declares ([`DurableObject::handlers`]).
+/// The typed RPC methods a class declares ([`DurableObject::handlers`]).
 pub struct Handlers<T> {
     rpc: BTreeMap<String, RpcHandler<T>>,
-    alarm: Option<AlarmHandler<T>>,
 }
 
 impl<T: 'static> Handlers<T> {
     pub(crate) fn new() -> Handlers<T> {
-        Handlers { rpc: BTreeMap::new(), alarm: None }
+        Handlers { rpc: BTreeMap::new() }
     }
 
     /// Declares the RPC method `name`: `f(&object, args)`, with serde arguments and result (CBOR on the wire,
@@ -111,19 +122,6 @@ impl<T: 'static> Handlers<T> {
             })
         });
         self.rpc.insert(name.to_string(), handler);
-    }
-
-    /// Declares the alarm handler (spec §4). Without one, `set_alarm` fails after construction with the
-    /// spec's TypeError, and an alarm that fires is dropped without retry.
-    pub fn alarm<F>(&mut self, f: F)
-    where
-        F: AsyncFn(&T, AlarmInfo) -> Result<(), Error> + 'static,
-    {
-        let f = Rc::new(f);
-        self.alarm = Some(Rc::new(move |object: Rc<T>, info: AlarmInfo| {
-            let f = f.clone();
-            Box::pin(async move { f(&object, info).await })
-        }));
     }
 }
 
@@ -159,11 +157,12 @@ impl<T: DurableObject> LiveObject for Live<T> {
     }
 
     fn alarm(self: Rc<Self>, info: AlarmInfo) -> Option<LocalFuture<'static, Result<(), Error>>> {
-        self.handlers.alarm.as_ref().map(|h| h(self.object.clone(), info))
+        let object = self.object.clone();
+        T::HAS_ALARM.then(|| Box::pin(async move { object.alarm(info).await }) as LocalFuture<'static, _>)
     }
 
     fn has_alarm(&self) -> bool {
-        self.handlers.alarm.is_some()
+        T::HAS_ALARM
     }
 }
 
@@ -196,6 +195,6 @@ impl<T: DurableObject> Class for ClassOf<T> {
     }
 
     fn has_alarm_handler(&self) -> bool {
-        self.handlers.alarm.is_some()
+        T::HAS_ALARM
     }
 }

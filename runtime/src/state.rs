@@ -17,8 +17,18 @@ use crate::world::{Clock, Entropy};
 pub(crate) trait InstanceControl {
     /// Runs `task` as a `wait_until` event (spec §10).
     fn wait_until(self: Rc<Self>, task: LocalFuture<'static, ()>);
-    /// Resets the instance with `error`; `retry_alarm` false abandons a running alarm instead (spec §4).
-    fn abort(self: Rc<Self>, error: Error, retry_alarm: bool);
+    /// Resets the instance with `error`; [`AlarmRetry::Abandon`] gives a running alarm up (spec §4).
+    fn abort(self: Rc<Self>, error: Error, alarm: AlarmRetry);
+}
+
+/// What `abort` does to an alarm whose handler is running (spec §4 `retryAlarm`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AlarmRetry {
+    /// The alarm is retried, as after a failed handler (the default).
+    #[default]
+    Retry,
+    /// The alarm is given up: deleted, with no retry.
+    Abandon,
 }
 
 /// The state of one object instance (workers-rs `State`). Cheap to clone.
@@ -96,14 +106,15 @@ impl State {
     /// Durable Object.`) as an error flagged `durable_object_reset`. Returns that error, for the caller to
     /// return.
     pub fn abort(&self, reason: Option<&str>) -> Error {
-        self.abort_with(reason, true)
+        self.abort_with(reason, AlarmRetry::Retry)
     }
 
-    /// [`State::abort`], with `retry_alarm` (spec §4): false abandons a running alarm instead of retrying it.
-    pub fn abort_with(&self, reason: Option<&str>, retry_alarm: bool) -> Error {
+    /// [`State::abort`], saying what becomes of a running alarm (spec §4): [`AlarmRetry::Abandon`] gives it
+    /// up instead of retrying it.
+    pub fn abort_with(&self, reason: Option<&str>, alarm: AlarmRetry) -> Error {
         let error = Error::new(reason.unwrap_or(messages::ABORTED)).with_reset();
         if let Some(instance) = self.inner.instance.upgrade() {
-            instance.abort(error.clone(), retry_alarm);
+            instance.abort(error.clone(), alarm);
         }
         error
     }

@@ -3,9 +3,6 @@
 
 use std::cell::Cell;
 
-use dosim_runtime::prelude::GetOptions;
-use dosim_runtime::prelude::SqlValue;
-use dosim_runtime::prelude::WriteOptions;
 use dosim_runtime::prelude::*;
 
 /// The get-started `Counter`: `/increment`, `/decrement` and `/` answer the value; anything else is 404.
@@ -156,7 +153,7 @@ impl Probe {
         }
         if storage.get::<i64>("alarm_abort").await? == Some(1) {
             // abort(reason, { retryAlarm: false }): the alarm is abandoned, not retried (spec §4).
-            return Err(self.state.abort_with(Some("alarm gives up"), false));
+            return Err(self.state.abort_with(Some("alarm gives up"), AlarmRetry::Abandon));
         }
         let failures: u64 = storage.get("alarm_failures").await?.unwrap_or(0);
         if n <= failures {
@@ -183,8 +180,13 @@ impl DurableObject for Probe {
         Ok(Response::ok(format!("probe {}", request.path())))
     }
 
+    const HAS_ALARM: bool = true;
+
+    async fn alarm(&self, info: AlarmInfo) -> Result<(), Error> {
+        self.alarm_handler(info).await
+    }
+
     fn handlers(h: &mut Handlers<Self>) {
-        h.alarm(Probe::alarm_handler);
         h.rpc("put", async |p: &Probe, (key, value, unconfirmed): (String, i64, bool)| {
             let options = WriteOptions { allow_unconfirmed: unconfirmed };
             p.state.storage().put_with(&key, &value, options).await

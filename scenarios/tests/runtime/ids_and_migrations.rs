@@ -3,7 +3,6 @@
 
 use dosim_runtime::embed::{Deployments, Migration, RenamedClass};
 use dosim_runtime::error::messages;
-use dosim_runtime::prelude::StubOptions;
 use dosim_runtime::prelude::*;
 use dosim_scenarios::objects::Counter;
 use dosim_scenarios::sim_host::{host_builder, on_node};
