@@ -141,6 +141,8 @@ async fn bank(journal: Journal, seed: Seed) {
         madsim::time::sleep(Duration::from_millis(rng.between(1, 20))).await;
     }
     dosim_sim::note("bank done", TRANSFERS);
+    // Let go of the database (and its exclusive lock), so the checker can open it.
+    drop(conn);
     std::future::pending::<()>().await;
 }
 

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::store::{Batch, CommitResult, KvStore, ListRequest, StoreError, StoreFuture};
-use crate::location::{DatabaseLocation, OpenError};
+use crate::location::{is_busy, DatabaseLocation, OpenError};
 use crate::world::{DurabilityWait, StoreLink};
 
 /// Where the alarm lives in `_cf_METADATA` (the SQLite backend's key, spec §3.1).
@@ -61,8 +61,11 @@ impl SqliteKvStore {
         durability: Arc<dyn DurabilityWait>,
     ) -> Result<SqliteKvStore, OpenError> {
         let conn = location.open()?;
-        conn.execute_batch(SCHEMA)
-            .map_err(|e| OpenError { location: location.to_string(), reason: e.to_string() })?;
+        conn.execute_batch(SCHEMA).map_err(|e| OpenError {
+            location: location.to_string(),
+            reason: e.to_string(),
+            in_use: is_busy(&e),
+        })?;
         Ok(SqliteKvStore {
             conn: Arc::new(Mutex::new(conn)),
             durability,

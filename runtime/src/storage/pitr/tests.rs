@@ -272,7 +272,7 @@ fn history_older_than_30_days_is_pruned_and_its_bookmarks_rejected() {
 }
 
 fn clock_now(c: &ManualClock) -> i64 {
-    use crate::storage::pitr::Clock;
+    use crate::world::Clock;
     c.now_ms()
 }
 
