@@ -54,7 +54,7 @@ pub mod prelude {
     pub use crate::state::{AlarmRetry, State};
     pub use crate::storage::actor_cache::GetOptions;
     pub use crate::storage::kv::ListOptions;
-    pub use crate::storage::sql::{Cursor, Row, SqlValue};
+    pub use crate::storage::sql::{Cursor, Raw, Row, SqlValue};
     pub use crate::storage::sqlite::WriteOptions;
     pub use crate::storage::{Sql, Storage, Transaction};
 }
