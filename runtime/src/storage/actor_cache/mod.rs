@@ -1218,6 +1218,9 @@ impl ActorCache {
             None if scheduled => self.inner.hooks.break_output(error.clone()),
             None => {}
         }
+        drop(st);
+        // A flush in flight still completes: the store closes once it has.
+        self.inner.store.close();
     }
 
     /// One stale check (§2.8) at time `now`: at most once per stale timeout, evicts the clean entries untouched
