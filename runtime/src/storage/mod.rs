@@ -24,3 +24,6 @@ pub use api::{Sql, Storage, Transaction};
 
 #[cfg(test)]
 mod conformance;
+
+#[cfg(test)]
+mod size_limits_tests;

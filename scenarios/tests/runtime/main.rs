@@ -10,6 +10,7 @@ mod objects;
 mod output_gate;
 mod overload;
 mod resets;
+mod storage_gate;
 
 use dosim_runtime::embed::Migration;
 use dosim_sim::NodeId;
