@@ -26,6 +26,9 @@
 //! are cached only where the cache still knows nothing of the key (a later write wins), and a list caches its
 //! gaps only if no eviction or deleteAll happened while it was out.
 //!
+//! `list` (in `list.rs`) works in named steps: a snapshot of the range in the cache, the walks over what the
+//! cache knows, a storage read of the rest, the merge, and what the cache learns from it.
+//!
 //! # Transactions and alarms
 //! [`ActorCache::transaction`] (in `transaction.rs`) buffers writes in a [`CacheTransaction`] and applies them
 //! to the cache at once on success. [`ActorCache::arm_alarm_handler`] makes the running alarm read as deleted
@@ -41,11 +44,11 @@ pub(crate) mod sqlite_store;
 pub(crate) mod store;
 
 mod entries;
+mod list;
 mod transaction;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::ops::Bound;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -342,23 +345,6 @@ impl Drop for ReadGuard {
     }
 }
 
-/// What a list saw in the cache when it was called.
-struct Snapshot {
-    entries: BTreeMap<String, (Val, bool)>,
-}
-
-impl Snapshot {
-    fn lookup(&self, key: &str) -> Val {
-        if let Some((v, _)) = self.entries.get(key) {
-            return v.clone();
-        }
-        match self.entries.range::<str, _>((Bound::Unbounded, Bound::Excluded(key))).next_back() {
-            Some((_, (_, true))) => Val::Absent,
-            _ => Val::Unknown,
-        }
-    }
-}
-
 impl ActorCache {
     /// A cache over `store`, using `hooks` to reach the object's turns and gates.
     pub fn new(store: Arc<dyn KvStore>, hooks: Hooks, options: ActorCacheOptions) -> ActorCache {
@@ -596,264 +582,6 @@ impl ActorCache {
             found.extend(got);
             Ok(found.into_iter().collect())
         })
-    }
-
-    /// `list(options)` (§2.4): present pairs of the range, ascending (descending with `reverse`).
-    pub fn list(&self, options: CacheListOptions) -> CacheFuture<Vec<Pair>> {
-        let mut st = self.lock();
-        if let Err(e) = self.check_open(&st) {
-            return ready(Err(e));
-        }
-        if let Err(e) = options.list.validate() {
-            return ready(Err(e));
-        }
-        let Some(range) = options.list.key_range() else { return ready(Ok(Vec::new())) };
-        let limit = options.list.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
-        let reverse = options.list.reverse;
-        // The snapshot: entries of the range, plus the one before it (whose gap may cover the start).
-        let mut snap = Snapshot { entries: BTreeMap::new() };
-        if let Some((k, e)) = st.entries.before(&range.start) {
-            snap.entries.insert(k.clone(), (e.val.clone(), e.gap_after));
-        }
-        for (k, e) in st.entries.range(range.bounds()) {
-            snap.entries.insert(k.clone(), (e.val.clone(), e.gap_after));
-        }
-        let keys: Vec<String> = st.entries.range(range.bounds()).map(|(k, _)| k.clone()).collect();
-        keys.iter().for_each(|k| st.entries.touch(k));
-        // Walk the part known from the cache, from the start (or from the end in reverse).
-        let mut known: Vec<(String, Arc<[u8]>)> = Vec::new();
-        let full = |known: &Vec<(String, Arc<[u8]>)>| limit.is_some_and(|l| known.len() >= l);
-        // `Some(bound)`: storage must be read from/to this bound; `None`: the cache answers.
-        let mut unknown_from: Option<String> = None;
-        let mut unknown_to: Option<Option<String>> = None;
-        if !reverse {
-            let mut pos = range.start.clone();
-            loop {
-                if range.end.as_ref().is_some_and(|e| pos >= *e) || full(&known) {
-                    break;
-                }
-                match snap.lookup(&pos) {
-                    Val::Unknown => {
-                        unknown_from = Some(pos);
-                        break;
-                    }
-                    v => {
-                        if let Val::Present(v) = v {
-                            known.push((pos.clone(), v));
-                            if full(&known) {
-                                break;
-                            }
-                        }
-                        let gap = snap.entries.get(&pos).is_none_or(|(_, g)| *g);
-                        if gap {
-                            match snap
-                                .entries
-                                .range::<str, _>((Bound::Excluded(pos.as_str()), Bound::Unbounded))
-                                .next()
-                            {
-                                Some((k, _)) => pos = k.clone(),
-                                None => break,
-                            }
-                        } else {
-                            pos.push('\0');
-                        }
-                    }
-                }
-            }
-        } else {
-            let mut hi: Option<String> = range.end.clone();
-            loop {
-                if hi.as_ref().is_some_and(|h| *h <= range.start) || full(&known) {
-                    break;
-                }
-                let below = match &hi {
-                    Some(h) => snap
-                        .entries
-                        .range::<str, _>((Bound::Unbounded, Bound::Excluded(h.as_str())))
-                        .next_back(),
-                    None => snap.entries.iter().next_back(),
-                };
-                let Some((k, (v, gap))) = below else {
-                    unknown_to = Some(hi);
-                    break;
-                };
-                // The gap after `k` matters only if some key lies between `k` and `hi`.
-                let adjacent = hi.as_ref().is_some_and(|h| {
-                    h.len() == k.len() + 1 && h.starts_with(k.as_str()) && h.ends_with('\0')
-                });
-                if !*gap && !adjacent {
-                    unknown_to = Some(hi);
-                    break;
-                }
-                if *k < range.start {
-                    break;
-                }
-                match v {
-                    Val::Present(v) => known.push((k.clone(), v.clone())),
-                    Val::Absent => {}
-                    Val::Unknown => {
-                        unknown_to = Some(Some(format!("{k}\0")));
-                        break;
-                    }
-                }
-                hi = Some(k.clone());
-            }
-        }
-        // In reverse, the bottom of the range known from the cache need not be listed again (statement 81):
-        // `low` holds its present entries, ascending; `low_end` where storage must start.
-        let mut low: Vec<(String, Arc<[u8]>)> = Vec::new();
-        let mut low_end = range.start.clone();
-        if let Some(to) = &unknown_to {
-            loop {
-                if to.as_ref().is_some_and(|t| low_end >= *t) {
-                    break;
-                }
-                match snap.lookup(&low_end) {
-                    Val::Unknown => break,
-                    v => {
-                        if let Val::Present(v) = v {
-                            low.push((low_end.clone(), v));
-                        }
-                        if snap.entries.get(&low_end).is_none_or(|(_, g)| *g) {
-                            match snap
-                                .entries
-                                .range::<str, _>((Bound::Excluded(low_end.as_str()), Bound::Unbounded))
-                                .next()
-                            {
-                                Some((k, _)) => low_end = k.clone(),
-                                None => break,
-                            }
-                        } else {
-                            low_end.push('\0');
-                        }
-                    }
-                }
-            }
-            if to.as_ref().is_some_and(|t| low_end >= *t) {
-                // Everything is known after all.
-                known.extend(low.drain(..).rev());
-                unknown_to = None;
-            }
-        }
-        if unknown_from.is_none() && unknown_to.is_none() {
-            known.truncate(limit.unwrap_or(usize::MAX));
-            return ready(Ok(known.into_iter().map(|(k, v)| (k, v.to_vec())).collect()));
-        }
-        // The storage range: what the walks did not cover.
-        let (lo, hi) = match (unknown_from, unknown_to) {
-            (Some(from), _) => (from, range.end.clone()),
-            (None, Some(to)) => (low_end, to),
-            (None, None) => unreachable!("checked above"),
-        };
-        let in_req = {
-            let (lo, hi) = (lo.clone(), hi.clone());
-            move |k: &str| k >= lo.as_str() && hi.as_deref().is_none_or(|h| k < h)
-        };
-        let negatives =
-            snap.entries.iter().filter(|(k, (v, _))| in_req(k) && matches!(v, Val::Absent)).count();
-        let storage_limit = limit.map(|l| l - known.len() + negatives);
-        let request = ListRequest { start: lo.clone(), end: hi.clone(), reverse, limit: storage_limit };
-        let guard = self.begin_read(&mut st, options.allow_concurrency);
-        let epoch = st.epoch;
-        drop(st);
-        let me = self.clone();
-        let first = self.inner.store.list(request.clone());
-        Box::pin(async move {
-            let store = me.inner.store.clone();
-            let got = me.read_retry(first, || store.list(request.clone())).await?;
-            let got: Vec<Pair> = got.into_iter().filter(|(k, _)| in_req(k)).collect();
-            // Where the merged view is exact.
-            let truncated = storage_limit.is_some_and(|l| got.len() >= l) && !got.is_empty();
-            let (exact_lo, exact_hi): (Bound<String>, Bound<String>) = match (truncated, reverse) {
-                (false, _) => {
-                    (Bound::Included(lo.clone()), hi.clone().map_or(Bound::Unbounded, Bound::Excluded))
-                }
-                (true, false) => (Bound::Included(lo.clone()), Bound::Included(got[got.len() - 1].0.clone())),
-                (true, true) => (
-                    Bound::Included(got[got.len() - 1].0.clone()),
-                    hi.clone().map_or(Bound::Unbounded, Bound::Excluded),
-                ),
-            };
-            let exact = (exact_lo.as_ref().map(String::as_str), exact_hi.as_ref().map(String::as_str));
-            let mut merged: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-            for (k, (v, _)) in snap.entries.range::<str, _>(exact) {
-                if let Val::Present(v) = v {
-                    merged.insert(k.clone(), v.to_vec());
-                }
-            }
-            for (k, v) in &got {
-                if matches!(snap.lookup(k), Val::Unknown) {
-                    merged.insert(k.clone(), v.clone());
-                }
-            }
-            let mut out: Vec<Pair> = known.iter().map(|(k, v)| (k.clone(), v.to_vec())).collect();
-            if reverse {
-                out.extend(merged.into_iter().rev());
-                if !truncated {
-                    out.extend(low.iter().rev().map(|(k, v)| (k.clone(), v.to_vec())));
-                }
-            } else {
-                out.extend(merged);
-            }
-            out.truncate(limit.unwrap_or(usize::MAX));
-            if !options.no_cache {
-                let mut st = me.lock();
-                if st.epoch == epoch {
-                    me.learn(&mut st, &lo, exact_lo, exact_hi, &got);
-                    me.enforce_limits(&mut st)?;
-                }
-            }
-            drop(guard);
-            Ok(out)
-        })
-    }
-
-    /// Caches what a list learned: the pairs storage returned and the gaps between them over `[lo, hi)`.
-    fn learn(&self, st: &mut State, req_lo: &str, lo: Bound<String>, hi: Bound<String>, got: &[Pair]) {
-        let lo = match lo {
-            Bound::Included(k) => k,
-            _ => req_lo.to_owned(),
-        };
-        for (k, v) in got {
-            let inside = k.as_str() >= lo.as_str()
-                && match &hi {
-                    Bound::Included(h) => k <= h,
-                    Bound::Excluded(h) => k < h,
-                    Bound::Unbounded => true,
-                };
-            if inside && matches!(st.entries.lookup(k), Val::Unknown) {
-                st.entries.set(k, Val::Present(v.as_slice().into()), Status::Clean, false);
-            }
-        }
-        let ensure = |st: &mut State, k: &str, unknown_as: Val| {
-            let learn_marker = unknown_as != Val::Unknown
-                && st.entries.get(k).is_some_and(|e| e.val == Val::Unknown && e.status == Status::Clean);
-            if st.entries.get(k).is_none() || learn_marker {
-                let v = match st.entries.lookup(k) {
-                    Val::Unknown => unknown_as,
-                    v => v,
-                };
-                st.entries.set(k, v, Status::Clean, false);
-            }
-        };
-        // The range start is learned (absent unless returned, statement 56); the end is not (statement 52).
-        ensure(st, &lo, Val::Absent);
-        let upper: Bound<&str> = match &hi {
-            Bound::Included(h) => {
-                ensure(st, h, Val::Unknown);
-                Bound::Excluded(h.as_str())
-            }
-            Bound::Excluded(h) => {
-                ensure(st, h, Val::Unknown);
-                Bound::Excluded(h.as_str())
-            }
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let keys: Vec<String> =
-            st.entries.range((Bound::Included(lo.as_str()), upper)).map(|(k, _)| k.clone()).collect();
-        for k in keys {
-            st.entries.set_gap(&k, true);
-        }
     }
 
     // ----- writes ------------------------------------------------------------------------------------------
