@@ -110,8 +110,10 @@ impl DurableObject for GateProbe {
         result.map(|()| Response::ok("done"))
     }
 
-    fn handlers(h: &mut Handlers<Self>) {
-        h.alarm(async |_: &GateProbe, _info: AlarmInfo| Ok(()));
+    const HAS_ALARM: bool = true;
+
+    async fn alarm(&self, _info: AlarmInfo) -> Result<(), Error> {
+        Ok(())
     }
 }
 
