@@ -45,7 +45,7 @@ use crate::error::{messages, Error};
 
 /// The storage backend of a class's objects, chosen when the class is created (spec §9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BackendKind {
+pub(crate) enum BackendKind {
     /// Created by `new_classes`: the key-value backend.
     Kv,
     /// Created by `new_sqlite_classes`: the SQLite backend.
@@ -91,7 +91,7 @@ pub struct TransferredClass {
 
 /// A binding in this script's config: `name` → class `class_name` of `script_name` (None = this script).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Binding {
+pub(crate) struct Binding {
     /// The binding's name in `env`.
     pub name: String,
     /// The class it binds; an old name that was renamed or transferred forwards to the new class.
@@ -102,7 +102,7 @@ pub struct Binding {
 
 /// The configuration of one script as it is deployed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScriptConfig {
+pub(crate) struct ScriptConfig {
     /// The script's name.
     pub script: String,
     /// The classes the Worker's code exports.
@@ -116,7 +116,7 @@ pub struct ScriptConfig {
 /// One deployed class: its backend and the uid of its namespace (stable across renames and transfers; the
 /// storage of its objects is keyed by it, so data moves with a rename/transfer).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeployedClass {
+pub(crate) struct DeployedClass {
     /// The storage backend, fixed at creation.
     pub backend: BackendKind,
     /// The namespace uid, `"{script}:{class}:{tag}"` of the creating migration (module docs).
@@ -151,7 +151,7 @@ pub struct Deployments {
 
 /// The result of a successful deploy.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeployOutcome {
+pub(crate) struct DeployOutcome {
     /// The state after the deploy.
     pub deployments: Deployments,
     /// Namespace uids whose data must be deleted (`deleted_classes`), in the order they were deleted.
@@ -162,7 +162,7 @@ impl Deployments {
     /// Deploys `config`: applies its migrations not applied yet, checks its bindings, and returns the new state.
     /// On error nothing changes. Errors are `Error`s with the messages in [`messages`] (module docs list the
     /// rules).
-    pub fn deploy(&self, config: &ScriptConfig) -> Result<DeployOutcome, Error> {
+    pub(crate) fn deploy(&self, config: &ScriptConfig) -> Result<DeployOutcome, Error> {
         let script = config.script.as_str();
         let applied = self.scripts.get(script).map(|s| s.tags.as_slice()).unwrap_or_default();
         check_tags(script, applied, &config.migrations)?;
@@ -185,7 +185,7 @@ impl Deployments {
 
     /// Resolves a binding target (following renames/transfers) to the deployed class: its script, its
     /// current name, and the class.
-    pub fn resolve(&self, script: &str, class_name: &str) -> Option<(String, String, DeployedClass)> {
+    pub(crate) fn resolve(&self, script: &str, class_name: &str) -> Option<(String, String, DeployedClass)> {
         let state = self.scripts.get(script)?;
         if let Some(class) = state.classes.get(class_name) {
             return Some((script.to_owned(), class_name.to_owned(), class.clone()));
@@ -197,7 +197,7 @@ impl Deployments {
     }
 
     /// The classes `script` implements, by name (none if it was never deployed).
-    pub fn classes(&self, script: &str) -> impl Iterator<Item = (&str, &DeployedClass)> {
+    pub(crate) fn classes(&self, script: &str) -> impl Iterator<Item = (&str, &DeployedClass)> {
         self.scripts.get(script).into_iter().flat_map(|s| s.classes.iter().map(|(k, v)| (k.as_str(), v)))
     }
 

@@ -63,11 +63,11 @@ fn hmac_sha256(key: &[u8; 32], data: &[&[u8]]) -> [u8; 32] {
 
 /// A namespace's secret key: SHA-256 of the namespace's unique key (spec §8).
 #[derive(Clone, PartialEq, Eq, Debug)]
-pub struct NamespaceKey([u8; 32]);
+pub(crate) struct NamespaceKey([u8; 32]);
 
 impl NamespaceKey {
     /// The key of the namespace whose unique key is `unique_key` (in dosim, its namespace uid).
-    pub fn new(unique_key: &str) -> NamespaceKey {
+    pub(crate) fn new(unique_key: &str) -> NamespaceKey {
         NamespaceKey(Sha256::digest(unique_key.as_bytes()).into())
     }
 
@@ -139,7 +139,7 @@ pub struct ObjectId {
 
 impl ObjectId {
     /// `idFromName(name)`: the same id for the same name in the same namespace and jurisdiction, every time.
-    pub fn from_name(key: &NamespaceKey, name: &str, jurisdiction: Option<Jurisdiction>) -> ObjectId {
+    pub(crate) fn from_name(key: &NamespaceKey, name: &str, jurisdiction: Option<Jurisdiction>) -> ObjectId {
         let k = key.for_jurisdiction(jurisdiction);
         let hash = hmac_sha256(&k, &[name.as_bytes()]);
         let mut base = [0; ID_BASE_BYTES];
@@ -149,7 +149,7 @@ impl ObjectId {
 
     /// `newUniqueId({jurisdiction})` with these random bytes (the caller draws them, from the simulation's
     /// randomness in a simulated run).
-    pub fn unique(
+    pub(crate) fn unique(
         key: &NamespaceKey,
         random: [u8; ID_BASE_BYTES],
         jurisdiction: Option<Jurisdiction>,
@@ -164,7 +164,7 @@ impl ObjectId {
     /// Errors (both `TypeError`, spec §8): anything but 64 hex digits is `Invalid Durable Object ID: must be 64
     /// hex digits`; an id whose mac does not match (another namespace's, or made up) is `Durable Object ID is
     /// not valid for this namespace.`
-    pub fn parse(key: &NamespaceKey, s: &str) -> Result<ObjectId, Error> {
+    pub(crate) fn parse(key: &NamespaceKey, s: &str) -> Result<ObjectId, Error> {
         let bytes = decode_hex(s).ok_or_else(|| Error::type_error(messages::INVALID_OBJECT_ID))?;
         let mut base = [0; ID_BASE_BYTES];
         base.copy_from_slice(&bytes[..ID_BASE_BYTES]);

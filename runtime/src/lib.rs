@@ -48,7 +48,7 @@ pub mod prelude {
     pub use crate::env::Env;
     pub use crate::error::{Error, ErrorKind};
     pub use crate::http::{Headers, Method, Request, Response};
-    pub use crate::id::ObjectId;
+    pub use crate::id::{Jurisdiction, ObjectId};
     pub use crate::namespace::{ObjectNamespace, Stub, StubOptions};
     pub use crate::object::{AlarmInfo, DurableObject, Handlers};
     pub use crate::state::{AlarmRetry, State};
@@ -64,7 +64,7 @@ pub mod prelude {
 pub mod embed {
     pub use crate::alarm::AlarmConfig;
     pub use crate::config::{EvictionConfig, HostConfig, OverloadLimits};
-    pub use crate::deploy::{BackendKind, Deployments, Migration, RenamedClass, TransferredClass};
+    pub use crate::deploy::{Deployments, Migration, RenamedClass, TransferredClass};
     pub use crate::host::{Host, HostBuilder};
     pub use crate::location::{DatabaseLocation, Journal, OpenError};
     pub use crate::storage::actor_cache::ActorCacheOptions;

@@ -28,7 +28,7 @@ pub struct Storage {
 }
 
 /// What the runtime adds to an object's storage calls.
-pub trait ObjectHooks: Send + Sync + 'static {
+pub(crate) trait ObjectHooks: Send + Sync + 'static {
     /// The object is setting its alarm to `scheduled_ms` (already checked to be positive), before the write
     /// (spec §4): refuse it (the class has no alarm handler), or schedule the time ahead of the commit, so the
     /// scheduler is never later than storage.
@@ -130,7 +130,7 @@ impl Storage {
     }
 
     /// This storage, with the runtime's `hooks` (alarm checks and scheduling, critical sections).
-    pub fn with_object_hooks(mut self, hooks: Arc<dyn ObjectHooks>) -> Storage {
+    pub(crate) fn with_object_hooks(mut self, hooks: Arc<dyn ObjectHooks>) -> Storage {
         self.hooks = Some(hooks);
         self
     }

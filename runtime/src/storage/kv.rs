@@ -198,7 +198,7 @@ impl ListOptions {
     ///
     /// `limit` and `reverse` do not change the range. Call [`ListOptions::validate`] first: with both `start`
     /// and `start_after` set, this uses `start_after`.
-    pub fn key_range(&self) -> Option<KeyRange> {
+    pub(crate) fn key_range(&self) -> Option<KeyRange> {
         let mut start = match (&self.start, &self.start_after) {
             (_, Some(after)) => format!("{after}\0"),
             (Some(start), None) => start.clone(),
@@ -231,7 +231,7 @@ impl ListOptions {
 
 /// A non-empty range of keys: `start` inclusive, `end` exclusive (none: up to the last key).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyRange {
+pub(crate) struct KeyRange {
     /// The least key in the range.
     pub start: String,
     /// The least key above the range, if any. Always greater than `start`.
@@ -240,12 +240,13 @@ pub struct KeyRange {
 
 impl KeyRange {
     /// Whether `key` is in the range.
-    pub fn contains(&self, key: &str) -> bool {
+    #[cfg(test)] // Only the tests reach it.
+    pub(crate) fn contains(&self, key: &str) -> bool {
         key >= self.start.as_str() && self.end.as_deref().is_none_or(|e| key < e)
     }
 
     /// The range as bounds, e.g. for `BTreeMap::<String, _>::range::<str, _>(r.bounds())`.
-    pub fn bounds(&self) -> (Bound<&str>, Bound<&str>) {
+    pub(crate) fn bounds(&self) -> (Bound<&str>, Bound<&str>) {
         (Bound::Included(&self.start), self.end.as_deref().map_or(Bound::Unbounded, Bound::Excluded))
     }
 }

@@ -93,7 +93,7 @@ struct RunningHandler {
 
 /// What [`SqliteStorage::arm_alarm_handler`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AlarmArm {
+pub(crate) enum AlarmArm {
     /// The alarm is that time: the handler runs, and the alarm reads as deleted meanwhile.
     Run,
     /// The alarm is now another time (it moved): run then instead.
@@ -152,7 +152,7 @@ impl SqliteStorage {
     /// with `clock` as the node's time), and applies a restore requested by
     /// [`SqliteStorage::on_next_session_restore_bookmark`] in an earlier session. A restore that cannot be
     /// applied fails the open with its error and is discarded.
-    pub fn open_with_clock(
+    pub(crate) fn open_with_clock(
         location: &DatabaseLocation,
         hooks: Hooks,
         durability: Arc<dyn DurabilityWait>,
@@ -316,7 +316,7 @@ impl SqliteStorage {
     }
 
     /// The database's size in bytes (spec §3.5 `databaseSize`).
-    pub fn database_size(&self) -> Result<u64, Error> {
+    pub(crate) fn database_size(&self) -> Result<u64, Error> {
         self.with_state(|conn, _, _| sql::database_size(conn))
     }
 
@@ -326,7 +326,10 @@ impl SqliteStorage {
     }
 
     /// The value bytes of every present key among `keys`, sorted by key.
-    pub fn get_multiple(&self, keys: &[&str]) -> Result<std::collections::BTreeMap<String, Vec<u8>>, Error> {
+    pub(crate) fn get_multiple(
+        &self,
+        keys: &[&str],
+    ) -> Result<std::collections::BTreeMap<String, Vec<u8>>, Error> {
         self.with_state(|conn, _, _| kv::get_multiple(conn, keys))
     }
 
@@ -339,7 +342,7 @@ impl SqliteStorage {
     }
 
     /// Stores every pair, all or nothing (Appendix A.3).
-    pub fn put_multiple(&self, entries: &[(&str, &[u8])], options: WriteOptions) -> Result<(), Error> {
+    pub(crate) fn put_multiple(&self, entries: &[(&str, &[u8])], options: WriteOptions) -> Result<(), Error> {
         self.with_state(|conn, tx, begin| {
             begin(tx, !options.allow_unconfirmed)?;
             kv::put_multiple(conn, entries)
@@ -347,7 +350,7 @@ impl SqliteStorage {
     }
 
     /// Deletes `key`; true if it existed.
-    pub fn delete(&self, key: &str, options: WriteOptions) -> Result<bool, Error> {
+    pub(crate) fn delete(&self, key: &str, options: WriteOptions) -> Result<bool, Error> {
         self.with_state(|conn, tx, begin| {
             begin(tx, !options.allow_unconfirmed)?;
             kv::delete(conn, key)
@@ -355,7 +358,7 @@ impl SqliteStorage {
     }
 
     /// Deletes every key of `keys`; the number that existed.
-    pub fn delete_multiple(&self, keys: &[&str], options: WriteOptions) -> Result<usize, Error> {
+    pub(crate) fn delete_multiple(&self, keys: &[&str], options: WriteOptions) -> Result<usize, Error> {
         self.with_state(|conn, tx, begin| {
             begin(tx, !options.allow_unconfirmed)?;
             kv::delete_multiple(conn, keys)
@@ -363,7 +366,7 @@ impl SqliteStorage {
     }
 
     /// The pairs `options` selects, in key order (or reverse).
-    pub fn list(&self, options: &ListOptions) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    pub(crate) fn list(&self, options: &ListOptions) -> Result<Vec<(String, Vec<u8>)>, Error> {
         options.validate()?;
         self.with_state(|conn, _, _| kv::list(conn, options))
     }
@@ -390,7 +393,7 @@ impl SqliteStorage {
     }
 
     /// The alarm's time in ms since the epoch, or `None` (spec §4).
-    pub fn get_alarm(&self) -> Result<Option<i64>, Error> {
+    pub(crate) fn get_alarm(&self) -> Result<Option<i64>, Error> {
         self.with_state(|conn, tx, _| match tx.handler {
             // The running alarm is logically deleted while its handler runs (spec §4, Appendix A.8).
             Some(h) if !h.wrote_alarm => Ok(None),
@@ -400,7 +403,7 @@ impl SqliteStorage {
 
     /// Arms the handler of the alarm scheduled at `scheduled_ms` (spec §4, Appendix A.7): if the stored alarm
     /// is that time, the handler runs and the alarm reads as deleted until [`SqliteStorage::finish_alarm_handler`].
-    pub fn arm_alarm_handler(&self, scheduled_ms: i64) -> Result<AlarmArm, Error> {
+    pub(crate) fn arm_alarm_handler(&self, scheduled_ms: i64) -> Result<AlarmArm, Error> {
         self.with_state(|conn, tx, _| {
             assert!(tx.handler.is_none(), "one alarm handler at a time per object");
             match Self::read_alarm(conn)? {
@@ -427,7 +430,7 @@ impl SqliteStorage {
     /// current turn's implicit transaction and confirmed (so the runtime's wait for the output gate makes the
     /// delete durable), unless the handler wrote the alarm itself or cancelled the deletion, or the alarm is
     /// no longer that time. On failure the alarm stays, to be retried.
-    pub fn finish_alarm_handler(&self, success: bool) -> Result<(), Error> {
+    pub(crate) fn finish_alarm_handler(&self, success: bool) -> Result<(), Error> {
         let handler = self.lock().tx.handler.take();
         let Some(h) = handler else { return Ok(()) };
         if !success || h.wrote_alarm || h.cancelled {
@@ -447,7 +450,7 @@ impl SqliteStorage {
     /// The scheduler gave up on the alarm at `scheduled_ms` (spec §4, Appendix A.19): if the stored alarm is
     /// still that time it is deleted, unconfirmed; returns the alarm that replaced it, if one did. Returns
     /// `None` and changes nothing while a handler runs.
-    pub fn abandon_alarm(&self, scheduled_ms: i64) -> Result<Option<i64>, Error> {
+    pub(crate) fn abandon_alarm(&self, scheduled_ms: i64) -> Result<Option<i64>, Error> {
         self.with_state(|conn, tx, begin| {
             if tx.handler.is_some() {
                 return Ok(None);
@@ -467,7 +470,7 @@ impl SqliteStorage {
 
     /// Sets the alarm (spec §4). `scheduled_ms <= 0` is a TypeError; setting the time it already has writes
     /// nothing.
-    pub fn set_alarm(&self, scheduled_ms: i64, options: WriteOptions) -> Result<(), Error> {
+    pub(crate) fn set_alarm(&self, scheduled_ms: i64, options: WriteOptions) -> Result<(), Error> {
         if scheduled_ms <= 0 {
             return Err(Error::type_error(messages::SET_ALARM_NOT_POSITIVE));
         }
@@ -490,7 +493,7 @@ impl SqliteStorage {
     }
 
     /// Deletes the alarm, if any.
-    pub fn delete_alarm(&self, options: WriteOptions) -> Result<(), Error> {
+    pub(crate) fn delete_alarm(&self, options: WriteOptions) -> Result<(), Error> {
         self.with_state(|conn, tx, begin| {
             if let Some(h) = tx.handler.as_mut() {
                 h.wrote_alarm = true;
@@ -510,7 +513,7 @@ impl SqliteStorage {
     ///
     /// A root `transaction_sync` nests in the turn's implicit transaction (opening it if needed, without locking
     /// the output gate): its writes commit with the turn's, and lock the gate if they are confirmed.
-    pub fn transaction_sync<R>(&self, f: impl FnOnce() -> Result<R, Error>) -> Result<R, Error> {
+    pub(crate) fn transaction_sync<R>(&self, f: impl FnOnce() -> Result<R, Error>) -> Result<R, Error> {
         self.with_state(|_, tx, begin| begin(tx, false))?;
         let depth = self.open_level("_cf_sync_savepoint_")?;
         let result = f();
@@ -535,7 +538,7 @@ impl SqliteStorage {
     /// transaction locks the output gate at commit if it made a confirmed write.
     ///
     /// The runtime runs this inside `block_concurrency_while`, so no other event interleaves.
-    pub async fn transaction<R, F, Fut>(&self, f: F) -> Result<R, Error>
+    pub(crate) async fn transaction<R, F, Fut>(&self, f: F) -> Result<R, Error>
     where
         F: FnOnce(usize) -> Fut,
         Fut: std::future::Future<Output = Result<R, Error>>,
@@ -555,7 +558,7 @@ impl SqliteStorage {
 
     /// Rolls the savepoint at `depth` back, keeping it open (`txn.rollback()`): its writes are discarded and
     /// it no longer counts as a confirmed write.
-    pub fn rollback_to(&self, depth: usize) -> Result<(), Error> {
+    pub(crate) fn rollback_to(&self, depth: usize) -> Result<(), Error> {
         self.with_state(|conn, tx, _| {
             if tx.levels.len() > depth + 1 {
                 return Err(Error::new(messages::ROLLBACK_OUTER_WHILE_NESTED));
@@ -631,7 +634,7 @@ impl SqliteStorage {
     /// Deletes everything (spec §3.4): every SQL table and KV key, atomically, and the alarm too if the
     /// `delete_all_deletes_alarm` setting is on. The turn's uncommitted writes are rolled back. Always
     /// confirmed: the output gate waits for it to be durable. Resolves at once (it never yields).
-    pub async fn delete_all(&self) -> Result<(), Error> {
+    pub(crate) async fn delete_all(&self) -> Result<(), Error> {
         let deletes_alarm = self.shared.settings.delete_all_deletes_alarm;
         let lock = self.with_state_pitr(|conn, tx, pitr, _, _| {
             if !tx.levels.is_empty() {
@@ -706,7 +709,7 @@ impl SqliteStorage {
 
     /// Resolves once the writes made before the call are durable (spec §3.2 `sync()`): at once if nothing is
     /// pending; with the commit's error if it fails.
-    pub async fn sync(&self) -> Result<(), Error> {
+    pub(crate) async fn sync(&self) -> Result<(), Error> {
         let rx = {
             let mut guard = self.lock();
             if let Some(e) = &guard.tx.broken {
@@ -726,7 +729,7 @@ impl SqliteStorage {
 
     /// A bookmark for now (spec §3.6 `getCurrentBookmark`), including the writes of the open implicit batch
     /// (or explicit transaction): it is the bookmark that batch's commit gets.
-    pub fn get_current_bookmark(&self) -> Result<String, Error> {
+    pub(crate) fn get_current_bookmark(&self) -> Result<String, Error> {
         self.with_state_pitr(|_, tx, pitr, _, _| {
             Ok(pitr.current_bookmark(tx.implicit.is_some() || !tx.levels.is_empty()))
         })
@@ -735,7 +738,7 @@ impl SqliteStorage {
     /// The bookmark of the last commit at or before `unix_ms` (spec §3.6 `getBookmarkForTime`). A time older
     /// than `WINDOW_MS` (30 days) or in the future fails with
     /// `TIME_OUTSIDE_WINDOW`.
-    pub fn get_bookmark_for_time(&self, unix_ms: i64) -> Result<String, Error> {
+    pub(crate) fn get_bookmark_for_time(&self, unix_ms: i64) -> Result<String, Error> {
         self.with_state_pitr(|conn, _, pitr, _, _| pitr.bookmark_for_time(conn, unix_ms))
     }
 
@@ -743,7 +746,7 @@ impl SqliteStorage {
     /// `onNextSessionRestoreBookmark`); returns the bookmark of the state just before the restore (now,
     /// including the open batch), to undo it. Fails with `MALFORMED_BOOKMARK`,
     /// `UNKNOWN_BOOKMARK` or `SCHEMA_CHANGED`.
-    pub fn on_next_session_restore_bookmark(&self, bookmark: &str) -> Result<String, Error> {
+    pub(crate) fn on_next_session_restore_bookmark(&self, bookmark: &str) -> Result<String, Error> {
         self.with_state_pitr(|conn, tx, pitr, _, _| {
             pitr.request_restore(conn, bookmark, tx.implicit.is_some() || !tx.levels.is_empty())
         })
@@ -752,7 +755,7 @@ impl SqliteStorage {
     /// Shuts the storage down (the object is reset, evicted or aborted; spec §3.2): the uncommitted implicit
     /// transaction is rolled back, its held output fails, and every later call fails with `reason` (by default
     /// the spec's retryable "storage is no longer accessible").
-    pub fn shutdown(&self, reason: Option<Error>) {
+    pub(crate) fn shutdown(&self, reason: Option<Error>) {
         let error = reason.unwrap_or_else(|| {
             Error::new(messages::STORAGE_NO_LONGER_ACCESSIBLE).with_retryable().with_reset()
         });

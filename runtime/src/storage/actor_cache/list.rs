@@ -173,7 +173,7 @@ fn exact_bounds(
 
 impl ActorCache {
     /// `list(options)` (§2.4): present pairs of the range, ascending (descending with `reverse`).
-    pub fn list(&self, options: CacheListOptions) -> CacheFuture<Vec<Pair>> {
+    pub(crate) fn list(&self, options: CacheListOptions) -> CacheFuture<Vec<Pair>> {
         let mut st = self.lock();
         if let Err(e) = self.check_open(&st) {
             return ready(Err(e));

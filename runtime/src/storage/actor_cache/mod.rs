@@ -110,7 +110,7 @@ pub struct GetOptions {
 
 /// Options of a write (§2.5).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PutOptions {
+pub(crate) struct PutOptions {
     /// Do not hold the input gate while waiting (accepted; writes do not read).
     pub allow_concurrency: bool,
     /// Do not hold the output gate for this write; a failure still resets the object.
@@ -121,7 +121,7 @@ pub struct PutOptions {
 
 /// Options of `list()`: the range options of [`ListOptions`] plus the read options.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CacheListOptions {
+pub(crate) struct CacheListOptions {
     /// Range, order and limit.
     pub list: ListOptions,
     /// Do not hold the input gate while reading storage.
@@ -209,7 +209,7 @@ struct DeferredDelete {
 /// schedules the deferred delete of the alarm, unless [`ActorCache::cancel_deferred_alarm_deletion`] was
 /// called first (the handler failed) or the handler wrote the alarm itself.
 #[must_use = "dropping it at once deletes the alarm as if the handler had run"]
-pub struct DeferredAlarmDeleter {
+pub(crate) struct DeferredAlarmDeleter {
     cache: Option<ActorCache>,
 }
 
@@ -489,7 +489,7 @@ impl ActorCache {
     /// does not know the key; [`ActorCache::get`] then reads it. Either way the effects on the cache are
     /// `get`'s (the key becomes the most recently used; `no_cache` unset unless `options` sets it), and `f`
     /// runs after the cache's lock is released.
-    pub fn get_cached<R>(
+    pub(crate) fn get_cached<R>(
         &self,
         key: &str,
         options: GetOptions,
@@ -510,7 +510,7 @@ impl ActorCache {
 
     /// `get(keys[])` (§2.4): the present keys with their values, sorted, duplicates collapsed. More than 128
     /// keys is a `RangeError`; key sizes are not checked (as workerd).
-    pub fn get_multiple(&self, keys: &[&str], options: GetOptions) -> CacheFuture<Vec<Pair>> {
+    pub(crate) fn get_multiple(&self, keys: &[&str], options: GetOptions) -> CacheFuture<Vec<Pair>> {
         if let Err(e) = check_key_count(keys.len()) {
             return ready(Err(e));
         }
@@ -654,13 +654,13 @@ impl ActorCache {
     }
 
     /// `put(key, value)` (§2.4): the value is visible at once and flushed later.
-    pub fn put(&self, key: &str, value: &[u8], options: PutOptions) -> CacheFuture<()> {
+    pub(crate) fn put(&self, key: &str, value: &[u8], options: PutOptions) -> CacheFuture<()> {
         self.put_multiple(&[(key, value)], options)
     }
 
     /// `put(entries)` (§2.4): every pair is validated first, then all are written at once. More than 128
     /// pairs is a `RangeError` (the documented limit; workerd does not check it).
-    pub fn put_multiple(&self, pairs: &[(&str, &[u8])], options: PutOptions) -> CacheFuture<()> {
+    pub(crate) fn put_multiple(&self, pairs: &[(&str, &[u8])], options: PutOptions) -> CacheFuture<()> {
         let mut st = self.lock();
         if let Err(e) = self.check_write(&st) {
             return ready(Err(e));
@@ -681,7 +681,7 @@ impl ActorCache {
     }
 
     /// `delete(key)` (§2.4): whether the key existed.
-    pub fn delete(&self, key: &str, options: PutOptions) -> CacheFuture<bool> {
+    pub(crate) fn delete(&self, key: &str, options: PutOptions) -> CacheFuture<bool> {
         let f = self.delete_multiple(&[key], options);
         Box::pin(async move { Ok(f.await? > 0) })
     }
@@ -689,7 +689,7 @@ impl ActorCache {
     /// `delete(keys[])` (§2.4): how many existed. Answered at once where the cache knows; otherwise after the
     /// flush that deletes the unknown keys, with storage's count. More than 128 keys is a `RangeError` (the
     /// documented limit; workerd does not check it).
-    pub fn delete_multiple(&self, keys: &[&str], options: PutOptions) -> CacheFuture<usize> {
+    pub(crate) fn delete_multiple(&self, keys: &[&str], options: PutOptions) -> CacheFuture<usize> {
         let mut st = self.lock();
         if let Err(e) = self.check_write(&st) {
             return ready(Err(e));
@@ -729,7 +729,7 @@ impl ActorCache {
     /// `deleteAll()` (§2.6): the cache reads as empty at once; storage is wiped after the writes made before
     /// it are flushed. Resolves with the number of keys storage deleted (0 for a call coalesced into a pending
     /// one, statement 28).
-    pub fn delete_all(&self, options: PutOptions) -> CacheFuture<usize> {
+    pub(crate) fn delete_all(&self, options: PutOptions) -> CacheFuture<usize> {
         let mut st = self.lock();
         if let Err(e) = self.check_write(&st) {
             return ready(Err(e));
@@ -773,7 +773,7 @@ impl ActorCache {
     // ----- alarms ------------------------------------------------------------------------------------------
 
     /// `getAlarm()` (§2.4, §4): the alarm time in ms, read from storage once and then cached.
-    pub fn get_alarm(&self, options: GetOptions) -> CacheFuture<Option<i64>> {
+    pub(crate) fn get_alarm(&self, options: GetOptions) -> CacheFuture<Option<i64>> {
         let mut st = self.lock();
         if let Err(e) = self.check_open(&st) {
             return ready(Err(e));
@@ -819,7 +819,7 @@ impl ActorCache {
     }
 
     /// `setAlarm(ms)` (§4): a time ≤ 0 is a `TypeError`.
-    pub fn set_alarm(&self, scheduled_ms: i64, options: PutOptions) -> CacheFuture<()> {
+    pub(crate) fn set_alarm(&self, scheduled_ms: i64, options: PutOptions) -> CacheFuture<()> {
         if scheduled_ms <= 0 {
             return ready(Err(Error::type_error(messages::SET_ALARM_NOT_POSITIVE)));
         }
@@ -827,7 +827,7 @@ impl ActorCache {
     }
 
     /// `deleteAlarm()` (§4).
-    pub fn delete_alarm(&self, options: PutOptions) -> CacheFuture<()> {
+    pub(crate) fn delete_alarm(&self, options: PutOptions) -> CacheFuture<()> {
         self.write_alarm(None, options)
     }
 
@@ -837,7 +837,11 @@ impl ActorCache {
     /// conditional delete of the alarm at that time, unless the handler wrote the alarm (which then stands) or
     /// [`ActorCache::cancel_deferred_alarm_deletion`] was called. With `no_cache` the alarm is left unknown after
     /// the delete. A dirty alarm of another time is kept and nothing is deleted.
-    pub fn arm_alarm_handler(&self, scheduled_ms: i64, no_cache: bool) -> Option<DeferredAlarmDeleter> {
+    pub(crate) fn arm_alarm_handler(
+        &self,
+        scheduled_ms: i64,
+        no_cache: bool,
+    ) -> Option<DeferredAlarmDeleter> {
         let mut st = self.lock();
         if let Some(current) = st.alarm {
             if current != Some(scheduled_ms) {
@@ -855,7 +859,7 @@ impl ActorCache {
     }
 
     /// The handler failed (§4): its deferred delete is cancelled and the alarm stays set, to be retried.
-    pub fn cancel_deferred_alarm_deletion(&self) {
+    pub(crate) fn cancel_deferred_alarm_deletion(&self) {
         let mut st = self.lock();
         if let Some(d) = st.deferred.filter(|d| d.phase == DeferredPhase::Waiting) {
             st.deferred = None;
@@ -878,7 +882,7 @@ impl ActorCache {
     /// `None` then. If the alarm was replaced by one already stored, nothing is done and that time is
     /// returned; a replacement not yet flushed, no alarm at all, or a handler running also give `None` and
     /// change nothing.
-    pub fn abandon_alarm(&self, scheduled_ms: i64) -> CacheFuture<Option<i64>> {
+    pub(crate) fn abandon_alarm(&self, scheduled_ms: i64) -> CacheFuture<Option<i64>> {
         let unknown = {
             let st = self.lock();
             if let Err(e) = self.check_open(&st) {
@@ -929,7 +933,7 @@ impl ActorCache {
     }
 
     /// `sync()` (§2.9): resolves when the flush scheduled or in flight now has committed; at once if none.
-    pub fn sync(&self) -> CacheFuture<()> {
+    pub(crate) fn sync(&self) -> CacheFuture<()> {
         let mut st = self.lock();
         if let Err(e) = self.check_open(&st) {
             return ready(Err(e));
@@ -948,7 +952,7 @@ impl ActorCache {
     /// Shuts the cache down (§2.9): later calls fail with `reason` (default: the retryable
     /// `Durable Object storage is no longer accessible.`, a reset); a flush scheduled but not started fails
     /// and breaks the output gate, nothing of it reaching storage; a flush in flight completes.
-    pub fn shutdown(&self, reason: Option<Error>) {
+    pub(crate) fn shutdown(&self, reason: Option<Error>) {
         let error = reason.unwrap_or_else(closed);
         let mut st = self.lock();
         if st.broken.is_some() {

@@ -100,7 +100,7 @@ impl SqliteKvStore {
     }
 
     /// This store, with every read and commit travelling `link` first.
-    pub fn with_link(mut self, link: Arc<dyn StoreLink>) -> SqliteKvStore {
+    pub(crate) fn with_link(mut self, link: Arc<dyn StoreLink>) -> SqliteKvStore {
         self.link = Some(link);
         self
     }

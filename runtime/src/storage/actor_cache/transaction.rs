@@ -34,7 +34,7 @@ struct TxnState {
 /// The handle of a KV-backend transaction (`txn` in `storage.transaction(async txn => …)`). Cheap to clone:
 /// clones share the transaction.
 #[derive(Clone)]
-pub struct CacheTransaction {
+pub(crate) struct CacheTransaction {
     cache: ActorCache,
     state: Arc<Mutex<TxnState>>,
 }
@@ -53,7 +53,7 @@ impl ActorCache {
     /// Runs `f` in a transaction (§2.7): its writes are applied to the cache when it returns `Ok` (and then
     /// flush like other writes, in one batch); an `Err` discards them and is returned as is (the object is
     /// not reset). After `f` returns, any use of the handle fails.
-    pub async fn transaction<R>(
+    pub(crate) async fn transaction<R>(
         &self,
         f: impl AsyncFnOnce(&CacheTransaction) -> Result<R, Error>,
     ) -> Result<R, Error> {
@@ -120,7 +120,7 @@ impl CacheTransaction {
     }
 
     /// `txn.get(key)`: the transaction's own write, else the cache's answer.
-    pub fn get(&self, key: &str, options: GetOptions) -> CacheFuture<Option<Vec<u8>>> {
+    pub(crate) fn get(&self, key: &str, options: GetOptions) -> CacheFuture<Option<Vec<u8>>> {
         let st = match self.check("get()") {
             Ok(st) => st,
             Err(e) => return ready(Err(e)),
@@ -138,7 +138,8 @@ impl CacheTransaction {
     }
 
     /// `txn.get(keys[])`: present keys, sorted, the transaction's writes overlaid.
-    pub fn get_multiple(&self, keys: &[&str], options: GetOptions) -> CacheFuture<Vec<Pair>> {
+    #[cfg(test)] // Only the tests reach it: the Transaction API objects call has no get_multiple.
+    pub(crate) fn get_multiple(&self, keys: &[&str], options: GetOptions) -> CacheFuture<Vec<Pair>> {
         let st = match self.check("get()") {
             Ok(st) => st,
             Err(e) => return ready(Err(e)),
@@ -173,7 +174,7 @@ impl CacheTransaction {
 
     /// `txn.list(options)`: the cache's list with the transaction's writes overlaid. The limit asked of the
     /// cache is raised by the transaction's deletes in the range, so the limit is still met (statement 112).
-    pub fn list(&self, options: CacheListOptions) -> CacheFuture<Vec<Pair>> {
+    pub(crate) fn list(&self, options: CacheListOptions) -> CacheFuture<Vec<Pair>> {
         let st = match self.check("list()") {
             Ok(st) => st,
             Err(e) => return ready(Err(e)),
@@ -212,12 +213,12 @@ impl CacheTransaction {
     }
 
     /// `txn.put(key, value)`: buffered until commit.
-    pub fn put(&self, key: &str, value: &[u8], options: PutOptions) -> CacheFuture<()> {
+    pub(crate) fn put(&self, key: &str, value: &[u8], options: PutOptions) -> CacheFuture<()> {
         self.put_multiple(&[(key, value)], options)
     }
 
     /// `txn.put(entries)`: buffered until commit.
-    pub fn put_multiple(&self, pairs: &[(&str, &[u8])], options: PutOptions) -> CacheFuture<()> {
+    pub(crate) fn put_multiple(&self, pairs: &[(&str, &[u8])], options: PutOptions) -> CacheFuture<()> {
         let mut st = match self.check("put()") {
             Ok(st) => st,
             Err(e) => return ready(Err(e)),
@@ -229,14 +230,14 @@ impl CacheTransaction {
     }
 
     /// `txn.delete(key)`: whether the key existed, as the transaction sees it.
-    pub fn delete(&self, key: &str, options: PutOptions) -> CacheFuture<bool> {
+    pub(crate) fn delete(&self, key: &str, options: PutOptions) -> CacheFuture<bool> {
         let f = self.delete_multiple(&[key], options);
         Box::pin(async move { Ok(f.await? > 0) })
     }
 
     /// `txn.delete(keys[])`: how many existed. Buffered at once; keys the transaction or the cache does not
     /// know are read (through the cache, ≤ maxKeysPerRpc per read) to count them (statement 118).
-    pub fn delete_multiple(&self, keys: &[&str], options: PutOptions) -> CacheFuture<usize> {
+    pub(crate) fn delete_multiple(&self, keys: &[&str], options: PutOptions) -> CacheFuture<usize> {
         let mut st = match self.check("delete()") {
             Ok(st) => st,
             Err(e) => return ready(Err(e)),
@@ -271,12 +272,13 @@ impl CacheTransaction {
     }
 
     /// `txn.deleteAll()`: refused (§2.6).
-    pub fn delete_all(&self, _options: PutOptions) -> CacheFuture<usize> {
+    #[cfg(test)] // Only the tests reach it: the Transaction API objects call has no deleteAll.
+    pub(crate) fn delete_all(&self, _options: PutOptions) -> CacheFuture<usize> {
         ready(Err(Error::new(messages::DELETE_ALL_IN_TRANSACTION)))
     }
 
     /// `txn.getAlarm()`: the transaction's own alarm write, else the cache's.
-    pub fn get_alarm(&self, options: GetOptions) -> CacheFuture<Option<i64>> {
+    pub(crate) fn get_alarm(&self, options: GetOptions) -> CacheFuture<Option<i64>> {
         let st = match self.check("getAlarm()") {
             Ok(st) => st,
             Err(e) => return ready(Err(e)),
@@ -291,7 +293,7 @@ impl CacheTransaction {
     }
 
     /// `txn.setAlarm(ms)`: buffered until commit; a time ≤ 0 is a `TypeError`.
-    pub fn set_alarm(&self, scheduled_ms: i64, options: PutOptions) -> CacheFuture<()> {
+    pub(crate) fn set_alarm(&self, scheduled_ms: i64, options: PutOptions) -> CacheFuture<()> {
         let mut st = match self.check("setAlarm()") {
             Ok(st) => st,
             Err(e) => return ready(Err(e)),
@@ -304,7 +306,7 @@ impl CacheTransaction {
     }
 
     /// `txn.deleteAlarm()`: buffered until commit.
-    pub fn delete_alarm(&self, options: PutOptions) -> CacheFuture<()> {
+    pub(crate) fn delete_alarm(&self, options: PutOptions) -> CacheFuture<()> {
         let mut st = match self.check("deleteAlarm()") {
             Ok(st) => st,
             Err(e) => return ready(Err(e)),
@@ -315,7 +317,7 @@ impl CacheTransaction {
 
     /// `txn.rollback()`: discards the buffered writes. May be called again; any other use afterwards fails
     /// with `Cannot <op> on rolled back transaction`. After the closure returned, it fails like other ops.
-    pub fn rollback(&self) -> Result<(), Error> {
+    pub(crate) fn rollback(&self) -> Result<(), Error> {
         let mut st = self.lock();
         match st.phase {
             Phase::Finished => Err(Error::new(messages::already_committed("rollback()"))),
