@@ -129,13 +129,26 @@ pub(crate) struct AlarmScheduler {
 /// A failure of the alarm index: the platform's, never the object's (so an alarm run it cuts short is retried
 /// without counting, spec §4), hence flagged retryable.
 fn index_error(e: &rusqlite::Error) -> Error {
+    if crate::storage::location::is_busy(e) {
+        // Another host holds the index: a misconfiguration that no retry cures.
+        return Error::new(format!(
+            "alarm index: it is in use by another connection (two hosts cannot share one storage): {e}"
+        ));
+    }
     Error::new(format!("alarm index: {e}")).with_retryable()
 }
 
 impl AlarmScheduler {
     /// Opens the index at `location` and loads it.
     pub(crate) fn open(location: &DatabaseLocation) -> Result<AlarmScheduler, Error> {
-        let conn = location.open().map_err(|e| Error::new(format!("alarm index: {e}")).with_retryable())?;
+        let conn = location.open().map_err(|e| {
+            let error = Error::new(format!("alarm index: {e}"));
+            if e.in_use {
+                error
+            } else {
+                error.with_retryable()
+            }
+        })?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS alarms (namespace TEXT NOT NULL, id BLOB NOT NULL, time INTEGER NOT NULL, \
              PRIMARY KEY (namespace, id)) WITHOUT ROWID",

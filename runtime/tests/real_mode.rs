@@ -143,3 +143,55 @@ fn kv_backend_counter_on_files() {
         ..Migration::default()
     });
 }
+
+fn sqlite_migration() -> Migration {
+    Migration { tag: "v1".into(), new_sqlite_classes: vec!["Counter".into()], ..Migration::default() }
+}
+
+/// Two hosts given one directory would write the same databases: the second is refused at build, naming the
+/// database, while the first keeps serving; once the first is gone (and the reset before it), its files are
+/// free again.
+#[test]
+fn two_hosts_on_one_directory_are_refused_naming_the_database() {
+    let d = dir("two-hosts");
+    let (refused, served) = run_local(async {
+        let first = host(&d, sqlite_migration());
+        let stub = first.env().durable_object("COUNTER").unwrap().get_by_name("c");
+        stub.fetch(Request::get("/increment")).await.unwrap();
+        let second = Host::builder("worker")
+            .class::<Counter>("Counter")
+            .binding("COUNTER", "Counter")
+            .migration(sqlite_migration())
+            .storage(Files(d.clone()))
+            .clock(Arc::new(ManualClock::new(1_700_000_000_000)))
+            .entropy(Counting(Cell::new(0)))
+            .build()
+            .err();
+        let served = stub.fetch(Request::get("/increment")).await.unwrap().text().unwrap();
+        (second, served)
+    });
+    let e = refused.expect("a second host on the same files is refused");
+    assert!(
+        e.message().contains("alarms.db") && e.message().contains("in use by another connection"),
+        "the error names the database and the cause: {}",
+        e.message()
+    );
+    assert!(!e.retryable(), "a misconfiguration is not retryable");
+    assert_eq!(served, "2", "the first host keeps serving");
+}
+
+/// A reset closes the object's database at once, so its next instance opens it (the connection holds the
+/// database's exclusive lock: one that outlived its instance would lock the next one out).
+#[test]
+fn after_a_reset_the_next_instance_opens_the_database() {
+    let d = dir("reset-reopen");
+    let value = run_local(async {
+        let host = host(&d, sqlite_migration());
+        let ns = host.env().durable_object("COUNTER").unwrap();
+        let id = ns.id_from_name("c");
+        ns.get(&id).unwrap().fetch(Request::get("/increment")).await.unwrap();
+        assert!(host.reset("COUNTER", &id, Error::new("reset by the test")).unwrap(), "the object was live");
+        ns.get(&id).unwrap().fetch(Request::get("/increment")).await.unwrap().text().unwrap()
+    });
+    assert_eq!(value, "2");
+}

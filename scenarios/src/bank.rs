@@ -293,6 +293,8 @@ async fn bank(journal: Journal, seed: Seed, transfers: i64, ack: Ack) {
         madsim::time::sleep(Duration::from_millis(rng.between(1, 20))).await;
     }
     dosim_sim::note("bank done", transfers);
+    // Let go of the database (and its exclusive lock), so the checker can open it.
+    drop(conn);
     std::future::pending::<()>().await;
 }
 

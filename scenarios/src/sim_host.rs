@@ -147,15 +147,21 @@ type Command = Box<
 /// How often a host node retries starting its host after a disk error, before it gives up.
 const HOST_START_ATTEMPTS_MAX: u32 = 100;
 
-/// Builds the host, retrying while the disk fails (an injected I/O error while the alarm index opens).
+/// Builds the host, retrying while the disk fails (an injected I/O error while the alarm index opens: the
+/// runtime flags such errors `retryable`).
 ///
 /// # Panics
-/// If it still fails after [`HOST_START_ATTEMPTS_MAX`] attempts: then it is not the disk.
+/// At once, with the runtime's message, on an error that is not retryable: a misconfiguration (a class bound
+/// without a migration, two hosts given one storage, …) that no retry cures. And if a retryable error persists
+/// after [`HOST_START_ATTEMPTS_MAX`] attempts: then it is not the disk.
 async fn start_host(build: fn() -> dosim_runtime::HostBuilder) -> dosim_runtime::Host {
     let mut attempt = 0;
     loop {
         match build().build() {
             Ok(host) => return host,
+            Err(e) if !e.retryable() => {
+                panic!("the host cannot start: {} (a configuration error: not retried)", e.message())
+            }
             Err(e) if attempt < HOST_START_ATTEMPTS_MAX => {
                 attempt += 1;
                 dosim_sim::sometimes("a host start failed and was retried");

@@ -21,8 +21,9 @@
 //! disk can tear any sector of an unsynced write.
 //!
 //! # Locking, WAL and one connection per file
-//! Locks are no-ops: each database has one connection (one per Durable Object), which [`open`] puts in
-//! `locking_mode=EXCLUSIVE`. The VFS has no shared-memory methods (`sqlite3_io_methods` version 1), so WAL mode
+//! Each database has one connection (one per Durable Object), which [`open`] puts in
+//! `locking_mode=EXCLUSIVE`. Locks are real between the connections of one node's incarnation (see `locks`):
+//! a second connection to a database another one has written gets `SQLITE_BUSY`, as on a real file system. The VFS has no shared-memory methods (`sqlite3_io_methods` version 1), so WAL mode
 //! keeps its index in heap memory, which SQLite allows only in EXCLUSIVE locking mode; [`open`] therefore sets
 //! the locking mode before the journal mode.
 //!
@@ -308,6 +309,7 @@ unsafe extern "C" fn x_close(p: *mut ffi::sqlite3_file) -> c_int {
         // SAFETY: SQLite calls xClose once per file that xOpen initialised; after it, SQLite clears
         // pMethods and never touches the file again, so moving the fields out leaves nothing to drop twice.
         let SimFile { handle, delete_on_close, .. } = unsafe { ptr::read(p.cast::<SimFile>()) };
+        locks::unlock(&handle, p as usize, ffi::SQLITE_LOCK_NONE);
         // SAFETY: `p` is still valid memory; clearing pMethods guards against a second close.
         unsafe { (*p).pMethods = ptr::null() };
         if delete_on_close {
@@ -427,18 +429,116 @@ unsafe extern "C" fn x_file_size(p: *mut ffi::sqlite3_file, out: *mut ffi::sqlit
     })
 }
 
-unsafe extern "C" fn x_lock(_p: *mut ffi::sqlite3_file, _level: c_int) -> c_int {
-    ffi::SQLITE_OK
+unsafe extern "C" fn x_lock(p: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    guarded("xLock", ffi::SQLITE_IOERR_LOCK, || {
+        // SAFETY: an io method on an open file.
+        let file = unsafe { &*p.cast::<SimFile>() };
+        locks::lock(&file.handle, p as usize, level)
+    })
 }
 
-unsafe extern "C" fn x_unlock(_p: *mut ffi::sqlite3_file, _level: c_int) -> c_int {
-    ffi::SQLITE_OK
+unsafe extern "C" fn x_unlock(p: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    guarded("xUnlock", ffi::SQLITE_IOERR_UNLOCK, || {
+        // SAFETY: an io method on an open file.
+        let file = unsafe { &*p.cast::<SimFile>() };
+        locks::unlock(&file.handle, p as usize, level);
+        ffi::SQLITE_OK
+    })
 }
 
-unsafe extern "C" fn x_check_reserved_lock(_p: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
-    // SAFETY: SQLite passes a valid out pointer.
-    unsafe { *out = 0 };
-    ffi::SQLITE_OK
+unsafe extern "C" fn x_check_reserved_lock(p: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
+    guarded("xCheckReservedLock", ffi::SQLITE_IOERR_CHECKRESERVEDLOCK, || {
+        // SAFETY: an io method on an open file.
+        let file = unsafe { &*p.cast::<SimFile>() };
+        let reserved = locks::reserved_by_other(&file.handle, p as usize);
+        // SAFETY: SQLite passes a valid out pointer.
+        unsafe { *out = c_int::from(reserved) };
+        ffi::SQLITE_OK
+    })
+}
+
+/// SQLite's file locks, per node and path, between the connections of one incarnation of a node.
+///
+/// Every connection the runtime opens is in `locking_mode=EXCLUSIVE`: once it has written, it keeps its
+/// EXCLUSIVE lock until it closes. So a second connection to the same database on the same node (two hosts
+/// sharing one storage, say) gets `SQLITE_BUSY` instead of silently interleaving its writes with the first
+/// one's, as it would on a real file system. Locks die with their incarnation: a holder whose handle went
+/// stale (its node crashed or lost power) holds nothing.
+mod locks {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    use rusqlite::ffi;
+
+    use crate::disk::{self, FileHandle};
+    use crate::trace::NodeId;
+
+    /// One holder of a lock on a file: the connection's file object (its address while open) and its level.
+    struct Holder {
+        owner: usize,
+        handle: FileHandle,
+        level: i32,
+    }
+
+    thread_local! {
+        /// The holders of each locked file. A run has its own thread, so this starts empty in every run.
+        static LOCKS: RefCell<BTreeMap<(NodeId, String), Vec<Holder>>> = const { RefCell::new(BTreeMap::new()) };
+    }
+
+    /// The highest level another live connection holds on `handle`'s file.
+    fn others_max(holders: &mut Vec<Holder>, owner: usize) -> i32 {
+        holders.retain(|h| h.owner == owner || disk::is_current(&h.handle));
+        holders.iter().filter(|h| h.owner != owner).map(|h| h.level).max().unwrap_or(ffi::SQLITE_LOCK_NONE)
+    }
+
+    /// Takes `level` on the file (SQLite's rules: many SHARED, one RESERVED beside them, EXCLUSIVE alone).
+    pub(super) fn lock(handle: &FileHandle, owner: usize, level: i32) -> i32 {
+        LOCKS.with(|l| {
+            let mut l = l.borrow_mut();
+            let holders = l.entry((handle.node(), handle.path().to_string())).or_default();
+            let others = others_max(holders, owner);
+            let refused = match level {
+                ffi::SQLITE_LOCK_SHARED => others >= ffi::SQLITE_LOCK_PENDING,
+                ffi::SQLITE_LOCK_RESERVED => others >= ffi::SQLITE_LOCK_RESERVED,
+                _ => others >= ffi::SQLITE_LOCK_SHARED,
+            };
+            if refused {
+                crate::sometimes("a second connection to a locked database was refused");
+                return ffi::SQLITE_BUSY;
+            }
+            match holders.iter_mut().find(|h| h.owner == owner) {
+                Some(h) => h.level = h.level.max(level),
+                None => holders.push(Holder { owner, handle: handle.clone(), level }),
+            }
+            ffi::SQLITE_OK
+        })
+    }
+
+    /// Lowers the connection's lock to `level` (NONE releases it).
+    pub(super) fn unlock(handle: &FileHandle, owner: usize, level: i32) {
+        LOCKS.with(|l| {
+            let mut l = l.borrow_mut();
+            let key = (handle.node(), handle.path().to_string());
+            let Some(holders) = l.get_mut(&key) else { return };
+            if level == ffi::SQLITE_LOCK_NONE {
+                holders.retain(|h| h.owner != owner);
+            } else if let Some(h) = holders.iter_mut().find(|h| h.owner == owner) {
+                h.level = h.level.min(level);
+            }
+            if holders.is_empty() {
+                l.remove(&key);
+            }
+        });
+    }
+
+    /// True if another live connection holds RESERVED or more on the file.
+    pub(super) fn reserved_by_other(handle: &FileHandle, owner: usize) -> bool {
+        LOCKS.with(|l| {
+            let mut l = l.borrow_mut();
+            let Some(holders) = l.get_mut(&(handle.node(), handle.path().to_string())) else { return false };
+            others_max(holders, owner) >= ffi::SQLITE_LOCK_RESERVED
+        })
+    }
 }
 
 unsafe extern "C" fn x_file_control(_p: *mut ffi::sqlite3_file, _op: c_int, _arg: *mut c_void) -> c_int {

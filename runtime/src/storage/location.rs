@@ -54,15 +54,32 @@ pub struct OpenError {
     pub location: String,
     /// What SQLite said, or which setting it refused.
     pub reason: String,
+    /// Another connection holds the database (`SQLITE_BUSY`): a misconfiguration (two hosts given one
+    /// storage), not a fault that retrying cures.
+    pub in_use: bool,
 }
 
 impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot open database {}: {}", self.location, self.reason)
+        if self.in_use {
+            write!(
+                f,
+                "cannot open database {}: it is in use by another connection (two hosts cannot share one \
+                 storage): {}",
+                self.location, self.reason
+            )
+        } else {
+            write!(f, "cannot open database {}: {}", self.location, self.reason)
+        }
     }
 }
 
 impl std::error::Error for OpenError {}
+
+/// True if SQLite refused because another connection holds a lock on the database.
+pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseBusy)
+}
 
 impl DatabaseLocation {
     /// A file on the host's file system.
@@ -86,7 +103,7 @@ impl DatabaseLocation {
     ///
     /// Every setting is read back, and a setting SQLite did not take is an error.
     pub fn open(&self) -> Result<Connection, OpenError> {
-        let err = |reason: String| OpenError { location: self.to_string(), reason };
+        let err = |reason: String| OpenError { location: self.to_string(), reason, in_use: false };
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -95,6 +112,8 @@ impl DatabaseLocation {
             None => Connection::open_with_flags(&self.path, flags),
         }
         .map_err(|e| err(e.to_string()))?;
+        // One connection per database: a lock held by another is a misconfiguration, not worth waiting for.
+        conn.busy_timeout(std::time::Duration::ZERO).map_err(|e| err(format!("busy_timeout: {e}")))?;
         // The locking mode must come before WAL: without shared memory, WAL needs an exclusive lock.
         let settings = [
             ("locking_mode", "exclusive"),
@@ -110,7 +129,7 @@ impl DatabaseLocation {
                 Ok(None) => pragma(&conn, &format!("PRAGMA {name}")).map(Option::unwrap_or_default),
                 Err(e) => Err(e),
             }
-            .map_err(|e| err(format!("PRAGMA {name}={want}: {e}")))?;
+            .map_err(|e| OpenError { in_use: is_busy(&e), ..err(format!("PRAGMA {name}={want}: {e}")) })?;
             if !got.eq_ignore_ascii_case(want) {
                 return Err(err(format!("PRAGMA {name}={want} was not applied (SQLite reports {got})")));
             }

@@ -326,6 +326,13 @@ impl Pitr {
         Ok(pitr)
     }
 
+    /// Moves the pre-update hook to `conn`, before the connection it is on closes (the storage swaps its
+    /// connection for a placeholder when it shuts down). The old hook is uninstalled while its connection is
+    /// still open.
+    pub(crate) fn move_hook(&mut self, conn: &Connection) {
+        self._hook = preupdate::Hook::install(conn, self.events.clone());
+    }
+
     fn load_last(&self, conn: &Connection) -> rusqlite::Result<Option<Mark>> {
         if !table_exists(conn, HISTORY_TABLE)? {
             return Ok(None);

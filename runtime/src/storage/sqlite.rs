@@ -751,10 +751,23 @@ impl SqliteStorage {
         });
         let mut guard = self.lock();
         let State { conn, tx, pitr, sql_cache } = &mut *guard;
-        if tx.broken.is_some() {
-            return;
-        }
         sql_cache.clear();
+        if tx.broken.is_none() {
+            Self::fail_open_work(conn, tx, pitr, error);
+        }
+        // Close the database now, not when the last task holding this storage lets go: the connection holds
+        // the database's exclusive lock, and the object's next instance (after a reset, an eviction, a new
+        // host) opens it at once. Every later call fails on `broken` before touching the placeholder.
+        let placeholder = Connection::open_in_memory().expect("an in-memory SQLite database opens");
+        pitr.move_hook(&placeholder);
+        let closed = std::mem::replace(conn, placeholder);
+        if let Err((_, e)) = closed.close() {
+            tracing::debug!(target: "dosim::storage", "closing the database at shutdown failed: {e}");
+        }
+    }
+
+    /// Rolls back what is open and fails the work waiting on it with `error`, which every later call gets.
+    fn fail_open_work(conn: &mut Connection, tx: &mut Tx, pitr: &mut Pitr, error: Error) {
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }

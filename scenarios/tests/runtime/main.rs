@@ -5,6 +5,7 @@
 
 mod alarms;
 mod ids_and_migrations;
+mod misconfiguration;
 mod objects;
 mod output_gate;
 mod overload;

@@ -22,7 +22,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::store::{Batch, CommitResult, KvStore, ListRequest, StoreError, StoreFuture};
 use crate::storage::gates::{DurabilityWait, Task};
-use crate::storage::location::{DatabaseLocation, OpenError};
+use crate::storage::location::{is_busy, DatabaseLocation, OpenError};
 
 /// Where the alarm lives in `_cf_METADATA` (the SQLite backend's key, spec §3.1).
 const METADATA_ALARM_KEY: i64 = 1;
@@ -67,8 +67,11 @@ impl SqliteKvStore {
         durability: Arc<dyn DurabilityWait>,
     ) -> Result<SqliteKvStore, OpenError> {
         let conn = location.open()?;
-        conn.execute_batch(SCHEMA)
-            .map_err(|e| OpenError { location: location.to_string(), reason: e.to_string() })?;
+        conn.execute_batch(SCHEMA).map_err(|e| OpenError {
+            location: location.to_string(),
+            reason: e.to_string(),
+            in_use: is_busy(&e),
+        })?;
         Ok(SqliteKvStore {
             conn: Arc::new(Mutex::new(conn)),
             durability,
