@@ -272,6 +272,33 @@ mod tests {
         assert_eq!(of_panic("index out of bounds"), FailureKind::Panic("index out of bounds".into()));
     }
 
+    fn checked(alarm_ran: bool, sum: i64) -> Result<(), Failure> {
+        crate::ensure_live!(alarm_ran, "the alarm never ran");
+        crate::ensure!(sum == 1000, "balances sum to {sum}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_check_macros_say_what_failed_and_how() {
+        assert!(checked(true, 1000).is_ok());
+        assert_eq!(
+            checked(false, 1000).unwrap_err().into_kind(),
+            FailureKind::Pending("the alarm never ran".into())
+        );
+        assert_eq!(
+            checked(true, 999).unwrap_err().into_kind(),
+            FailureKind::Check("balances sum to 999".into())
+        );
+        let panic =
+            std::panic::catch_unwind(|| crate::invariant!(1 + 1 == 3, "arithmetic is off")).unwrap_err();
+        let message = *panic.downcast::<String>().unwrap();
+        assert_eq!(message, format!("{BROKEN_INVARIANT}arithmetic is off"));
+        assert_eq!(
+            FailureKind::of_panic(message, Duration::ZERO),
+            FailureKind::Check("arithmetic is off".into())
+        );
+    }
+
     #[test]
     fn options_print_as_key_value_lines_starting_with_the_seed() {
         let o = RunOptions::new(Seed(0x2a)).with("faults", "crash,pause").with("waves", 30);
@@ -350,16 +377,8 @@ macro_rules! ensure {
 }
 
 /// Returns `Err(Failure::pending(…))` (a liveness failure) from the enclosing function unless `cond` holds:
-/// for what must have happened once the faults stopped and the liveness phase passed.
-///
-/// ```
-/// fn check(alarm_ran: bool) -> Result<(), dosim_sim::Failure> {
-///     dosim_sim::ensure_live!(alarm_ran, "the alarm never ran");
-///     Ok(())
-/// }
-/// let kind = check(false).unwrap_err().into_kind();
-/// assert_eq!(kind, dosim_sim::FailureKind::Pending("the alarm never ran".into()));
-/// ```
+/// for what must have happened once the faults stopped and the liveness phase passed, such as
+/// `ensure_live!(alarm_ran, "the alarm of {name} never ran")`. The run fails with [`FailureKind::Pending`].
 #[macro_export]
 macro_rules! ensure_live {
     ($cond:expr, $($fmt:tt)+) => {
@@ -370,14 +389,9 @@ macro_rules! ensure_live {
 }
 
 /// Panics with a [`BROKEN_INVARIANT`] message unless `cond` holds: for a safety property checked inside a
-/// node's task, which has no way to return a [`Failure`] to the scenario. The run fails with
-/// [`FailureKind::Check`], not as a crash.
-///
-/// ```
-/// let r = std::panic::catch_unwind(|| dosim_sim::invariant!(1 + 1 == 3, "arithmetic is off"));
-/// let msg = *r.unwrap_err().downcast::<String>().unwrap();
-/// assert_eq!(msg, format!("{}arithmetic is off", dosim_sim::BROKEN_INVARIANT));
-/// ```
+/// node's task, which has no way to return a [`Failure`] to the scenario, such as
+/// `invariant!(sum == TOTAL, "balances sum to {sum}")`. The run fails with [`FailureKind::Check`], not as a
+/// crash. (Examples as unit tests, not doctests: each doctest is one more binary to link.)
 #[macro_export]
 macro_rules! invariant {
     ($cond:expr, $($fmt:tt)+) => {

@@ -1,6 +1,5 @@
 //! The `dosim` CLI: listing, the options printed before each run, JSON lines, exit codes, and errors that
 //! name the bad value.
-#![cfg(madsim)]
 
 use std::process::Command;
 

@@ -1,6 +1,5 @@
 //! Every built-in scenario passes a few seeds, replays exactly, and injects the faults it is about; each
 //! negative control is caught by the check it is the control of.
-#![cfg(madsim)]
 
 use std::time::Duration;
 
