@@ -35,6 +35,7 @@ struct SpawnTurns {
 impl TurnHooks for SpawnTurns {
     fn after_turn(&self, task: Task) {
         let delay = self.delay;
+        // Detached on purpose: a deferred storage task runs after the turn, as the runtime's event loop does.
         drop(madsim::task::spawn(async move {
             if !delay.is_zero() {
                 madsim::time::sleep(delay).await;

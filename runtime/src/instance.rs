@@ -365,6 +365,8 @@ impl Instance {
             task.await;
             Ok(())
         });
+        // Detached on purpose: a `wait_until` task outlives the event that started it; the instance aborts
+        // it when it ends.
         drop(self.spawn_event(EventKind::Background, 0, inner));
     }
 

@@ -182,11 +182,10 @@ fn two_hosts_on_one_directory_are_refused_naming_the_database() {
 
 /// A reset closes the object's database at once, so its next instance opens it (the connection holds the
 /// database's exclusive lock: one that outlived its instance would lock the next one out).
-#[test]
-fn after_a_reset_the_next_instance_opens_the_database() {
-    let d = dir("reset-reopen");
+fn after_a_reset_the_next_instance_opens_the_database(name: &str, migration: Migration) {
+    let d = dir(name);
     let value = run_local(async {
-        let host = host(&d, sqlite_migration());
+        let host = host(&d, migration);
         let ns = host.env().durable_object("COUNTER").unwrap();
         let id = ns.id_from_name("c");
         ns.get(&id).unwrap().fetch(Request::get("/increment")).await.unwrap();
@@ -194,4 +193,15 @@ fn after_a_reset_the_next_instance_opens_the_database() {
         ns.get(&id).unwrap().fetch(Request::get("/increment")).await.unwrap().text().unwrap()
     });
     assert_eq!(value, "2");
+}
+
+#[test]
+fn sqlite_backend_after_a_reset_the_next_instance_opens_the_database() {
+    after_a_reset_the_next_instance_opens_the_database("reset-reopen-sqlite", sqlite_migration());
+}
+
+#[test]
+fn kv_backend_after_a_reset_the_next_instance_opens_the_database() {
+    let kv = Migration { tag: "v1".into(), new_classes: vec!["Counter".into()], ..Migration::default() };
+    after_a_reset_the_next_instance_opens_the_database("reset-reopen-kv", kv);
 }

@@ -196,6 +196,12 @@ pub fn sometimes(name: &str) {
     }
 }
 
+/// How many times the current run has reached [`sometimes`] point `name` so far (0 outside a run). A test
+/// uses it to show that the path it claims to test was taken.
+pub fn sometimes_count(name: &str) -> u64 {
+    try_current().map_or(0, |ctx| ctx.sometimes.borrow().get(name).copied().unwrap_or(0))
+}
+
 /// Draws from the run's random stream for `purpose`.
 ///
 /// # Panics

@@ -278,6 +278,7 @@ fn schedule(ctx: &RunCtx, net: &mut NetState, m: Message) {
         latency += config.reorder_delay;
     }
     let wire = net.wire.clone().expect("the wire node exists for the whole run");
+    // Detached on purpose: the datagram is on the wire; it arrives (or not) whatever its sender does next.
     drop(wire.spawn(async move {
         madsim::time::sleep(latency).await;
         deliver(m);

@@ -512,6 +512,8 @@ pub(crate) fn handle_power_cuts(ctx: &RunCtx) {
         let handle = madsim_handle();
         handle.kill(id);
         if let Some(after) = restart {
+            // Detached on purpose: the restart is part of the fault plan and runs on the faults node, after the
+            // kill that scheduled it.
             drop(faults_node.spawn(async move {
                 madsim::time::sleep(after).await;
                 let world = World { node_count: context::current().nodes.len() as u32 };
@@ -588,6 +590,7 @@ async fn run_random(world: World, rf: RandomFaults) {
             other => unreachable!("{other} is not a random fault kind (validated)"),
         };
         let w = world.clone();
+        // Detached on purpose: the fault is undone after its outage while the driver draws the next one.
         drop(madsim::task::spawn(async move {
             madsim::time::sleep(outage).await;
             if context::current().world.borrow().faults_stopped {
@@ -684,11 +687,12 @@ impl Sim {
             }
             drop(ctx);
             let world = World { node_count };
+            // Detached on purpose: the fault drivers run on the faults node for the whole run, which ends them.
             if !plan.scripted.is_empty() {
                 drop(faults_node.spawn(run_scripted(world.clone(), plan.clone())));
             }
             if let Some(rf) = plan.random.clone() {
-                drop(faults_node.spawn(run_random(world.clone(), rf)));
+                drop(faults_node.spawn(run_random(world.clone(), rf))); // Likewise detached.
             }
             let result = main(world).await;
             let ctx = context::current();

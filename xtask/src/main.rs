@@ -11,6 +11,9 @@
 //! `--cfg madsim` to an inherited `RUSTFLAGS` instead, and the sim crate's build-guard test fails if a
 //! simulation build ever lacks the cfg.
 
+#[cfg(test)]
+mod tidy;
+
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 

@@ -230,11 +230,22 @@ impl Storage {
         decode_pairs(raw)
     }
 
-    /// Deletes every key and table (and the alarm, if the backend's setting says so).
+    /// Deletes every key and table (and the alarm, if the backend's setting says so). Resolves at once on
+    /// both backends (spec §2.6, §3.4); the output gate waits for the deletion to be durable.
     pub async fn delete_all(&self) -> Result<(), Error> {
         match &self.backend {
             Backend::Sqlite(s) => s.delete_all().await,
-            Backend::Kv(c) => c.delete_all(PutOptions::default()).await.map(|_| ()),
+            Backend::Kv(c) => {
+                // JS `deleteAll()` resolves at once (spec §2.6: the count is for billing only, and workerd
+                // returns no backpressure for it): a refusal at the call (a broken cache) is returned, and a
+                // failure of the deletion breaks the output gate. The count is not awaited.
+                let mut count = c.delete_all(PutOptions::default());
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                match std::future::Future::poll(count.as_mut(), &mut cx) {
+                    std::task::Poll::Ready(result) => result.map(drop),
+                    std::task::Poll::Pending => Ok(()),
+                }
+            }
         }
     }
 

@@ -9,8 +9,14 @@
 //!   *net* change per row: the row as it was when the transaction first touched it (`before`) and the row as
 //!   it is now, read back from the database (`after`); rows with `before == after` are dropped. Reading
 //!   `after` back makes savepoints rolled back and failed statements harmless: what they undid is not there.
-//!   The net changes of the commit are stored (CBOR) as one row of [`HISTORY_TABLE`], with a sequence number
-//!   and the commit time, **in the same transaction**, so the history is exactly as durable as the writes.
+//!   The net changes of the commit are stored (CBOR) in [`HISTORY_TABLE`], with a sequence number and the
+//!   commit time, **in the same transaction**, so the history is exactly as durable as the writes. BLOB values
+//!   are CBOR byte strings (one header, then the bytes), so a row's history is about the size of the row.
+//!   A commit's history holds each changed row twice (before and after) and may hold many rows, so it can be
+//!   larger than SQLite's row limit ([`SQLITE_ROW_SIZE_MAX`](super::value::SQLITE_ROW_SIZE_MAX)), which every
+//!   row of the history must respect as well: the encoding is cut into parts of at most [`HISTORY_PART_MAX`]
+//!   bytes, the first in the history row and the others in [`HISTORY_PARTS_TABLE`]. Any set of writes within
+//!   the documented limits therefore commits (spec §3.1, §11).
 //! * **Bookmarks** are `<commit time ms, 16 hex>-<sequence, 16 hex>`, lowercase: fixed width, so they sort
 //!   lexically in commit order. Commit times never go backwards (a commit earlier than the previous one by the
 //!   embedder's clock is stamped with the previous time). Sequence 0 is the *genesis* entry, stamped with
@@ -57,6 +63,14 @@ pub const WINDOW_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 
 /// The history of commits. `_cf_` names are out of reach of application SQL (spec §3.1).
 pub const HISTORY_TABLE: &str = "_cf_PITR_HISTORY";
+
+/// The parts of a commit's history after the first, when its encoding is longer than [`HISTORY_PART_MAX`].
+pub const HISTORY_PARTS_TABLE: &str = "_cf_PITR_HISTORY_PARTS";
+
+/// The longest part of a history entry's encoding stored in one row: half the row limit
+/// ([`SQLITE_ROW_SIZE_MAX`](super::value::SQLITE_ROW_SIZE_MAX), spec §3.1, §11), so that a part with its
+/// sequence number, time and record header always fits one row.
+pub const HISTORY_PART_MAX: usize = super::value::SQLITE_ROW_SIZE_MAX / 2;
 
 /// The pending restore request (one row).
 pub const RESTORE_TABLE: &str = "_cf_PITR_RESTORE";
@@ -141,7 +155,35 @@ enum Val {
     Int(i64),
     Real(f64),
     Text(String),
-    Blob(Vec<u8>),
+    Blob(#[serde(with = "byte_string")] Vec<u8>),
+}
+
+/// A BLOB's bytes as one CBOR byte string. serde's default for `Vec<u8>` is a sequence of integers, one CBOR
+/// item per byte (two bytes each from 0x18 up), which made the history of a 1 MB value larger than SQLite's
+/// row limit.
+mod byte_string {
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Bytes;
+        impl serde::de::Visitor<'_> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_byte_buf(Bytes)
+    }
 }
 
 impl rusqlite::ToSql for Val {
@@ -265,7 +307,9 @@ fn sql_err(e: &rusqlite::Error) -> Error {
 }
 
 const CREATE_HISTORY: &str = "CREATE TABLE IF NOT EXISTS _cf_PITR_HISTORY (seq INTEGER PRIMARY KEY, \
-     time_ms INTEGER NOT NULL, blocked TEXT, changes BLOB NOT NULL)";
+     time_ms INTEGER NOT NULL, blocked TEXT, changes BLOB NOT NULL); \
+     CREATE TABLE IF NOT EXISTS _cf_PITR_HISTORY_PARTS (seq INTEGER NOT NULL, part INTEGER NOT NULL, \
+     bytes BLOB NOT NULL, PRIMARY KEY (seq, part))";
 
 /// How many of the oldest history entries one commit looks at when it prunes (commit times grow with
 /// `seq`, so the anchor is among the oldest; a longer backlog is pruned over several commits).
@@ -563,10 +607,16 @@ impl Pitr {
             version = schema_version(conn)?;
         }
         let seq = self.last.map_or(1, |l| l.seq + 1);
+        let encoded = encode(&Entry { changes })?;
+        let mut parts = encoded.chunks(HISTORY_PART_MAX);
         conn.prepare_cached(
             "INSERT INTO _cf_PITR_HISTORY (seq, time_ms, blocked, changes) VALUES (?1, ?2, ?3, ?4)",
         )?
-        .execute(rusqlite::params![seq, time, blocked, encode(&Entry { changes })?])?;
+        .execute(rusqlite::params![seq, time, blocked, parts.next().unwrap_or_default()])?;
+        for (part, bytes) in (1i64..).zip(parts) {
+            conn.prepare_cached("INSERT INTO _cf_PITR_HISTORY_PARTS (seq, part, bytes) VALUES (?1, ?2, ?3)")?
+                .execute(rusqlite::params![seq, part, bytes])?;
+        }
         // Prune what is older than the window, keeping the anchor. Commit times grow with `seq`, so the
         // oldest entry says whether there is anything to prune, and most commits stop there.
         let oldest: Option<i64> = conn
@@ -576,6 +626,8 @@ impl Pitr {
         if oldest.is_some_and(|t| t <= time - WINDOW_MS) {
             if let Some(anchor) = Self::anchor(conn, time)? {
                 conn.prepare_cached("DELETE FROM _cf_PITR_HISTORY WHERE seq < ?1")?.execute([anchor])?;
+                conn.prepare_cached("DELETE FROM _cf_PITR_HISTORY_PARTS WHERE seq < ?1")?
+                    .execute([anchor])?;
             }
         }
         self.staged = Some(Mark { time, seq });
@@ -646,12 +698,20 @@ impl Pitr {
         conn.execute_batch("BEGIN").map_err(q)?;
         let result = (|| -> Result<(), Error> {
             let mut stmt = conn
-                .prepare("SELECT changes FROM _cf_PITR_HISTORY WHERE seq > ?1 ORDER BY seq DESC")
+                .prepare("SELECT seq, changes FROM _cf_PITR_HISTORY WHERE seq > ?1 ORDER BY seq DESC")
                 .map_err(q)?;
-            let blobs: Vec<Vec<u8>> =
-                stmt.query_map([mark.seq], |r| r.get(0)).and_then(|r| r.collect()).map_err(q)?;
+            let entries: Vec<(i64, Vec<u8>)> = stmt
+                .query_map([mark.seq], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|r| r.collect())
+                .map_err(q)?;
             drop(stmt);
-            for blob in blobs {
+            let mut parts = conn
+                .prepare("SELECT bytes FROM _cf_PITR_HISTORY_PARTS WHERE seq = ?1 ORDER BY part")
+                .map_err(q)?;
+            for (seq, mut blob) in entries {
+                for part in parts.query_map([seq], |r| r.get::<_, Vec<u8>>(0)).map_err(q)? {
+                    blob.extend(part.map_err(q)?);
+                }
                 let entry: Entry = ciborium::from_reader(blob.as_slice())
                     .map_err(|e| Error::new(format!("corrupt point-in-time recovery history: {e}")))?;
                 undo(conn, &entry).map_err(q)?;

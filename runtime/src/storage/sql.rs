@@ -267,13 +267,14 @@ impl Cursor {
     /// * one per row inserted into a table with an `INTEGER PRIMARY KEY` (SQLite probes the key for a
     ///   conflict);
     /// * one for a writing statement that returns rows (`RETURNING` reads its rows back from a temporary
-    ///   table).
+    ///   table);
+    /// * for a `count(*)` fast path (`SELECT count(*) FROM t`, which SQLite answers from the b-tree without a
+    ///   scan), the table's rows instead of the one for its scan: 0 on an empty table.
     ///
     /// This equals workerd's number for single-table statements (scans, keyed lookups, inserts, updates,
     /// deletes, `RETURNING`, `ORDER BY`, `CREATE TABLE/INDEX`). It counts less for joins and correlated
-    /// subqueries (one lookup per table rather than per outer row), for `count(*)` (1 rather than the table's
-    /// row count), for virtual tables, and for inserts that leave the `INTEGER PRIMARY KEY` to SQLite (one
-    /// probe too many).
+    /// subqueries (one lookup per table rather than per outer row), for virtual tables, and for inserts that
+    /// leave the `INTEGER PRIMARY KEY` to SQLite (one probe too many).
     pub fn rows_read(&self) -> u64 {
         self.rows_read
     }
@@ -503,6 +504,7 @@ fn run_last(
         + stmt.take_status(ffi::SQLITE_STMTSTATUS_AUTOINDEX)
         + stmt.take_status(ffi::SQLITE_STMTSTATUS_SORT);
     let returns_rows = !columns.is_empty();
+    let (count_scans, counted_rows) = scope.trusted(|| count_fast_paths(conn, &stmt.sql()));
     let (rows_read, rows_written) = match baseline {
         None => {
             let tables_read = match authorized {
@@ -522,6 +524,8 @@ fn run_last(
             (steps + read + u64::from(returns_rows), written)
         }
     };
+    // A `count(*)` fast path opens no scan (its table counted above as one) and reads every row.
+    let rows_read = rows_read.saturating_sub(count_scans) + counted_rows;
     let keep = (!reprepared).then(|| Arc::clone(&columns));
     Ok((Cursor { columns, rows, rows_read, rows_written }, keep))
 }
@@ -1209,6 +1213,63 @@ impl TableInfo {
     }
 }
 
+/// The `count(*)` fast paths of a statement: how many, and the rows they count.
+///
+/// SQLite compiles `SELECT count(*) FROM t` (one table, no `WHERE`, `GROUP BY` or other result column) to a
+/// single `Count` instruction over the table's (or its smallest index's) b-tree, with no scan. workerd's
+/// patched SQLite adds that count to `rowsRead` (spec §3.5): an empty table reads 0 rows, a table of `n` rows
+/// `n`. The bundled SQLite's counters do not see it, so the statement's program is read (`EXPLAIN`): each
+/// `Count` of the `main` database (P3 = 0: exact, not an estimate) names its cursor, whose `OpenRead` names
+/// the b-tree's root page, which names the table, whose rows are counted. Only statements whose text
+/// mentions `count` can have one, so other statements cost one substring search. Errors count nothing: the
+/// statement already ran, and the counter is an estimate anyway.
+fn count_fast_paths(conn: &Connection, sql: &str) -> (u64, u64) {
+    if !sql.as_bytes().windows(5).any(|w| w.eq_ignore_ascii_case(b"count")) {
+        return (0, 0);
+    }
+    use rusqlite::OptionalExtension;
+    let program = || -> rusqlite::Result<(u64, u64)> {
+        let mut explain = conn.prepare(&format!("EXPLAIN {}", sql.trim_end().trim_end_matches(';')))?;
+        // Cursor → root page of the b-tree it opened; the root pages of the `Count`s.
+        let mut roots: BTreeMap<i64, i64> = BTreeMap::new();
+        let mut counted: Vec<i64> = Vec::new();
+        let mut rows = explain.query([])?;
+        while let Some(r) = rows.next()? {
+            let (opcode, p1, p2, p3): (String, i64, i64, i64) = (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+            match opcode.as_str() {
+                "OpenRead" if p3 == 0 => {
+                    roots.insert(p1, p2);
+                }
+                "Count" if p3 == 0 => counted.extend(roots.get(&p1)),
+                _ => {}
+            }
+        }
+        let table_of = |root: i64| -> rusqlite::Result<Option<String>> {
+            conn.prepare_cached("SELECT tbl_name FROM main.sqlite_schema WHERE rootpage = ?1")?
+                .query_row([root], |r| r.get(0))
+                .optional()
+        };
+        // Each table's cursors: a table also read by another cursor keeps the one its authorizer entry counts.
+        let mut cursors: BTreeMap<String, usize> = BTreeMap::new();
+        for root in roots.values() {
+            if let Some(table) = table_of(*root)? {
+                *cursors.entry(table).or_default() += 1;
+            }
+        }
+        let (mut scans, mut total) = (0, 0);
+        for root in &counted {
+            if let Some(table) = table_of(*root)? {
+                total += count_rows(conn, &table)?;
+                if cursors.get(&table) == Some(&1) {
+                    scans += 1;
+                }
+            }
+        }
+        Ok((scans, total))
+    };
+    program().unwrap_or((0, 0))
+}
+
 fn count_rows(conn: &Connection, table: &str) -> rusqlite::Result<u64> {
     let sql = format!("SELECT count(*) FROM main.\"{}\"", table.replace('"', "\"\""));
     conn.query_row(&sql, [], |r| r.get::<_, i64>(0)).map(|n| u64::try_from(n).unwrap_or(0))
@@ -1529,6 +1590,20 @@ mod raw {
         pub(super) fn parameter_count(&self) -> usize {
             // SAFETY: `self.stmt` is a live statement.
             usize::try_from(unsafe { ffi::sqlite3_bind_parameter_count(self.ptr()) }).unwrap_or(0)
+        }
+
+        /// `sqlite3_sql`: the statement's text, as it was prepared.
+        pub(super) fn sql(&self) -> Cow<'_, str> {
+            // SAFETY: `self.stmt` is a live statement; its text is NUL-terminated, owned by the statement and
+            // unchanged while it lives, which the borrow of `self` covers.
+            unsafe {
+                let text = ffi::sqlite3_sql(self.ptr());
+                if text.is_null() {
+                    Cow::Borrowed("")
+                } else {
+                    CStr::from_ptr(text).to_string_lossy()
+                }
+            }
         }
 
         /// `sqlite3_stmt_readonly`.

@@ -629,7 +629,7 @@ impl SqliteStorage {
 
     /// Deletes everything (spec §3.4): every SQL table and KV key, atomically, and the alarm too if the
     /// `delete_all_deletes_alarm` setting is on. The turn's uncommitted writes are rolled back. Always
-    /// confirmed: the output gate waits for it to be durable.
+    /// confirmed: the output gate waits for it to be durable. Resolves at once (it never yields).
     pub async fn delete_all(&self) -> Result<(), Error> {
         let deletes_alarm = self.shared.settings.delete_all_deletes_alarm;
         let lock = self.with_state_pitr(|conn, tx, pitr, _, _| {
@@ -692,8 +692,14 @@ impl SqliteStorage {
             pitr.after_commit();
             Ok(lock)
         })?;
-        self.shared.durability.wait().await;
-        lock.release();
+        // Like every SQLite call, `deleteAll()` returns without yielding (spec §1.2, §3.4: workerd's returns
+        // no promise to wait for): awaiting durability here would open the input gate to other events in the
+        // middle of the caller's turn. The output lock alone waits for it, after the turn.
+        let durability = self.shared.durability.wait();
+        self.shared.hooks.after_turn(Box::pin(async move {
+            durability.await;
+            lock.release();
+        }));
         Ok(())
     }
 

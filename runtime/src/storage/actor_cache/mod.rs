@@ -419,6 +419,23 @@ impl ActorCache {
         ReadGuard { inner: self.inner.clone(), id, _hold: hold }
     }
 
+    /// `wait`, awaited under the input gate unless `allow_concurrency` (spec §1.2): workerd awaits every
+    /// storage promise that does not resolve at once with the input lock held (`awaitIoWithInputLock`): a
+    /// read that missed the cache, a write's backpressure, a delete's count. Taken at the call, as the read's
+    /// hold is, and released when `wait` completes.
+    fn holding_input<T: Send + 'static>(
+        &self,
+        allow_concurrency: bool,
+        wait: impl Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> CacheFuture<T> {
+        let hold = (!allow_concurrency).then(|| self.inner.hooks.hold_input());
+        Box::pin(async move {
+            let result = wait.await;
+            drop(hold);
+            result
+        })
+    }
+
     fn internal_reference(&self, description: &str) -> String {
         let mut st = self.lock();
         st.internal_errors += 1;
@@ -889,14 +906,19 @@ impl ActorCache {
     }
 
     /// After a write: the hard limit (statement 109) and backpressure (statement 100).
-    fn after_write<T: Send + 'static>(&self, st: &mut State, value: T) -> CacheFuture<T> {
+    fn after_write<T: Send + 'static>(
+        &self,
+        st: &mut State,
+        value: T,
+        options: PutOptions,
+    ) -> CacheFuture<T> {
         if let Err(e) = self.enforce_limits(st) {
             return ready(Err(e));
         }
         if st.entries.dirty_bytes > self.inner.options.dirty_limit {
             let (tx, rx) = oneshot::channel();
             st.backpressure.push(tx);
-            return Box::pin(async move {
+            return self.holding_input(options.allow_concurrency, async move {
                 rx.await.map_err(|_| closed())?;
                 Ok(value)
             });
@@ -928,7 +950,7 @@ impl ActorCache {
         if changed {
             self.schedule(&mut st, options);
         }
-        self.after_write(&mut st, ())
+        self.after_write(&mut st, (), options)
     }
 
     /// `delete(key)` (§2.4): whether the key existed.
@@ -964,14 +986,17 @@ impl ActorCache {
             self.schedule(&mut st, options);
         }
         if unknown.is_empty() {
-            return self.after_write(&mut st, cached);
+            return self.after_write(&mut st, cached, options);
         }
         let (tx, rx) = oneshot::channel();
         st.counted.push(Counted { keys: unknown, cached, reply: tx });
         if let Err(e) = self.enforce_limits(&mut st) {
             return ready(Err(e));
         }
-        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(closed())) })
+        self.holding_input(
+            options.allow_concurrency,
+            async move { rx.await.unwrap_or_else(|_| Err(closed())) },
+        )
     }
 
     /// `deleteAll()` (§2.6): the cache reads as empty at once; storage is wiped after the writes made before
@@ -1012,7 +1037,10 @@ impl ActorCache {
             }
         }
         self.schedule(&mut st, options);
-        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(closed())) })
+        self.holding_input(
+            options.allow_concurrency,
+            async move { rx.await.unwrap_or_else(|_| Err(closed())) },
+        )
     }
 
     // ----- alarms ------------------------------------------------------------------------------------------
@@ -1218,6 +1246,9 @@ impl ActorCache {
             None if scheduled => self.inner.hooks.break_output(error.clone()),
             None => {}
         }
+        drop(st);
+        // A flush in flight still completes: the store closes once it has.
+        self.inner.store.close();
     }
 
     /// One stale check (§2.8) at time `now`: at most once per stale timeout, evicts the clean entries untouched

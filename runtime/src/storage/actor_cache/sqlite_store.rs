@@ -40,9 +40,33 @@ pub trait StoreLink: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct SqliteKvStore {
     conn: Arc<Mutex<Connection>>,
+    /// Requests on their way over the link, and whether the store was closed: it closes its connection once
+    /// none is on its way.
+    life: Arc<Mutex<Life>>,
     durability: Arc<dyn DurabilityWait>,
     location: String,
     link: Option<Arc<dyn StoreLink>>,
+}
+
+#[derive(Debug, Default)]
+struct Life {
+    in_flight: usize,
+    closing: bool,
+}
+
+/// A request on its way over the link; the last one to finish after [`KvStore::close`] closes the
+/// connection. Dropped also when the request is cancelled.
+struct InFlight(SqliteKvStore);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut life = self.0.life();
+        life.in_flight -= 1;
+        if life.closing && life.in_flight == 0 {
+            drop(life);
+            self.0.close_now();
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteKvStore {
@@ -74,6 +98,7 @@ impl SqliteKvStore {
         })?;
         Ok(SqliteKvStore {
             conn: Arc::new(Mutex::new(conn)),
+            life: Arc::default(),
             durability,
             location: location.to_string(),
             link: None,
@@ -95,10 +120,11 @@ impl SqliteKvStore {
             None => ready(op(self)),
             Some(link) => {
                 let travel = link.travel();
-                let me = self.clone();
+                self.life().in_flight += 1;
+                let request = InFlight(self.clone());
                 Box::pin(async move {
                     travel.await;
-                    op(&me)
+                    op(&request.0)
                 })
             }
         }
@@ -106,6 +132,20 @@ impl SqliteKvStore {
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn life(&self) -> MutexGuard<'_, Life> {
+        self.life.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the database now (it holds the database's exclusive lock, which the object's next instance
+    /// needs); a placeholder takes its place, so a late request fails instead of touching a closed handle.
+    fn close_now(&self) {
+        let placeholder = Connection::open_in_memory().expect("an in-memory SQLite database opens");
+        let closed = std::mem::replace(&mut *self.conn(), placeholder);
+        if let Err((_, e)) = closed.close() {
+            tracing::debug!(target: "dosim::storage", "closing {} failed: {e}", self.location);
+        }
     }
 
     fn read_alarm(conn: &Connection) -> rusqlite::Result<Option<i64>> {
@@ -208,6 +248,15 @@ impl SqliteKvStore {
 }
 
 impl KvStore for SqliteKvStore {
+    fn close(&self) {
+        let mut life = self.life();
+        life.closing = true;
+        if life.in_flight == 0 {
+            drop(life);
+            self.close_now();
+        }
+    }
+
     fn get(&self, keys: Vec<String>) -> StoreFuture<Vec<(String, Vec<u8>)>> {
         self.over_link(move |s| s.get_now(&keys).map_err(|e| internal(&e)))
     }

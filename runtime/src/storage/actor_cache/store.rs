@@ -98,6 +98,11 @@ pub trait KvStore: Send + Sync + 'static {
     /// Applies `batch` atomically.
     fn commit(&self, batch: Batch) -> StoreFuture<CommitResult>;
 
+    /// The cache above has shut down: release the store's resources (its database and the lock on it, which
+    /// the object's next instance needs) once the requests on their way have finished. Later requests fail.
+    /// By default nothing is held.
+    fn close(&self) {}
+
     /// Deletes every key (not the alarm); how many there were. By default a commit of a batch with only
     /// `delete_all`.
     fn delete_all(&self) -> StoreFuture<usize> {

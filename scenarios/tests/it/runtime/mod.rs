@@ -9,6 +9,7 @@ mod objects;
 mod output_gate;
 mod overload;
 mod resets;
+mod storage_gate;
 
 use dosim_runtime::deploy::Migration;
 use dosim_sim::NodeId;
