@@ -4,7 +4,7 @@
 //! adds one to its own slot, makes it durable (two checksummed slots on its disk, written alternately and
 //! synced), then acknowledges. Replicas gossip their vectors every 50 ms and merge by pointwise maximum, which
 //! tolerates loss, duplication and reordering. Faults: random crashes, power cuts, pauses, partitions and clogs
-//! of the replicas, drawn per seed (swarm testing).
+//! of the replicas, drawn per seed (swarm testing, [`Options`]), and so is the number of increments.
 //!
 //! Checked: after the faults stop, every replica converges to the same vector, whose total counts every
 //! acknowledged increment (no acknowledged write lost) and no more increments than were attempted.
@@ -16,13 +16,14 @@ use dosim_sim::disk;
 use dosim_sim::net::{Endpoint, NetConfig};
 use dosim_sim::{
     ensure, Addr, DiskConfig, Failure, FaultKind, FaultPlan, NodeConfig, NodeId, Purpose, RandomFaults,
-    RunFailure, RunReport, Seed, Sim, SimRng,
+    RunFailure, RunOptions, RunReport, Seed, Sim, SimRng,
 };
+
+use crate::list;
 
 const REPLICAS: u32 = 3;
 const PORT: u16 = 10;
 const CLIENT: NodeId = NodeId(REPLICAS);
-const INCREMENTS: u32 = 60;
 const GOSSIP_EVERY: Duration = Duration::from_millis(50);
 const ACK_TIMEOUT: Duration = Duration::from_millis(200);
 const CONVERGE_WITHIN: Duration = Duration::from_secs(10);
@@ -182,11 +183,11 @@ struct ClientLog {
     acked: u64,
 }
 
-async fn client(rng_seed: Seed) -> ClientLog {
+async fn client(rng_seed: Seed, increments: u32) -> ClientLog {
     let mut rng = SimRng::new(rng_seed, Purpose::Workload);
     let mut ep = Endpoint::bind(PORT).expect("client port");
     let mut log = ClientLog::default();
-    for id in 0..INCREMENTS {
+    for id in 0..increments {
         // Try replicas until one acknowledges, at most 5 attempts; an unacknowledged increment may still
         // have been applied, which is why the check allows total <= attempts.
         for _ in 0..5 {
@@ -240,31 +241,79 @@ async fn read_all() -> BTreeMap<u32, Vec<u64>> {
     states
 }
 
-/// The fault mix of a seed: which kinds, how often (swarm testing).
-fn swarm(seed: Seed) -> RandomFaults {
-    let mut rng = SimRng::new(seed, Purpose::Faults);
-    let pool =
-        [FaultKind::Crash, FaultKind::PowerCut, FaultKind::Pause, FaultKind::Partition, FaultKind::Clog];
-    let mut kinds: Vec<FaultKind> = pool.iter().copied().filter(|_| rng.below(2) == 1).collect();
-    if kinds.is_empty() {
-        kinds.push(pool[rng.below(pool.len() as u64) as usize]);
+/// What one run of the scenario does, derived from its seed by [`Options::from_seed`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Options {
+    /// The faults of the replicas (a non-empty subset of crash, power cut, pause, partition and clog).
+    fault_kinds: Vec<FaultKind>,
+    /// The mean time between faults.
+    fault_mean_interval: Duration,
+    /// The longest outage of a fault.
+    fault_max_outage: Duration,
+    /// How many increments the client sends.
+    increments: u32,
+}
+
+impl Options {
+    /// The options of `seed`, one labelled stream per subsystem ([`SimRng::substream`]): adding a draw to one
+    /// subsystem never shifts another's, and none is a stream the run itself draws from.
+    pub(crate) fn from_seed(seed: Seed) -> Options {
+        let mut faults = SimRng::substream(seed, "faults");
+        let pool =
+            [FaultKind::Crash, FaultKind::PowerCut, FaultKind::Pause, FaultKind::Partition, FaultKind::Clog];
+        let mut fault_kinds: Vec<FaultKind> = pool.iter().copied().filter(|_| faults.below(2) == 1).collect();
+        if fault_kinds.is_empty() {
+            fault_kinds.push(pool[faults.below(pool.len() as u64) as usize]);
+        }
+        let fault_mean_interval = Duration::from_millis(faults.between(100, 1000));
+        let fault_max_outage = Duration::from_millis(faults.between(50, 2000));
+        let mut workload = SimRng::substream(seed, "workload");
+        let increments = workload.between(40, 80) as u32;
+        Options { fault_kinds, fault_mean_interval, fault_max_outage, increments }
     }
-    let mean = Duration::from_millis(rng.between(100, 1000));
-    RandomFaults::new(kinds, mean, Duration::from_millis(rng.between(50, 2000)))
-        .expect("kinds come from the random pool")
-        .spare([CLIENT])
+
+    /// The options as `key=value` pairs, the seed first.
+    pub(crate) fn describe(&self, seed: Seed) -> RunOptions {
+        RunOptions::new(seed)
+            .with("faults", list(&self.fault_kinds))
+            .with("fault_mean_interval_ms", self.fault_mean_interval.as_millis())
+            .with("fault_max_outage_ms", self.fault_max_outage.as_millis())
+            .with("increments", self.increments)
+    }
+
+    fn plan(&self) -> FaultPlan {
+        let random =
+            RandomFaults::new(self.fault_kinds.clone(), self.fault_mean_interval, self.fault_max_outage)
+                .expect("kinds come from the random pool")
+                .spare([CLIENT]);
+        FaultPlan::none().random(random)
+    }
+}
+
+/// The options of `seed`, printed.
+pub(crate) fn options(seed: Seed) -> RunOptions {
+    Options::from_seed(seed).describe(seed)
 }
 
 /// Runs the scenario for one seed.
 pub(crate) fn run(seed: Seed) -> Result<RunReport, RunFailure> {
-    let mut b = Sim::builder().seed(seed).network(NetConfig::lossy()).disk(DiskConfig::default());
+    let options = Options::from_seed(seed);
+    let increments = options.increments;
+    let mut b = Sim::builder()
+        .seed(seed)
+        .network(NetConfig::lossy())
+        .disk(DiskConfig::default())
+        .options(options.describe(seed));
     for r in 0..REPLICAS {
         b = b.node(NodeConfig::new(format!("replica{r}")).program(move || replica(r)));
     }
     b = b.node(NodeConfig::new("client"));
-    let sim = b.faults(FaultPlan::none().random(swarm(seed))).build()?;
+    let sim = b.faults(options.plan()).build()?;
     sim.run(move |world| async move {
-        let log = world.spawn_on(CLIENT, client(seed))?.await.map_err(|e| Failure::new(e.to_string()))?;
+        let log = world
+            .spawn_on(CLIENT, client(seed, increments))?
+            .await
+            .map_err(|e| Failure::new(e.to_string()))?;
         world.stop_faults();
         let start = world.now();
         let mut last = BTreeMap::new();
@@ -287,6 +336,6 @@ pub(crate) fn run(seed: Seed) -> Result<RunReport, RunFailure> {
                 return Ok(());
             }
         }
-        Err(Failure::new(format!("replicas did not converge within {CONVERGE_WITHIN:?}: {last:?}")))
+        Err(Failure::pending(format!("replicas did not converge within {CONVERGE_WITHIN:?}: {last:?}")))
     })
 }

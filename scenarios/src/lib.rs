@@ -4,7 +4,7 @@
 //! the registry here. Every scenario is a function from a seed to the run's report or failure.
 
 #[cfg(madsim)]
-mod bank;
+pub mod bank;
 #[cfg(madsim)]
 mod campaign;
 #[cfg(madsim)]
@@ -16,12 +16,15 @@ pub mod objects;
 pub mod sim_host;
 
 #[cfg(madsim)]
-pub use campaign::{run_seed, SeedOutcome, SeedResult};
+pub use campaign::{
+    campaign_exit_code, exit_code, run_seed, SeedOutcome, SeedResult, EXIT_INVARIANT, EXIT_LIVENESS,
+    EXIT_NONDETERMINISM, EXIT_PANIC, EXIT_PASS, EXIT_USAGE,
+};
 
 use std::fmt;
 
 #[cfg(madsim)]
-use dosim_sim::{RunFailure, RunReport, Seed};
+use dosim_sim::{RunFailure, RunOptions, RunReport, Seed};
 
 /// A named scenario.
 #[derive(Clone, Copy)]
@@ -33,6 +36,23 @@ pub struct Scenario {
     /// Runs it for one seed.
     #[cfg(madsim)]
     pub run: fn(Seed) -> Result<RunReport, RunFailure>,
+    /// The options it derives from a seed (fault kinds, rates, armed power cuts, workload sizes), the seed
+    /// first: what the CLI prints before the run.
+    #[cfg(madsim)]
+    pub options: fn(Seed) -> RunOptions,
+    /// The scenario with the mechanism it checks removed, which its checks must catch under some seeds (see
+    /// the scenario's tests); `None` if it has none.
+    #[cfg(madsim)]
+    pub negative_control: Option<fn(Seed) -> Result<RunReport, RunFailure>>,
+}
+
+#[cfg(madsim)]
+impl Scenario {
+    /// The scenario's negative control under its own name and options, or `None` if it has none.
+    pub fn negative_control(&self) -> Option<Scenario> {
+        let run = self.negative_control?;
+        Some(Scenario { run, negative_control: None, ..*self })
+    }
 }
 
 impl fmt::Debug for Scenario {
@@ -51,24 +71,46 @@ pub fn all() -> Vec<Scenario> {
                       and clogs; checks convergence and that no acknowledged increment is lost",
             #[cfg(madsim)]
             run: counter::run,
+            #[cfg(madsim)]
+            options: counter::options,
+            #[cfg(madsim)]
+            negative_control: None,
         },
         Scenario {
             name: "sqlite-power-cut",
             summary:
                 "bank transfers in SQLite on SimDisk under power cuts, torn writes and I/O errors; checks \
-                      integrity, the balance invariant and that no acknowledged transfer is lost",
+                      integrity, the balance invariant and that every acknowledged transfer is in the ledger, \
+                      by its id",
             #[cfg(madsim)]
             run: bank::run,
+            #[cfg(madsim)]
+            options: bank::options,
+            #[cfg(madsim)]
+            negative_control: Some(bank::run_negative_control),
         },
         Scenario {
             name: "object-counters",
             summary: "Durable Object counters (SQLite and KV backends) and alarms on a host that crashes, \
-                      loses power, pauses and evicts; checks that no acknowledged increment is lost and that \
+                      loses power, pauses and evicts; checks each counter's history of acknowledged values and that \
                       every acknowledged alarm runs",
             #[cfg(madsim)]
             run: object_counters::run,
+            #[cfg(madsim)]
+            options: object_counters::options,
+            #[cfg(madsim)]
+            negative_control: Some(object_counters::run_negative_control),
         },
     ]
+}
+
+/// A comma-separated list, or `none`: how a list-valued option prints.
+#[cfg(madsim)]
+pub(crate) fn list<T: fmt::Display>(items: &[T]) -> String {
+    if items.is_empty() {
+        return "none".to_string();
+    }
+    items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
 }
 
 /// A scenario name that is not built in.

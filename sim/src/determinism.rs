@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::report::{RunFailure, RunReport};
+use crate::report::{FailureClass, RunFailure, RunReport};
 use crate::seed::Seed;
 use crate::trace::{Event, Trace};
 
@@ -81,6 +81,16 @@ pub enum CheckError {
         /// Where they part.
         divergence: Box<Divergence>,
     },
+}
+
+impl CheckError {
+    /// The class of the failure: the run's own, or [`FailureClass::Nondeterminism`] for a divergence.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            CheckError::Failed(f) => f.kind.class(),
+            CheckError::Diverged { .. } => FailureClass::Nondeterminism,
+        }
+    }
 }
 
 impl fmt::Display for CheckError {

@@ -163,10 +163,10 @@ mod tests {
 
     fn id(integration: bool) -> TestId {
         TestId {
-            module: "world::partitions",
+            module: "it::world::partitions",
             name: "heal_restores",
             package: "dosim-sim",
-            crate_name: "world",
+            crate_name: "it",
             integration,
         }
     }
@@ -175,7 +175,7 @@ mod tests {
     fn replay_command_names_seed_target_and_test() {
         assert_eq!(
             id(true).replay_command(Seed(0x2a)),
-            "DOSIM_SEED=0x000000000000002a cargo simtest -p dosim-sim --test world -- partitions::heal_restores --exact --nocapture"
+            "DOSIM_SEED=0x000000000000002a cargo simtest -p dosim-sim --test it -- world::partitions::heal_restores --exact --nocapture"
         );
         assert!(id(false).replay_command(Seed(1)).contains(" --lib -- "));
     }

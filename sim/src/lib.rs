@@ -43,7 +43,10 @@ pub use fault::{
 };
 pub use local::LocalWorld;
 pub use ratio::{Ratio, RatioError};
-pub use report::{Failure, FailureKind, RunFailure, RunReport, REPORT_TAIL_EVENTS};
+pub use report::{
+    Failure, FailureClass, FailureKind, RunFailure, RunOptions, RunReport, BROKEN_INVARIANT,
+    REPORT_TAIL_EVENTS,
+};
 pub use rng::{Purpose, SimRng};
 pub use seed::{Seed, SeedError};
 pub use trace::{

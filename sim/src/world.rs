@@ -12,7 +12,7 @@ use crate::context::{self, NodeInfo, RunCtx};
 use crate::disk::{self, DiskConfig};
 use crate::fault::{node_out_of_range, Direction, Fault, FaultKind, FaultPlan, PlanError, RandomFaults};
 use crate::net::{self, NetConfig};
-use crate::report::{Failure, FailureKind, RunFailure, RunReport};
+use crate::report::{Failure, FailureKind, RunFailure, RunOptions, RunReport};
 use crate::rng::Purpose;
 use crate::seed::Seed;
 use crate::sqlite;
@@ -96,6 +96,7 @@ pub struct SimBuilder {
     faults: FaultPlan,
     trace_mode: TraceMode,
     time_limit: Duration,
+    options: RunOptions,
 }
 
 /// A configured simulation, ready to run once.
@@ -115,6 +116,7 @@ impl Sim {
             faults: FaultPlan::none(),
             trace_mode: TraceMode::Full,
             time_limit: TIME_LIMIT_DEFAULT,
+            options: RunOptions::none(),
         }
     }
 }
@@ -168,6 +170,12 @@ impl SimBuilder {
     /// Fail the run if simulated time passes `limit`.
     pub fn time_limit(mut self, limit: Duration) -> Self {
         self.time_limit = limit;
+        self
+    }
+
+    /// The options the scenario derived from the seed, repeated in a failure's report.
+    pub fn options(mut self, options: RunOptions) -> Self {
+        self.options = options;
         self
     }
 
@@ -517,14 +525,6 @@ pub(crate) fn handle_power_cuts(ctx: &RunCtx) {
     }
 }
 
-fn exponential(mean: Duration) -> Duration {
-    let u = crate::random(Purpose::Faults, |r| r.next_u64());
-    // Uniform in (0, 1]; -ln(u) is Exp(1). Floats are IEEE and deterministic on one platform.
-    let unit = ((u >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-    let x = -unit.ln() * mean.as_secs_f64();
-    Duration::from_secs_f64(x.min(mean.as_secs_f64() * 50.0))
-}
-
 async fn run_scripted(world: World, plan: FaultPlan) {
     let mut scripted = plan.scripted;
     scripted.sort_by_key(|s| s.at);
@@ -542,7 +542,7 @@ async fn run_scripted(world: World, plan: FaultPlan) {
 async fn run_random(world: World, rf: RandomFaults) {
     let kinds: Vec<FaultKind> = rf.kinds.iter().copied().collect();
     loop {
-        madsim::time::sleep(exponential(rf.mean_interval)).await;
+        madsim::time::sleep(crate::random(Purpose::Faults, |r| r.exponential(rf.mean_interval))).await;
         if context::current().world.borrow().faults_stopped {
             return;
         }
@@ -728,7 +728,7 @@ impl Sim {
         let deferred = ctx.deferred_panic.into_inner();
         let kind = match (outcome, deferred) {
             (Err(payload), _) => classify_panic(&*payload, c.time_limit),
-            (Ok(_), Some(msg)) => FailureKind::Panic(msg),
+            (Ok(_), Some(msg)) => FailureKind::of_panic(msg, c.time_limit),
             (Ok(Ok(())), None) => {
                 return Ok(RunReport {
                     seed,
@@ -739,9 +739,9 @@ impl Sim {
                     wall_time,
                 })
             }
-            (Ok(Err(f)), None) => FailureKind::Check(f.0),
+            (Ok(Err(f)), None) => f.into_kind(),
         };
-        Err(RunFailure { seed, kind, trace, faults, sim_time, wall_time })
+        Err(RunFailure { seed, kind, options: c.options, trace, faults, sim_time, wall_time })
     }
 }
 
@@ -751,11 +751,5 @@ fn classify_panic(payload: &(dyn std::any::Any + Send), limit: Duration) -> Fail
         .cloned()
         .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "(non-string panic payload)".to_string());
-    if msg.contains("all tasks will block forever") {
-        FailureKind::Deadlock
-    } else if msg.starts_with("time limit exceeded") {
-        FailureKind::TimeLimit(limit)
-    } else {
-        FailureKind::Panic(msg)
-    }
+    FailureKind::of_panic(msg, limit)
 }

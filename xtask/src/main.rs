@@ -3,6 +3,9 @@
 //! - `cargo xtask test`: every test of the workspace, first the plain build, then the simulation build
 //!   (`--cfg madsim`, in `target/sim`). Extra arguments go to both `cargo test` runs.
 //!
+//! Campaign-sized tests run as many seeds as `DOSIM_CAMPAIGN_SEEDS` says (one when it is unset); this task
+//! sets it to [`CI_CAMPAIGN_SEEDS`] unless the environment already does, so CI runs a small campaign.
+//!
 //! The simulation build takes its `--cfg madsim` from `.cargo/sim.toml`. An environment `RUSTFLAGS` would
 //! silently override that and compile the simulation tests away ("running 0 tests … ok"); so this task adds
 //! `--cfg madsim` to an inherited `RUSTFLAGS` instead, and the sim crate's build-guard test fails if a
@@ -14,6 +17,11 @@ mod tidy;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
+/// The environment variable that sets the seeds per scenario of campaign-sized tests.
+const ENV_CAMPAIGN_SEEDS: &str = "DOSIM_CAMPAIGN_SEEDS";
+/// The seeds per scenario of the campaign `cargo xtask test` runs (each seed twice: the determinism check).
+const CI_CAMPAIGN_SEEDS: u32 = 4;
+
 fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().expect("xtask lives in the workspace").to_path_buf()
@@ -22,6 +30,9 @@ fn workspace_root() -> PathBuf {
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(workspace_root());
+    if std::env::var_os(ENV_CAMPAIGN_SEEDS).is_none() {
+        c.env(ENV_CAMPAIGN_SEEDS, CI_CAMPAIGN_SEEDS.to_string());
+    }
     c
 }
 

@@ -1,7 +1,6 @@
 //! The object runtime under simulation: a host on a node, its objects' databases on the node's `SimDisk`,
 //! requests from client tasks. Seeds come from `sim_test!` (`DOSIM_SEED`, `DOSIM_SEEDS`); a failure prints its
-//! replay command.
-#![cfg(madsim)]
+//! replay command. Its modules name the helpers below as `crate::…`: the binary's root re-exports them.
 
 mod alarms;
 mod ids_and_migrations;

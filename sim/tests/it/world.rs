@@ -1,13 +1,12 @@
 //! The world under simulation: network faults, node lifecycle, disks, replay and the determinism check.
-#![cfg(madsim)]
 
 use std::time::Duration;
 
 use dosim_sim::disk;
 use dosim_sim::net::{Endpoint, NetConfig};
 use dosim_sim::{
-    ensure, sim_test, Addr, Direction, DiskConfig, EventKind, Failure, FailureKind, FaultKind, NodeConfig,
-    NodeId, Ratio, RunFailure, RunReport, Seed, Sim, World,
+    ensure, sim_test, Addr, Direction, DiskConfig, EventKind, Failure, FailureClass, FailureKind, FaultKind,
+    NodeConfig, NodeId, Ratio, RunFailure, RunOptions, RunReport, Seed, Sim, World,
 };
 
 const PORT: u16 = 7;
@@ -222,7 +221,7 @@ fn same_seed_same_trace_across_processes() {
     let mut hashes = Vec::new();
     for _ in 0..2 {
         let out = std::process::Command::new(&exe)
-            .args(["print_echo_trace_hash", "--exact", "--nocapture", "--test-threads=1"])
+            .args(["world::print_echo_trace_hash", "--exact", "--nocapture", "--test-threads=1"])
             .env("DOSIM_SEED", "0x000000000000002a")
             .output()
             .unwrap();
@@ -258,7 +257,51 @@ fn a_panic_in_a_node_is_reported_with_the_seed() {
         .unwrap_err();
     assert_eq!(failure.seed, Seed(99));
     assert_eq!(failure.kind, FailureKind::Panic("invariant broken in node".into()));
+    assert_eq!(failure.kind.class(), FailureClass::Panic);
     assert!(failure.to_string().contains("seed:       0x0000000000000063"), "{failure}");
+}
+
+#[test]
+fn a_broken_invariant_in_a_node_is_a_failed_check_not_a_crash() {
+    let node = NodeConfig::new("bank").program(|| async {
+        madsim::time::sleep(Duration::from_millis(5)).await;
+        let sum = 999;
+        dosim_sim::invariant!(sum == 1000, "balances sum to {sum}");
+    });
+    let failure = Sim::builder()
+        .seed(Seed(98))
+        .node(node)
+        .options(RunOptions::new(Seed(98)).with("journal", "wal"))
+        .build()
+        .unwrap()
+        .run(|world| async move {
+            world.sleep(Duration::from_secs(1)).await;
+            Ok(())
+        })
+        .unwrap_err();
+    assert_eq!(failure.kind, FailureKind::Check("balances sum to 999".into()));
+    assert_eq!(failure.kind.class(), FailureClass::Invariant);
+    // The report repeats the options the seed chose.
+    let report = failure.to_string();
+    assert!(report.contains("    seed=0x0000000000000062\n    journal=wal\n"), "{report}");
+}
+
+#[test]
+fn something_pending_after_the_liveness_phase_is_a_liveness_failure() {
+    let failure = Sim::builder()
+        .seed(Seed(97))
+        .nodes(1)
+        .build()
+        .unwrap()
+        .run(|world| async move {
+            world.stop_faults();
+            let alarms_run = 0;
+            dosim_sim::ensure_live!(alarms_run == 1, "the alarm never ran");
+            Ok(())
+        })
+        .unwrap_err();
+    assert_eq!(failure.kind, FailureKind::Pending("the alarm never ran".into()));
+    assert_eq!(failure.kind.class(), FailureClass::Liveness);
 }
 
 #[test]
@@ -274,6 +317,7 @@ fn a_deadlock_is_reported_not_hung() {
         })
         .unwrap_err();
     assert_eq!(failure.kind, FailureKind::Deadlock);
+    assert_eq!(failure.kind.class(), FailureClass::Liveness);
 }
 
 #[test]

@@ -1,5 +1,4 @@
 //! The determinism check catches planted nondeterminism and names the first divergent event.
-#![cfg(madsim)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -37,6 +36,9 @@ fn clean(seed: Seed) -> Result<RunReport, RunFailure> {
 }
 
 fn divergence(r: Result<RunReport, CheckError>) -> dosim_sim::determinism::Divergence {
+    if let Err(e) = &r {
+        assert_eq!(e.class(), dosim_sim::FailureClass::Nondeterminism, "{e}");
+    }
     match r {
         Err(CheckError::Diverged { divergence, .. }) => *divergence,
         Err(CheckError::Failed(f)) => panic!("expected a divergence, got a failure: {f}"),

@@ -1,0 +1,22 @@
+//! The integration tests of `dosim-scenarios`, in one binary (one link per build instead of one per file):
+//! `cargo simtest -p dosim-scenarios --test it -- <module>::<test>`.
+//!
+//! - `runtime`: the object runtime under simulation (simulation build);
+//! - `scenarios`: every built-in scenario passes, replays exactly, reaches its faults, and each negative
+//!   control is caught (simulation build; the campaign's size is `DOSIM_CAMPAIGN_SEEDS`);
+//! - `cli`: the `dosim` binary's output and exit codes (simulation build: the CLI only runs there);
+//! - `storage_crash`: write coalescing is crash-atomic on the simulated disk, on a `LocalWorld` (plain build: a
+//!   `LocalWorld` has no madsim executor and its code is the same in both builds).
+
+#[cfg(madsim)]
+mod cli;
+#[cfg(madsim)]
+mod runtime;
+#[cfg(madsim)]
+mod scenarios;
+#[cfg(not(madsim))]
+mod storage_crash;
+
+/// The runtime modules' helpers, at the root where those modules name them (`crate::HOST`).
+#[cfg(madsim)]
+pub(crate) use runtime::{kv_class, sqlite_class, HOST};
