@@ -95,7 +95,7 @@ pub enum Jurisdiction {
 }
 
 impl Jurisdiction {
-    /// Every jurisdiction, in the order [`ObjectId::parse`] tries them.
+    /// Every jurisdiction, in the order `ObjectId::parse` tries them.
     pub const ALL: [Jurisdiction; 4] =
         [Jurisdiction::Eu, Jurisdiction::Fedramp, Jurisdiction::FedrampHigh, Jurisdiction::Us];
 
@@ -175,7 +175,7 @@ impl ObjectId {
             .ok_or_else(|| Error::type_error(messages::OBJECT_ID_NOT_FOR_NAMESPACE))
     }
 
-    /// `id.name`: the name it was made from by [`ObjectId::from_name`]; `None` for unique and parsed ids.
+    /// `id.name`: the name it was made from by `ObjectId::from_name`; `None` for unique and parsed ids.
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }

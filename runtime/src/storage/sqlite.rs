@@ -138,7 +138,7 @@ fn sqlite_error(e: &rusqlite::Error) -> Error {
 impl SqliteStorage {
     /// Opens the object's database and prepares its connection (authorizer, limits), with a clock stopped
     /// at 0 for point-in-time recovery: every commit is stamped with time 0 (bookmarks still sort in commit
-    /// order). Embedders that want `get_bookmark_for_time` to mean something use [`SqliteStorage::open_with_clock`].
+    /// order). Embedders that want `get_bookmark_for_time` to mean something use `SqliteStorage::open_with_clock`.
     pub fn open(
         location: &DatabaseLocation,
         hooks: Hooks,
