@@ -14,7 +14,7 @@
 //! caller acts on the result (the output gate's durability wait).
 //!
 //! [`DiskConfig::durability`] says when an operation's effect on what a power cut leaves takes place:
-//! - [`Durability::AfterLatency`]: at the operation's end. Reads see every operation at once
+//! - [`Durability::AfterLatency`] (the default): at the operation's end. Reads see every operation at once
 //!   (SQLite reads its own writes), but its *durability effect* (a write or truncate joining the pending log,
 //!   a sync folding it into the durable image, a create or delete reaching the directory) is *in flight* until
 //!   the simulated clock reaches its end, and a power cut before then discards it. So a `COMMIT` returns with
@@ -160,7 +160,8 @@ pub struct DiskConfig {
 
 impl Default for DiskConfig {
     /// An SSD-like disk: no injected errors, every crash mode, tens of microseconds per operation and a
-    /// millisecond per sync, each durable at its call.
+    /// millisecond per sync, each durable only once its latency has elapsed. Its one FIFO device makes fewer
+    /// than 200 SQLite commits a second (four syncs each in `journal_mode=DELETE`, one in WAL).
     fn default() -> Self {
         DiskConfig {
             capacity: None,
@@ -170,7 +171,7 @@ impl Default for DiskConfig {
             read_latency: LatencyRange::new(Duration::from_micros(20), Duration::from_micros(100)),
             write_latency: LatencyRange::new(Duration::from_micros(20), Duration::from_micros(100)),
             sync_latency: LatencyRange::new(Duration::from_micros(500), Duration::from_millis(2)),
-            durability: Durability::AtCall,
+            durability: Durability::AfterLatency,
         }
     }
 }
