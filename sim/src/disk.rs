@@ -10,7 +10,7 @@
 //! A node's disk is one FIFO device. Every operation takes a latency drawn on the simulated clock (opens and
 //! deletes take none): issued at `now`, it starts at `max(now, busy_until)`, ends `latency` later, and the
 //! device is busy until then. SQLite calls the disk synchronously, so every call returns at once; the node's
-//! *I/O debt* is what the device still has to do (`busy_until - now`), and [`settle`] sleeps it off before the
+//! *I/O debt* is what the device still has to do (`busy_until - now`), and `settle` sleeps it off before the
 //! caller acts on the result (the output gate's durability wait).
 //!
 //! [`DiskConfig::durability`] says when an operation's effect on what a power cut leaves takes place:
@@ -18,18 +18,18 @@
 //!   (SQLite reads its own writes), but its *durability effect* (a write or truncate joining the pending log,
 //!   a sync folding it into the durable image, a create or delete reaching the directory) is *in flight* until
 //!   the simulated clock reaches its end, and a power cut before then discards it. So a `COMMIT` returns with
-//!   its syncs in flight, and nothing may claim it durable before [`settle`] returns. In-flight effects are
+//!   its syncs in flight, and nothing may claim it durable before `settle` returns. In-flight effects are
 //!   performed lazily, at the next disk call, query, settle or power cut after their end.
 //! - [`Durability::AtCall`]: at the call; the latency is only accounted as I/O debt (which then does not
-//!   shrink as time passes: [`settle`] sleeps all of it). A `COMMIT` is durable when it returns. A
+//!   shrink as time passes: `settle` sleeps all of it). A `COMMIT` is durable when it returns. A
 //!   [`crate::LocalWorld`] has no clock, so its disk always works this way.
 //!
 //! A delete and a re-create of the same path can both be in flight (SQLite deletes a rollback journal or a
 //! WAL and may create it again right after: in `journal_mode=DELETE` without an exclusive lock, it does so at
-//! every commit). So each file *incarnation* (a path's file from its create to its delete)
-//! has an id, and the disk keeps two namespaces from paths to incarnations: the *current* one, which opens,
-//! reads and listings see, and the *durable* one, which a power cut leaves. An in-flight create or delete
-//! updates the durable namespace when it is performed.
+//! every commit). So each file *incarnation* (a path's file from its create to its delete) has an id, and
+//! the disk keeps two namespaces from paths to incarnations: the *current* one, which opens, reads and
+//! listings see, and the *durable* one, which a power cut leaves. An in-flight create or delete updates the
+//! durable namespace when it is performed.
 //!
 //! ## Faults
 //! - A **process crash** loses nothing on disk: pending writes sit in the OS cache and stay pending, and
@@ -933,7 +933,9 @@ pub fn take_io_debt() -> Duration {
 /// Sleeps off the current node's I/O debt on the simulated clock: under [`Durability::AfterLatency`], until
 /// the disk has finished (and made durable, as far as they go) every operation issued before the call.
 ///
-/// Call it after a synchronous burst of disk work (a SQLite transaction), before acting on its result.
+/// Call it after a synchronous burst of disk work (a SQLite transaction), before acting on its result. It
+/// waits for every operation issued on the node before it, whoever issued them, and (as every madsim sleep)
+/// at least a millisecond when there is any debt.
 /// Cancel safety: cancelling it only shortens the wait (under [`Durability::AtCall`] the debt is already
 /// taken; under [`Durability::AfterLatency`] the next settle waits for the rest).
 #[cfg(madsim)]
