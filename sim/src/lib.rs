@@ -36,7 +36,7 @@ mod world;
 
 pub use clock::{true_unix_now, unix_now, LOCAL_EPOCH_UNIX_SECS};
 pub use context::{current_node, current_seed, note, random, sometimes, sometimes_count};
-pub use disk::{CrashMode, DiskConfig, LatencyRange};
+pub use disk::{CrashMode, DiskConfig, Durability, LatencyRange};
 pub use fault::{
     Direction, DiskFaultAt, DiskFaultKind, Fault, FaultCounts, FaultKind, FaultPlan, PlanError, RandomFaults,
     ScriptedFault, UnknownFault, RANDOM_FAULT_KINDS,

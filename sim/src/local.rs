@@ -4,13 +4,17 @@ use std::rc::Rc;
 use std::sync::MutexGuard;
 
 use crate::context::{self, Installed, NodeInfo, RunCtx};
-use crate::disk::{self, DiskConfig};
+use crate::disk::{self, DiskConfig, Durability};
 use crate::fault::{FaultCounts, FaultKind, PlanError};
 use crate::seed::Seed;
 use crate::sqlite;
 use crate::trace::{EventKind, NodeAction, NodeId, Trace, TraceMode};
 
 /// A single node `n0` with a simulated disk, run on the calling thread with no simulated network or clock.
+///
+/// With no clock, no operation's latency ever elapses, so the disk makes every operation durable at its call
+/// ([`Durability::AtCall`]) whatever the config says: a synchronous call on a real disk returns after its
+/// latency, and here nothing else runs meanwhile that could tell the difference.
 ///
 /// It installs itself as this thread's run until dropped, and holds the process-wide run lock meanwhile, so
 /// SQLite's global PRNG is seeded from `seed` and no other run can disturb it.
@@ -30,9 +34,10 @@ impl Drop for LocalWorld {
 }
 
 impl LocalWorld {
-    /// A world for `seed` whose disk follows `config`.
+    /// A world for `seed` whose disk follows `config`, with [`Durability::AtCall`] (see [`LocalWorld`]).
     pub fn new(seed: Seed, config: DiskConfig) -> Result<LocalWorld, PlanError> {
         config.validate()?;
+        let config = DiskConfig { durability: Durability::AtCall, ..config };
         let lock = context::lock_runs();
         let node = NodeInfo { clock_skew_ns: 0 };
         let ctx = Rc::new(RunCtx::new(seed, TraceMode::Full, vec![node], config, Some(NodeId(0))));

@@ -13,8 +13,12 @@
 //! | `NotFound`                             | `SQLITE_CANTOPEN` on open, `SQLITE_IOERR_DELETE_NOENT` on delete |
 //! | a short read (past the end of file)    | the rest zero-filled, `SQLITE_IOERR_SHORT_READ`                 |
 //! | a write or truncate                    | visible at once, durable only after `xSync`                     |
-//! | create and delete                      | durable at once (so `xDelete`'s directory sync is implied)     |
+//! | create and delete                      | durable without a sync (`xDelete`'s directory sync is implied)  |
 //! | a power cut                            | unsynced writes lost, kept in part, or torn at 512-byte sectors |
+//!
+//! Every call returns at once, whatever the disk's latency. Under [`crate::disk::Durability::AfterLatency`] its
+//! effect on what a power cut leaves is in flight until the disk reaches the end of its latency, so a `COMMIT`
+//! is durable only once `disk::settle` has returned after it.
 //!
 //! The VFS promises SQLite nothing beyond that: `xSectorSize` is [`crate::disk::SECTOR_SIZE`] and
 //! `xDeviceCharacteristics` is 0 (no atomic writes, no powersafe overwrite, no sequential writes), because the

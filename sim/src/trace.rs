@@ -88,7 +88,7 @@ pub enum DiskOp {
     Truncate,
     /// Make every pending write of the file durable.
     Sync,
-    /// Remove a file (durable at once).
+    /// Remove a file (durable without a sync).
     Delete,
 }
 
@@ -101,6 +101,8 @@ pub struct CrashOutcome {
     pub dropped: u32,
     /// Pending writes that reached it in part.
     pub torn: u32,
+    /// Operations in flight (issued, their latency not elapsed) that the cut discarded.
+    pub unfinished: u32,
 }
 
 /// One thing that happened in the world.
@@ -205,7 +207,11 @@ impl fmt::Display for EventKind {
                 if *ok { "" } else { " FAILED" }
             ),
             EventKind::DiskCrash(o) => {
-                write!(f, "disk power cut: kept={} dropped={} torn={}", o.kept, o.dropped, o.torn)
+                write!(
+                    f,
+                    "disk power cut: kept={} dropped={} torn={} unfinished={}",
+                    o.kept, o.dropped, o.torn, o.unfinished
+                )
             }
             EventKind::Note { key, value } => write!(f, "note {key} = {value}"),
             EventKind::Log { target, text } => write!(f, "log {target}: {text}"),
@@ -297,7 +303,7 @@ impl Event {
             EventKind::Disk { op, path, offset, len, digest, ok } => {
                 e.u8(8).u8(*op as u8).str(path).u64(*offset).u64(*len).u64(*digest).u8(u8::from(*ok))
             }
-            EventKind::DiskCrash(o) => e.u8(9).u32(o.kept).u32(o.dropped).u32(o.torn),
+            EventKind::DiskCrash(o) => e.u8(9).u32(o.kept).u32(o.dropped).u32(o.torn).u32(o.unfinished),
             EventKind::Note { key, value } => e.u8(10).str(key).str(value),
             EventKind::Log { target, text } => e.u8(11).str(target).str(text),
         };

@@ -10,6 +10,8 @@
 mod build_guard;
 #[cfg(madsim)]
 mod determinism;
+#[cfg(madsim)]
+mod disk_inflight;
 #[cfg(not(madsim))]
 mod disk_model;
 #[cfg(not(madsim))]

@@ -2,11 +2,24 @@
 //! power the instant the client sees the reply, and the write is there. With `allow_unconfirmed` the reply
 //! leaves first, and on the KV backend (remote storage, a flush that reaches it later) the write can be lost
 //! though the client saw it confirmed: the documented premature confirmation.
+//!
+//! The host's disk makes an operation durable only once its latency has elapsed
+//! ([`Durability::AfterLatency`]), and its syncs take 5–10 ms ([`SYNC_OUTLIVES_THE_TURN`]). SQLite's `COMMIT`
+//! returns at once (it calls the disk synchronously), so the commit outlives the turn that made it: only the
+//! output gate's durability wait stands between the reply and a commit still in flight on the disk. The
+//! negative control removes that wait.
 
-use dosim_runtime::embed::HostBuilder;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dosim_runtime::embed::{
+    DatabaseLocation, DurabilityWait, DurableOnReturn, HostBuilder, StorageProvider, StoreLink,
+};
+use dosim_runtime::prelude::{Error, ObjectId};
 use dosim_scenarios::objects::Probe;
-use dosim_scenarios::sim_host::{host_builder, host_node, HostNode};
-use dosim_sim::{ensure, sim_test, DiskConfig, Failure, Sim, World};
+use dosim_scenarios::sim_host::{host_builder, host_node, HostNode, SimClock, SimEntropy, SimStorage};
+use dosim_sim::disk::{self, Durability};
+use dosim_sim::{ensure, sim_test, DiskConfig, Failure, LatencyRange, Sim, World};
 
 use crate::{kv_class, sqlite_class, HOST};
 
@@ -22,6 +35,59 @@ fn sqlite_probe() -> HostBuilder {
         .class::<Probe>("Probe")
         .binding("PROBE", "Probe")
         .migration(sqlite_class("v1", "Probe"))
+}
+
+/// [`SimStorage`] with the durability wait removed: `COMMIT` counts as durable when it returns, as on a disk
+/// with [`Durability::AtCall`]. The negative control of the output gate on the SQLite backend.
+#[derive(Debug, Default)]
+struct NoDurabilityWait;
+
+impl StorageProvider for NoDurabilityWait {
+    fn object_database(&self, namespace_uid: &str, id: &ObjectId) -> DatabaseLocation {
+        SimStorage.object_database(namespace_uid, id)
+    }
+
+    fn alarm_index(&self) -> DatabaseLocation {
+        SimStorage.alarm_index()
+    }
+
+    fn durability(&self) -> Arc<dyn DurabilityWait> {
+        Arc::new(DurableOnReturn)
+    }
+
+    fn delete_namespace(&self, namespace_uid: &str) -> Result<(), Error> {
+        SimStorage.delete_namespace(namespace_uid)
+    }
+
+    fn kv_link(&self) -> Option<Arc<dyn StoreLink>> {
+        SimStorage.kv_link()
+    }
+}
+
+/// [`sqlite_probe`] on a host whose output gate does not wait for the disk.
+fn sqlite_probe_without_durability_wait() -> HostBuilder {
+    dosim_runtime::embed::Host::builder("worker")
+        .storage(NoDurabilityWait)
+        .clock(Arc::new(SimClock))
+        .entropy(SimEntropy)
+        .class::<Probe>("Probe")
+        .binding("PROBE", "Probe")
+        .migration(sqlite_class("v1", "Probe"))
+}
+
+/// How long the host disk's syncs take: thousands of times the few microseconds of simulated time that pass
+/// between a commit (inside the turn) and the client's receipt of the reply, so a commit nobody waits for is
+/// still in flight when the power goes.
+const SYNC_OUTLIVES_THE_TURN: LatencyRange =
+    LatencyRange::new(Duration::from_millis(5), Duration::from_millis(10));
+
+/// The host's disk: an operation is durable only once its latency has elapsed, and syncs are slow.
+fn slow_sync_disk() -> DiskConfig {
+    DiskConfig {
+        durability: Durability::AfterLatency,
+        sync_latency: SYNC_OUTLIVES_THE_TURN,
+        ..DiskConfig::default()
+    }
 }
 
 /// Puts `key = value` through the object; returns once the client has the reply (or the error).
@@ -77,7 +143,7 @@ fn run(
     unconfirmed: bool,
 ) -> Result<dosim_sim::RunReport, dosim_sim::RunFailure> {
     let (node, host) = host_node(HOST, "host", build);
-    Sim::builder().seed(seed).node(node).disk(DiskConfig::default()).build()?.run(move |world| async move {
+    Sim::builder().seed(seed).node(node).disk(slow_sync_disk()).build()?.run(move |world| async move {
         let lost = power_cut_after_each_reply(&world, &host, 8, unconfirmed).await?;
         dosim_sim::note("acknowledged writes lost", lost);
         if unconfirmed {
@@ -94,9 +160,47 @@ fn run(
 
 sim_test!(fn kv_backend_reply_waits_for_durability(seed) { run(seed, kv_probe, false) });
 
-sim_test!(fn sqlite_backend_reply_waits_for_durability(seed) { run(seed, sqlite_probe, false) });
-
 sim_test!(fn kv_backend_allow_unconfirmed_confirms_prematurely(seed) { run(seed, kv_probe, true) });
+
+/// Eight rounds on the SQLite backend of: put (the turn's `COMMIT` issues the journal's and the database's
+/// writes and syncs to the host's disk, where they stay in flight for 5–10 ms a sync), reply, and a power
+/// cut of the host the instant the client has the reply. Returns the acknowledged writes lost, and the writes
+/// the cuts caught in flight on the disk (the hop from SQLite to the platter).
+fn sqlite_rounds(
+    seed: dosim_sim::Seed,
+    build: fn() -> HostBuilder,
+    check: fn(i64, u64) -> Result<(), Failure>,
+) -> Result<dosim_sim::RunReport, dosim_sim::RunFailure> {
+    let (node, host) = host_node(HOST, "host", build);
+    Sim::builder().seed(seed).node(node).disk(slow_sync_disk()).build()?.run(move |world| async move {
+        let lost = power_cut_after_each_reply(&world, &host, 8, false).await?;
+        let in_flight = disk::lost_in_flight(HOST);
+        dosim_sim::note("acknowledged writes lost", lost);
+        dosim_sim::note("writes in flight at the cuts", in_flight);
+        check(lost, in_flight)
+    })
+}
+
+// The power cut hits the host's disk between the reply's arrival and the next request. The output gate's
+// durability wait (the disk's settle) holds the reply until the device has finished the commit, so the cut
+// finds nothing in flight (0 writes) and every acknowledged write survives.
+sim_test!(fn sqlite_backend_reply_waits_for_durability(seed) {
+    sqlite_rounds(seed, sqlite_probe, |lost, in_flight| {
+        ensure!(in_flight == 0, "the cuts caught {in_flight} writes in flight though each reply waited");
+        ensure!(lost == 0, "{lost} confirmed writes were lost after their reply was seen");
+        Ok(())
+    })
+});
+
+// The negative control: the same rounds with the output gate's durability wait removed. The reply leaves
+// while the commit is still in flight on the disk, the cut discards it, and acknowledged writes are lost.
+sim_test!(fn sqlite_backend_reply_without_the_durability_wait_loses_acknowledged_writes(seed) {
+    sqlite_rounds(seed, sqlite_probe_without_durability_wait, |lost, in_flight| {
+        ensure!(in_flight > 0, "no cut landed while a commit was in flight: the control tests nothing");
+        ensure!(lost > 0, "without the durability wait an acknowledged write is lost ({in_flight} in flight)");
+        Ok(())
+    })
+});
 
 /// `rounds` of: object `a` puts `k<i> = i` and then calls object `b`; the power is cut the instant `b` receives
 /// the call; after a restart `a`'s write must be there. Returns how many were lost.
@@ -140,7 +244,7 @@ async fn power_cut_when_the_call_arrives(
 
 fn run_call(seed: dosim_sim::Seed, unconfirmed: bool) -> Result<dosim_sim::RunReport, dosim_sim::RunFailure> {
     let (node, host) = host_node(HOST, "host", kv_probe);
-    Sim::builder().seed(seed).node(node).disk(DiskConfig::default()).build()?.run(move |world| async move {
+    Sim::builder().seed(seed).node(node).disk(slow_sync_disk()).build()?.run(move |world| async move {
         let lost = power_cut_when_the_call_arrives(&world, &host, 6, unconfirmed).await?;
         dosim_sim::note("writes lost behind an outgoing call", lost);
         if unconfirmed {

@@ -155,7 +155,10 @@ sim_test!(fn too_many_requests_in_a_10_second_window(seed) {
 });
 
 sim_test!(fn defaults_let_1000_requests_per_second_through(seed) {
-    sim(seed)?.run(|world| async move {
+    // The disk is not what this measures: the default one makes a commit durable only after its four syncs
+    // of 0.5-2 ms, one after the other, so it sustains fewer than 200 commits a second, not 1,000.
+    let sim = Sim::builder().seed(seed).nodes(1).disk(DiskConfig::instant()).build()?;
+    sim.run(|world| async move {
         let (accepted, value) = on_node(&world, HOST, || async {
             let host = probe_host().build().unwrap();
             let stub = Rc::new(host.env().durable_object("COUNTER").unwrap().get_by_name("c"));
