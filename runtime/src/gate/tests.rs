@@ -931,3 +931,59 @@ fn section_1_4_a_lock_added_after_a_wait_does_not_delay_it() {
         drop(_held);
     });
 }
+
+// ------------------------------------------------------------------------------------------------------------
+// Waits that are dropped or many (found by mutation testing, docs/MUTATION.md): a dropped wait leaves no waker
+// behind to be woken later, and every one of several waits is woken.
+
+/// Polls `p` once (pending), drops its future and returns its waker's counter.
+fn dropped_pending<F: Future + Unpin>(mut p: Probe<F>) -> Arc<Flag> {
+    p.pending();
+    let Probe { fut, flag } = p;
+    drop(fut);
+    flag
+}
+
+#[test]
+fn input_gate_wakes_every_broken_wait_and_none_that_was_dropped() {
+    let gate = InputGate::new();
+    let mut first = probe(gate.on_broken());
+    let mut second = probe(gate.on_broken());
+    first.pending();
+    second.pending();
+    let dropped = dropped_pending(probe(gate.on_broken()));
+    top_cs(&gate).failed(Error::new("broken"));
+    assert_eq!((first.woken(), second.woken()), (1, 1), "both waits are woken");
+    assert_eq!(first.ready().message(), "broken");
+    assert_eq!(second.ready().message(), "broken");
+    assert_eq!(dropped.woken(), 0, "a dropped wait's waker is gone from the gate");
+}
+
+#[test]
+fn output_gate_wakes_every_broken_wait_and_none_that_was_dropped() {
+    let gate = OutputGate::new();
+    let mut first = probe(gate.on_broken());
+    let mut second = probe(gate.on_broken());
+    first.pending();
+    second.pending();
+    let dropped = dropped_pending(probe(gate.on_broken()));
+    gate.break_with(Error::new("broken"));
+    assert_eq!((first.woken(), second.woken()), (1, 1), "both waits are woken");
+    assert_eq!(first.ready().message(), "broken");
+    assert_eq!(second.ready().message(), "broken");
+    assert_eq!(dropped.woken(), 0, "a dropped wait's waker is gone from the gate");
+}
+
+#[test]
+fn a_dropped_output_wait_is_not_woken_when_its_lock_ends() {
+    run(async {
+        let gate = OutputGate::new();
+        let lock = gate.lock();
+        let mut kept = probe(gate.wait());
+        kept.pending();
+        let dropped = dropped_pending(probe(gate.wait()));
+        lock.release();
+        assert_eq!(kept.woken(), 1, "the kept wait is woken when the lock ends");
+        assert_eq!(dropped.woken(), 0, "a dropped wait's waker is gone from the gate");
+    });
+}
