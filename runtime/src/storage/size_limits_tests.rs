@@ -104,13 +104,16 @@ fn expect_error(r: Result<impl std::fmt::Debug, Error>, message: &str, what: &st
 
 const CONFIRMED: WriteOptions = WriteOptions { allow_unconfirmed: false };
 
+/// A write to a SQLite-backed storage, at or over a limit.
+type SqliteWrite = Box<dyn Fn(&SqliteStorage) -> Result<(), Error>>;
+
 /// A limit of the SQLite backend: `at` writes exactly at it (and commits), `over` one past it (refused with
 /// `message`), `check` reads back what `at` wrote (after a reopen).
 struct SqliteCase {
     name: &'static str,
     setup: &'static str,
-    at: Box<dyn Fn(&SqliteStorage) -> Result<(), Error>>,
-    over: Box<dyn Fn(&SqliteStorage) -> Result<(), Error>>,
+    at: SqliteWrite,
+    over: SqliteWrite,
     message: String,
     check: Box<dyn Fn(&SqliteStorage)>,
 }
@@ -396,11 +399,14 @@ fn open_kv(p: &Path) -> (Storage, ActorCache, Arc<ManualTurns>) {
     (Storage::kv(cache.clone()), cache, turns)
 }
 
+/// A write to a KV-backend cache, at or over a limit.
+type KvWrite = Box<dyn Fn(&ActorCache) -> Result<(), Error>>;
+
 /// A limit of the KV backend (§2.1, §11).
 struct KvCase {
     name: &'static str,
-    at: Box<dyn Fn(&ActorCache) -> Result<(), Error>>,
-    over: Box<dyn Fn(&ActorCache) -> Result<(), Error>>,
+    at: KvWrite,
+    over: KvWrite,
     message: String,
     check: Box<dyn Fn(&ActorCache)>,
 }

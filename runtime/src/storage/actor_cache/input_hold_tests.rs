@@ -25,8 +25,11 @@ fn open(name: &str) -> (ActorCache, Arc<ManualTurns>) {
     (ActorCache::new(Arc::new(store), turns.clone(), options), turns)
 }
 
+/// A storage call under test, made with the given options.
+type Call = fn(&ActorCache, PutOptions) -> CacheFuture<()>;
+
 /// Each waiting call, made with `options`.
-fn calls() -> Vec<(&'static str, fn(&ActorCache, PutOptions) -> CacheFuture<()>)> {
+fn calls() -> Vec<(&'static str, Call)> {
     vec![
         ("counted delete", |c, o| {
             let f = c.delete("unknown", o);
