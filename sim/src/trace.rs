@@ -11,6 +11,7 @@
 //! seeds whose runs did exactly the same things (a world with nothing random in it) share a hash.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,35 @@ impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "n{}", self.0)
     }
+}
+
+/// The first address of the simulated nodes' subnet, 10.0.0.0/8: node `i` is at `10.0.0.0 + i + 1`.
+const SUBNET_BASE: u32 = 0x0A00_0000;
+
+/// How many nodes the subnet has addresses for: 10.0.0.1 up to 10.255.255.254.
+pub const MAX_NODES: u32 = (1 << 24) - 2;
+
+/// The IP address of `node` on madsim's network (`madsim::net`), which every run gives its nodes.
+///
+/// Node `i` is at `10.0.0.0 + i + 1` counted as one 32-bit number: `n0` is 10.0.0.1, `n253` is 10.0.0.254,
+/// `n254` is 10.0.0.255 and `n255` is 10.0.1.0, up to [`MAX_NODES`] nodes. The address is a pure function of
+/// the node, so it is the same in every run and survives restarts. Only madsim's network uses it; dosim's
+/// own fabric (the `net` module) addresses nodes by [`NodeId`].
+///
+/// # Panics
+/// If `node` is [`MAX_NODES`] or beyond.
+pub fn node_ip(node: NodeId) -> IpAddr {
+    assert!(node.0 < MAX_NODES, "{node} has no address: 10.0.0.0/8 holds {MAX_NODES} nodes");
+    IpAddr::V4(Ipv4Addr::from(SUBNET_BASE + node.0 + 1))
+}
+
+/// The node at `ip` on madsim's network, if `ip` is one of [`node_ip`]'s addresses.
+///
+/// Whether a run has that many nodes is the caller's to check.
+pub fn node_at_ip(ip: IpAddr) -> Option<NodeId> {
+    let IpAddr::V4(v4) = ip else { return None };
+    let n = u32::from(v4).checked_sub(SUBNET_BASE + 1)?;
+    (n < MAX_NODES).then_some(NodeId(n))
 }
 
 /// A network address: a node and a port on it.
@@ -425,6 +455,27 @@ mod tests {
         assert!((TRACE_TAIL_MAX..=2 * TRACE_TAIL_MAX).contains(&lean.events().len()));
         assert_eq!(lean.len(), full.len());
         assert_eq!(lean.events().last(), full.events().last());
+    }
+
+    #[test]
+    fn node_ips_are_distinct_in_the_subnet_and_map_back() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(node_ip(NodeId(0)), ip("10.0.0.1"));
+        assert_eq!(node_ip(NodeId(253)), ip("10.0.0.254"));
+        assert_eq!(node_ip(NodeId(255)), ip("10.0.1.0"));
+        assert_eq!(node_ip(NodeId(MAX_NODES - 1)), ip("10.255.255.254"));
+        for n in [0, 1, 254, 255, 256, 70_000, MAX_NODES - 1] {
+            assert_eq!(node_at_ip(node_ip(NodeId(n))), Some(NodeId(n)));
+        }
+        for other in ["10.0.0.0", "10.255.255.255", "11.0.0.1", "127.0.0.1", "::1"] {
+            assert_eq!(node_at_ip(ip(other)), None, "{other} is no node's address");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "has no address")]
+    fn a_node_beyond_the_subnet_has_no_ip() {
+        node_ip(NodeId(MAX_NODES));
     }
 
     #[test]
