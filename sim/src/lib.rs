@@ -4,6 +4,8 @@
 //! `sim` knows nothing of Durable Objects. It offers:
 //! - [`Sim`]: a run of nodes under a seed, network, disk and fault plan, on madsim's simulated executor and clock;
 //! - [`net`]: datagrams between nodes with latency, loss, duplication, reordering, partitions and clogs;
+//!   every node also has an IP address on madsim's own network ([`node_ip`]), which partitions, clogs and
+//!   crashes cut too;
 //! - [`disk`]: `SimDisk`, a crash-consistent disk per node that survives restarts;
 //! - [`sqlite`]: a SQLite VFS on `SimDisk`;
 //! - [`Trace`]: every event of a run, and its hash;
@@ -50,8 +52,8 @@ pub use report::{
 pub use rng::{Purpose, SimRng};
 pub use seed::{Seed, SeedError};
 pub use trace::{
-    Addr, CrashOutcome, DiskOp, DropReason, Event, EventKind, NodeAction, NodeId, Trace, TraceMode,
-    TRACE_TAIL_MAX,
+    node_at_ip, node_ip, Addr, CrashOutcome, DiskOp, DropReason, Event, EventKind, NodeAction, NodeId, Trace,
+    TraceMode, MAX_NODES, TRACE_TAIL_MAX,
 };
 #[cfg(madsim)]
 pub use world::{NodeConfig, NodeState, Program, Sim, SimBuilder, SimError, World, TIME_LIMIT_DEFAULT};

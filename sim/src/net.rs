@@ -17,6 +17,29 @@
 //!   A crashed node's endpoints close.
 //!
 //! Every decision draws from the run's network stream only, so workload changes do not reshuffle the network.
+//!
+//! # madsim's network
+//! Some code cannot use this fabric: the simulated etcd (`madsim-etcd-client`) and anything else built on
+//! `madsim::net` (`Endpoint`, `TcpStream`, `UdpSocket`). Every node therefore also has an IP address on
+//! madsim's network, [`crate::node_ip`] (`n0` is 10.0.0.1), kept across restarts; the controller and the run's
+//! hidden nodes have none. Which of the faults above reach that network:
+//! - **Partitions and clogs: yes.** A directed link is clogged in madsim's network exactly while a partition
+//!   blocks it or a link clog holds it here, and a node exactly while a node clog holds it here; one-way
+//!   partitions stay one-way (madsim's link clogs are directed). Healing and unclogging lift madsim's clogs
+//!   with ours. madsim then applies its own semantics to a clogged link: a datagram (`send_to`) is lost when
+//!   sent; a new connection (`connect1`, `TcpStream::connect`) is refused; a message on an established
+//!   connection waits and is retried (backing off up to 10 s) until the link opens, so it arrives late rather
+//!   than never. A message madsim had already let onto the wire before the cut still arrives (here, it would
+//!   be dropped on arrival).
+//! - **Crashes and power cuts: yes**, by madsim itself: killing the node closes its sockets and drops its
+//!   tasks; a restarted node binds again at the same address.
+//! - **Pauses: as here, without mirroring.** A paused node's tasks do not run, so what madsim delivers to it
+//!   queues in its sockets until it resumes.
+//! - **Loss, duplication, reordering and latency: no.** They stay on this fabric. madsim's own packet loss
+//!   stays 0 and its latency is its default (1–10 ms, from madsim's random stream).
+//!
+//! madsim's traffic is not in the trace (only the faults are), but it is deterministic under the seed like
+//! everything else madsim runs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -140,9 +163,45 @@ pub(crate) struct NetState {
     next_binding: u64,
     /// The hidden madsim node that runs delivery timers, so deliveries survive the sender's crash.
     pub(crate) wire: Option<madsim::runtime::NodeHandle>,
+    /// Whether partitions and clogs are mirrored onto madsim's network (off only in negative controls).
+    pub(crate) mirror_to_madsim: bool,
+    /// The directed links madsim's network has been told to clog: every partitioned or clogged link.
+    madsim_links: BTreeSet<(NodeId, NodeId)>,
+    /// The nodes madsim's network has been told to clog.
+    madsim_nodes: BTreeSet<NodeId>,
 }
 
 impl NetState {
+    /// Brings madsim's network in line with this fabric: a directed link is clogged there exactly when a
+    /// partition blocks it or a link clog holds it here, and a node exactly when a node clog holds it here.
+    /// Only the differences are sent, in `NodeId` order.
+    fn mirror_to_madsim(&mut self, ctx: &RunCtx) {
+        if !self.mirror_to_madsim {
+            return;
+        }
+        let links: BTreeSet<(NodeId, NodeId)> = self.blocked.union(&self.clogged_links).copied().collect();
+        if links == self.madsim_links && self.clogged_nodes == self.madsim_nodes {
+            return;
+        }
+        let ids = ctx.world.borrow().madsim_ids.clone();
+        let id = |n: NodeId| ids[n.0 as usize];
+        let sim = madsim::net::NetSim::current();
+        for &(a, b) in links.difference(&self.madsim_links) {
+            sim.clog_link(id(a), id(b));
+        }
+        for &(a, b) in self.madsim_links.difference(&links) {
+            sim.unclog_link(id(a), id(b));
+        }
+        for &n in self.clogged_nodes.difference(&self.madsim_nodes) {
+            sim.clog_node(id(n));
+        }
+        for &n in self.madsim_nodes.difference(&self.clogged_nodes) {
+            sim.unclog_node(id(n));
+        }
+        self.madsim_links = links;
+        self.madsim_nodes = self.clogged_nodes.clone();
+    }
+
     fn is_clogged(&self, from: NodeId, to: NodeId) -> bool {
         self.clogged_nodes.contains(&from)
             || self.clogged_nodes.contains(&to)
@@ -338,6 +397,8 @@ pub(crate) fn partition(ctx: &RunCtx, from: &[NodeId], to: &[NodeId], direction:
             }
         }
     }
+    net.mirror_to_madsim(ctx);
+    drop(net);
     let arrow = if direction == Direction::Both { "<->" } else { "->" };
     fault_event(ctx, FaultKind::Partition, format!("{} {arrow} {}", set_text(from), set_text(to)));
 }
@@ -349,6 +410,7 @@ pub(crate) fn heal(ctx: &RunCtx) {
         return;
     }
     net.blocked.clear();
+    net.mirror_to_madsim(ctx);
     drop(net);
     fault_event(ctx, FaultKind::Heal, "all partitions".into());
 }
@@ -366,6 +428,7 @@ pub(crate) fn clog(ctx: &RunCtx, node: Option<NodeId>, link: Option<(NodeId, Nod
         }
         (None, None) => unreachable!("clog names a node or a link"),
     };
+    net.mirror_to_madsim(ctx);
     drop(net);
     fault_event(ctx, FaultKind::Clog, detail);
 }
@@ -391,6 +454,7 @@ pub(crate) fn unclog(ctx: &RunCtx, node: Option<NodeId>, link: Option<(NodeId, N
             "all".to_string()
         }
     };
+    net.mirror_to_madsim(ctx);
     fault_event(ctx, FaultKind::Unclog, detail);
     release_held(ctx, &mut net);
 }

@@ -97,6 +97,7 @@ pub struct SimBuilder {
     trace_mode: TraceMode,
     time_limit: Duration,
     options: RunOptions,
+    mirror_to_madsim: bool,
 }
 
 /// A configured simulation, ready to run once.
@@ -117,6 +118,7 @@ impl Sim {
             trace_mode: TraceMode::Full,
             time_limit: TIME_LIMIT_DEFAULT,
             options: RunOptions::none(),
+            mirror_to_madsim: true,
         }
     }
 }
@@ -179,9 +181,24 @@ impl SimBuilder {
         self
     }
 
+    /// Whether partitions and clogs also cut madsim's own network (`madsim::net`), as they do by default.
+    ///
+    /// Only the negative controls of tests turn this off, to show that without the mirroring madsim's
+    /// traffic would ignore the faults. Crashes close madsim endpoints either way (madsim's kill does).
+    pub fn mirror_faults_to_madsim_net(mut self, mirror: bool) -> Self {
+        self.mirror_to_madsim = mirror;
+        self
+    }
+
     /// Validates the configuration, naming whatever is wrong.
     pub fn build(self) -> Result<Sim, PlanError> {
-        let count = u32::try_from(self.nodes.len()).expect("fewer than 2^32 nodes");
+        let count = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX);
+        if count > crate::trace::MAX_NODES {
+            return Err(PlanError(format!(
+                "{count} nodes do not fit the network's 10.0.0.0/8: at most {}",
+                crate::trace::MAX_NODES
+            )));
+        }
         self.faults.validate(count)?;
         self.disk.validate()?;
         self.net.validate()?;
@@ -222,7 +239,7 @@ impl fmt::Display for SimError {
 impl std::error::Error for SimError {}
 
 pub(crate) struct WorldState {
-    madsim_ids: Vec<madsim::task::NodeId>,
+    pub(crate) madsim_ids: Vec<madsim::task::NodeId>,
     states: Vec<NodeState>,
     /// The hidden node that runs fault drivers and delayed restarts, so teardown can kill them.
     faults_node: Option<madsim::runtime::NodeHandle>,
@@ -259,6 +276,12 @@ impl World {
             return Err(SimError(node_out_of_range(node, self.node_count)));
         }
         Ok(node.0 as usize)
+    }
+
+    /// The IP address of `node` on madsim's network: [`crate::node_ip`]. It keeps it across restarts.
+    pub fn ip(&self, node: NodeId) -> Result<std::net::IpAddr, SimError> {
+        self.check(node)?;
+        Ok(crate::trace::node_ip(node))
     }
 
     /// How many nodes there are.
@@ -385,7 +408,8 @@ impl World {
         Ok(())
     }
 
-    /// Cuts the links from every node of `from` to every node of `to` (and back, for [`Direction::Both`]).
+    /// Cuts the links from every node of `from` to every node of `to` (and back, for [`Direction::Both`]),
+    /// on dosim's fabric and on madsim's network alike (see [`crate::net`] for how each treats a cut link).
     pub fn partition(&self, from: &[NodeId], to: &[NodeId], direction: Direction) -> Result<(), SimError> {
         for n in from.iter().chain(to) {
             self.check(*n)?;
@@ -394,12 +418,13 @@ impl World {
         Ok(())
     }
 
-    /// Heals every partition (nothing happens, and nothing is counted, if there is none).
+    /// Heals every partition (nothing happens, and nothing is counted, if there is none), on both networks.
     pub fn heal(&self) {
         net::heal(&context::current());
     }
 
-    /// Holds every message to or from `node` until [`World::unclog_node`].
+    /// Holds every message to or from `node` until [`World::unclog_node`]. On madsim's network the node is
+    /// clogged too (madsim drops its datagrams and refuses its new connections meanwhile).
     pub fn clog_node(&self, node: NodeId) -> Result<(), SimError> {
         self.check(node)?;
         net::clog(&context::current(), Some(node), None);
@@ -413,7 +438,7 @@ impl World {
         Ok(())
     }
 
-    /// Holds every message from `from` to `to` until [`World::unclog_link`].
+    /// Holds every message from `from` to `to` until [`World::unclog_link`]; likewise on madsim's network.
     pub fn clog_link(&self, from: NodeId, to: NodeId) -> Result<(), SimError> {
         self.check(from)?;
         self.check(to)?;
@@ -653,7 +678,11 @@ impl Sim {
         let infos: Vec<NodeInfo> = c.nodes.iter().map(|n| NodeInfo { clock_skew_ns: n.skew_ns() }).collect();
         let ctx = Rc::new(RunCtx::new(seed, c.trace_mode, infos, c.disk.clone(), None));
         *ctx.world.borrow_mut() = WorldState::new(c.nodes.len(), c.faults.restart_after_power_cut);
-        ctx.net.borrow_mut().config = c.net.clone();
+        {
+            let mut net = ctx.net.borrow_mut();
+            net.config = c.net.clone();
+            net.mirror_to_madsim = c.mirror_to_madsim;
+        }
         let installed = context::install(ctx.clone());
         sqlite::reset_prng(seed);
 
@@ -671,7 +700,7 @@ impl Sim {
             ctx.net.borrow_mut().wire = Some(wire.clone());
             for (i, n) in nodes.into_iter().enumerate() {
                 let node = NodeId(i as u32);
-                let mut b = handle.create_node().name(n.name.clone());
+                let mut b = handle.create_node().name(n.name.clone()).ip(crate::trace::node_ip(node));
                 if let Some(p) = n.program.clone() {
                     b = b.init(move || p());
                 }
