@@ -14,6 +14,8 @@ mod determinism;
 mod disk_inflight;
 #[cfg(not(madsim))]
 mod disk_model;
+#[cfg(madsim)]
+mod madsim_net;
 #[cfg(not(madsim))]
 mod sqlite_local;
 #[cfg(madsim)]
