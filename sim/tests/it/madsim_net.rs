@@ -249,3 +249,26 @@ sim_test!(fn without_mirroring_partitions_and_clogs_leave_madsim_traffic_flowing
         Ok(())
     })
 });
+
+sim_test!(fn a_paused_node_answers_madsim_requests_after_it_resumes(seed) {
+    // Pauses are not mirrored: what reaches a paused node waits in its sockets, as on dosim's fabric.
+    let seen = Seen::default();
+    let seen2 = seen.clone();
+    world3(seed, &seen).build()?.run(move |world| async move {
+        settle(&world).await;
+        world.pause(SERVER)?;
+        let caller = world.spawn_on(NodeId(1), async {
+            let ep = Endpoint::bind(SocketAddr::new(node_ip(NodeId(1)), 0)).await.expect("port");
+            let (tx, mut rx) = ep.connect1(server_addr()).await.expect("a paused node's socket still accepts");
+            tx.send(Box::new(20_u32)).await.expect("send");
+            *rx.recv().await.expect("reply").downcast::<u32>().expect("u32")
+        })?;
+        world.sleep(Duration::from_secs(1)).await;
+        ensure!(seen2.lock().unwrap().is_empty(), "a paused server handles nothing");
+        world.resume(SERVER)?;
+        let reply = caller.await.map_err(|e| Failure::new(e.to_string()))?;
+        ensure!(reply == 21, "the request waited for the resume and was answered");
+        ensure!(served(&seen2, NodeId(1)) == 1, "served once, after the resume");
+        Ok(())
+    })
+});
