@@ -14,8 +14,8 @@ const LAYERS: &[&[&str]] = &[
     &["id", "http", "deploy"],
     // What the embedder provides.
     &["world"],
-    // Storage, then what runs beside it: the gates and the alarm index.
-    &["storage"],
+    // Storage and the directory of owners, then what runs beside them: the gates and the alarm index.
+    &["storage", "directory"],
     &["gate", "alarm"],
     &["config"],
     // The event loop's turns and critical sections.

@@ -27,6 +27,7 @@
 mod alarm;
 mod config;
 mod deploy;
+mod directory;
 mod env;
 pub mod error;
 mod future;
@@ -65,12 +66,14 @@ pub mod embed {
     pub use crate::alarm::AlarmConfig;
     pub use crate::config::{EvictionConfig, HostConfig, OverloadLimits};
     pub use crate::deploy::{Deployments, Migration, RenamedClass, TransferredClass};
+    pub use crate::directory::{Claim, Directory, HostLease, Owner, LEASE_TTL_S};
     pub use crate::host::{Host, HostBuilder};
     pub use crate::location::{DatabaseLocation, Journal, OpenError};
     pub use crate::storage::actor_cache::ActorCacheOptions;
     pub use crate::storage::sqlite::SqliteSettings;
     pub use crate::world::{
-        Clock, DurabilityWait, DurableOnReturn, Entropy, ManualClock, StorageProvider, StoreLink, Task,
+        Clock, CoordError, CoordFuture, CoordRecord, CoordTxn, Coordinator, DurabilityWait, DurableOnReturn,
+        Entropy, ManualClock, StorageProvider, StoreLink, Task,
     };
 
     // Storage without a host. The simulation's crash tests (scenarios/tests/storage_crash.rs,

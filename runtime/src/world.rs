@@ -93,3 +93,69 @@ pub trait StoreLink: Send + Sync + 'static {
     /// Resolves when a request has reached storage.
     fn travel(&self) -> Task;
 }
+
+/// A boxed future of a [`Coordinator`] call. Not `Send`: the directory runs on its host's thread.
+pub type CoordFuture<T> = Pin<Box<dyn Future<Output = Result<T, CoordError>>>>;
+
+/// Why a [`Coordinator`] call failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoordError {
+    /// No answer in time, or the connection failed: the call may or may not have applied.
+    Unavailable(String),
+    /// The store answered with an error (a lease it does not know, a request it rejects).
+    Rejected(String),
+}
+
+impl std::fmt::Display for CoordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CoordError::Unavailable(why) => write!(f, "the coordination store is unavailable: {why}"),
+            CoordError::Rejected(why) => write!(f, "the coordination store rejected the call: {why}"),
+        }
+    }
+}
+
+/// A record of the coordination store: its value and the store revision of its last change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoordRecord {
+    /// The value.
+    pub value: Vec<u8>,
+    /// The revision at which it was last written (etcd's `mod_revision`).
+    pub mod_revision: i64,
+}
+
+/// A conditional write: if every key of `if_equal` exists and holds exactly its value, the `puts` and then
+/// the `deletes` apply, atomically.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CoordTxn {
+    /// The conditions: `(key, value)`, each an equality compare on an existing key.
+    pub if_equal: Vec<(String, Vec<u8>)>,
+    /// `(key, value, lease)`: writes, each bound to a lease if one is given.
+    pub puts: Vec<(String, Vec<u8>, Option<i64>)>,
+    /// Keys to delete.
+    pub deletes: Vec<String>,
+}
+
+/// The coordination store under the directory ([`crate::directory`]): a subset of etcd's v3 API, the
+/// operations whose semantics madsim's simulated etcd and a real etcd share. Not used: compares on a
+/// missing key (they succeed in the simulator and fail in etcd), version or revision compares (the
+/// simulator has only value compares), watches and elections (the simulator wakes their waiters in `HashMap`
+/// order).
+pub trait Coordinator {
+    /// Grants a lease of `ttl_s` seconds; its id.
+    fn grant_lease(&self, ttl_s: i64) -> CoordFuture<i64>;
+    /// Renews a lease; the TTL it has now, in seconds (0 or less: the lease is gone).
+    fn keep_alive(&self, lease: i64) -> CoordFuture<i64>;
+    /// Revokes a lease, deleting its keys.
+    fn revoke(&self, lease: i64) -> CoordFuture<()>;
+    /// The record of `key`, if it exists.
+    fn get(&self, key: String) -> CoordFuture<Option<CoordRecord>>;
+    /// Every record whose key starts with `prefix`, in key order.
+    fn list(&self, prefix: String) -> CoordFuture<Vec<(String, CoordRecord)>>;
+    /// Writes `key` (bound to `lease` if given); the revision of the write.
+    fn put(&self, key: String, value: Vec<u8>, lease: Option<i64>) -> CoordFuture<i64>;
+    /// Applies `txn`: if its conditions held, the transaction's revision, which is the revision of its first
+    /// put (in etcd every write of a transaction has the transaction's revision; in madsim's simulator its
+    /// writes take successive revisions from it); `None` if they did not hold.
+    fn txn(&self, txn: CoordTxn) -> CoordFuture<Option<i64>>;
+}
