@@ -8,6 +8,8 @@ pub mod bank;
 #[cfg(madsim)]
 mod campaign;
 #[cfg(madsim)]
+pub mod cluster;
+#[cfg(madsim)]
 mod counter;
 #[cfg(madsim)]
 pub mod object_counters;

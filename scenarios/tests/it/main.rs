@@ -1,6 +1,7 @@
 //! The integration tests of `dosim-scenarios`, in one binary (one link per build instead of one per file):
 //! `cargo simtest -p dosim-scenarios --test it -- <module>::<test>`.
 //!
+//! - `cluster`: the cluster under simulation: the directory on the simulated etcd (simulation build);
 //! - `runtime`: the object runtime under simulation (simulation build);
 //! - `scenarios`: every built-in scenario passes, replays exactly, reaches its faults, and each negative
 //!   control is caught (simulation build; the campaign's size is `DOSIM_CAMPAIGN_SEEDS`);
@@ -10,6 +11,8 @@
 
 #[cfg(madsim)]
 mod cli;
+#[cfg(madsim)]
+mod cluster;
 #[cfg(madsim)]
 mod runtime;
 #[cfg(madsim)]

@@ -1,0 +1,3 @@
+//! The cluster under simulation: the directory on the simulated etcd.
+
+mod directory;
