@@ -14,8 +14,8 @@ const LAYERS: &[&[&str]] = &[
     &["id", "http", "deploy"],
     // What the embedder provides.
     &["world"],
-    // Storage and the directory of owners, then what runs beside them: the gates and the alarm index.
-    &["storage", "directory"],
+    // Storage, the directory of owners and the calls between nodes, then what runs beside them: the gates and the alarm index.
+    &["storage", "directory", "rpc"],
     &["gate", "alarm"],
     &["config"],
     // The event loop's turns and critical sections.

@@ -39,6 +39,7 @@ mod instance;
 mod location;
 mod namespace;
 mod object;
+mod rpc;
 mod state;
 mod storage;
 mod turn;
@@ -69,11 +70,12 @@ pub mod embed {
     pub use crate::directory::{Claim, Directory, HostLease, Owner, LEASE_TTL_S};
     pub use crate::host::{Host, HostBuilder};
     pub use crate::location::{DatabaseLocation, Journal, OpenError};
+    pub use crate::rpc::{Handler, RpcNode};
     pub use crate::storage::actor_cache::ActorCacheOptions;
     pub use crate::storage::sqlite::SqliteSettings;
     pub use crate::world::{
-        Clock, CoordError, CoordFuture, CoordRecord, CoordTxn, Coordinator, DurabilityWait, DurableOnReturn,
-        Entropy, ManualClock, StorageProvider, StoreLink, Task,
+        Clock, CoordError, CoordFuture, CoordRecord, CoordTxn, Coordinator, Datagram, DurabilityWait,
+        DurableOnReturn, Entropy, ManualClock, StorageProvider, StoreLink, Task, Transport,
     };
 
     // Storage without a host. The simulation's crash tests (scenarios/tests/storage_crash.rs,

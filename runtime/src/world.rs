@@ -159,3 +159,19 @@ pub trait Coordinator {
     /// writes take successive revisions from it); `None` if they did not hold.
     fn txn(&self, txn: CoordTxn) -> CoordFuture<Option<i64>>;
 }
+
+/// A message a [`Transport`] received: the sender's address and the bytes.
+pub type Datagram = (String, Vec<u8>);
+
+/// The network between the cluster's nodes, as the runtime sees it: unreliable datagrams between addresses
+/// (strings the embedder defines). A message may be lost, duplicated, delayed or reordered; the runtime's
+/// calls on top of it (request ids, timeouts, at-most-once execution) cope.
+pub trait Transport {
+    /// This node's address.
+    fn local_addr(&self) -> String;
+    /// Sends `payload` to `to`. Fire and forget. An address that does not parse is dropped like a message to
+    /// nobody.
+    fn send(&self, to: &str, payload: Vec<u8>);
+    /// The next message. Called by one task at a time; cancelling it loses no message.
+    fn recv(&self) -> Pin<Box<dyn Future<Output = Datagram> + '_>>;
+}

@@ -257,6 +257,12 @@ impl Endpoint {
         send(self.addr, to, payload);
     }
 
+    /// A handle that sends from this endpoint's address, for code that sends while another task waits in
+    /// [`Endpoint::recv`].
+    pub fn sender(&self) -> Sender {
+        Sender { addr: self.addr }
+    }
+
     /// Waits for the next message.
     ///
     /// Cancel safety: cancelling loses no message; it stays queued for the next `recv`.
@@ -272,6 +278,20 @@ impl Endpoint {
     /// Takes a message that has already arrived, if any.
     pub fn try_recv(&mut self) -> Option<Datagram> {
         self.rx.try_recv().ok()
+    }
+}
+
+/// Sends from an endpoint's address (see [`Endpoint::sender`]). Sending after the endpoint closed still
+/// sends: the address is only the sender's name.
+#[derive(Clone, Copy, Debug)]
+pub struct Sender {
+    addr: Addr,
+}
+
+impl Sender {
+    /// Sends `payload` to `to`, as [`Endpoint::send`].
+    pub fn send(&self, to: Addr, payload: Vec<u8>) {
+        send(self.addr, to, payload);
     }
 }
 
