@@ -2,3 +2,4 @@
 //! own), and the adapters that point the runtime's cluster traits at it.
 
 pub mod etcd;
+pub mod transport;

@@ -1,3 +1,4 @@
-//! The cluster under simulation: the directory on the simulated etcd.
+//! The cluster under simulation: the directory on the simulated etcd, calls between nodes on the fabric.
 
 mod directory;
+mod rpc;
