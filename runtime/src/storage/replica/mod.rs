@@ -49,6 +49,9 @@
 
 mod vfs;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
