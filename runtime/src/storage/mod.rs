@@ -7,6 +7,7 @@
 //! - [`sqlite`]: the SQLite backend: the implicit transaction of each turn, explicit transactions, deleteAll,
 //!   sync, alarms; it drives [`sql`] and [`kv`].
 //! - [`pitr`]: point-in-time recovery of the SQLite backend: the commit history, bookmarks, restores.
+//! - [`replica`]: a shim VFS capturing what each commit writes to a database file, folded into pages.
 //! - [`api`]: [`Storage`], the typed API objects call, over either backend.
 //! - [`gates`]: the narrow interface between storage and the runtime's event loop and gates.
 
@@ -15,6 +16,7 @@ pub(crate) mod api;
 pub(crate) mod gates;
 pub(crate) mod kv;
 pub(crate) mod pitr;
+pub(crate) mod replica;
 pub(crate) mod sql;
 pub(crate) mod sqlite;
 pub(crate) mod value;
