@@ -175,6 +175,13 @@ impl ObjectId {
             .ok_or_else(|| Error::type_error(messages::OBJECT_ID_NOT_FOR_NAMESPACE))
     }
 
+    /// The same id with `name` as its name: an id that travelled between nodes as its hex form gets back the
+    /// name it was made from (which `idFromString` alone would lose).
+    pub(crate) fn named(mut self, name: Option<String>) -> ObjectId {
+        self.name = name;
+        self
+    }
+
     /// `id.name`: the name it was made from by `ObjectId::from_name`; `None` for unique and parsed ids.
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()

@@ -12,8 +12,8 @@ const LAYERS: &[&[&str]] = &[
     // The basics: errors, the boxed future, where a database lives, ids, HTTP values, deploys.
     &["error", "future", "location"],
     &["id", "http", "deploy"],
-    // What the embedder provides.
-    &["world"],
+    // What the embedder provides, and the messages between nodes.
+    &["world", "wire"],
     // Storage, the directory of owners and the calls between nodes, then what runs beside them: the gates and the alarm index.
     &["storage", "directory", "rpc"],
     &["gate", "alarm"],

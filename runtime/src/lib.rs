@@ -43,6 +43,7 @@ mod rpc;
 mod state;
 mod storage;
 mod turn;
+mod wire;
 mod world;
 
 /// Everything an object's code needs: `use dosim_runtime::prelude::*;`.
@@ -68,7 +69,7 @@ pub mod embed {
     pub use crate::config::{EvictionConfig, HostConfig, OverloadLimits};
     pub use crate::deploy::{Deployments, Migration, RenamedClass, TransferredClass};
     pub use crate::directory::{Claim, Directory, HostLease, Owner, LEASE_TTL_S};
-    pub use crate::host::{Host, HostBuilder};
+    pub use crate::host::{ClusterRole, Host, HostBuilder};
     pub use crate::location::{DatabaseLocation, Journal, OpenError};
     pub use crate::rpc::{Handler, RpcNode};
     pub use crate::storage::actor_cache::ActorCacheOptions;

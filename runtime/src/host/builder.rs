@@ -13,9 +13,11 @@ use crate::error::Error;
 use crate::id::NamespaceKey;
 use crate::namespace::{Namespace, ObjectNamespace, Router};
 use crate::object::{Class, ClassOf, DurableObject};
-use crate::world::{Clock, Entropy, StorageProvider};
+use crate::rpc::RpcNode;
+use crate::world::{Clock, Coordinator, Entropy, StorageProvider};
 
 use super::alarms::alarm_timer;
+use super::cluster::{handler, membership, Cluster, ClusterRole};
 use super::{ClassEntry, Host, HostInner};
 
 impl Host {
@@ -32,6 +34,7 @@ impl Host {
             storage: None,
             clock: None,
             entropy: None,
+            cluster: None,
         }
     }
 }
@@ -48,6 +51,7 @@ pub struct HostBuilder {
     storage: Option<Rc<dyn StorageProvider>>,
     clock: Option<Arc<dyn Clock>>,
     entropy: Option<Rc<dyn Entropy>>,
+    cluster: Option<(Rc<RpcNode>, Rc<dyn Coordinator>, ClusterRole)>,
 }
 
 impl HostBuilder {
@@ -109,6 +113,14 @@ impl HostBuilder {
         self
     }
 
+    /// Makes the host part of a cluster: it calls other nodes through `rpc`, finds owners in the directory
+    /// held by `store`, and, as a [`ClusterRole::Host`], joins the directory and serves calls to the objects
+    /// it owns. Without it the host is alone, and runs every object its stubs call.
+    pub fn cluster(mut self, rpc: Rc<RpcNode>, store: Rc<dyn Coordinator>, role: ClusterRole) -> Self {
+        self.cluster = Some((rpc, store, role));
+        self
+    }
+
     /// Deploys the script (applying its new migrations) and starts the host: its alarm index is loaded and
     /// the alarm timer runs. Must be called inside the runtime's executor (a madsim node, or a tokio
     /// `LocalSet`).
@@ -163,6 +175,7 @@ impl HostBuilder {
             alarms,
             env: RefCell::new(Env::empty()),
             tasks: RefCell::new(Vec::new()),
+            cluster: self.cluster.map(|(rpc, store, role)| Cluster::new(rpc, store, role)),
         });
         let mut namespaces = BTreeMap::new();
         for b in &self.bindings {
@@ -184,6 +197,13 @@ impl HostBuilder {
         *inner.env.borrow_mut() = Env::new(namespaces, self.vars);
         let timer = madsim_tokio::task::spawn_local(alarm_timer(Rc::downgrade(&inner)));
         inner.tasks.borrow_mut().push(timer.abort_handle());
+        if let Some(cluster) = &inner.cluster {
+            if cluster.role() == ClusterRole::Host {
+                cluster.rpc.serve(handler(Rc::downgrade(&inner)));
+                let member = madsim_tokio::task::spawn_local(membership(Rc::downgrade(&inner)));
+                inner.tasks.borrow_mut().push(member.abort_handle());
+            }
+        }
         Ok(Host { inner })
     }
 }

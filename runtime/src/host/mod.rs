@@ -16,11 +16,13 @@
 
 mod alarms;
 mod builder;
+mod cluster;
 mod routing;
 
 pub use builder::HostBuilder;
+pub use cluster::ClusterRole;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -61,6 +63,8 @@ pub(crate) struct Container {
     host: Weak<HostInner>,
     instance: RefCell<Option<Rc<Instance>>>,
     broken: RefCell<Option<Error>>,
+    /// In a cluster: the lease and epoch under which this host owns the object, once it claimed it.
+    ownership: Cell<Option<(i64, i64)>>,
 }
 
 impl InstanceOwner for Container {
@@ -128,6 +132,8 @@ pub(crate) struct HostInner {
     alarms: Rc<AlarmScheduler>,
     env: RefCell<Env>,
     tasks: RefCell<Vec<AbortHandle>>,
+    /// In a cluster: the directory membership and the calls between nodes. `None`: a lone host.
+    cluster: Option<cluster::Cluster>,
 }
 
 impl HostInner {

@@ -1,5 +1,5 @@
-//! Routing: the one place a call finds the container of its object (today on this host; the cluster will
-//! route to other hosts here).
+//! Routing: the one place a call finds the container of its object: on this host, or (in a cluster) on
+//! whichever host owns it (`cluster.rs`).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -59,6 +59,7 @@ impl HostInner {
                     host: Rc::downgrade(self),
                     instance: RefCell::new(None),
                     broken: RefCell::new(None),
+                    ownership: std::cell::Cell::new(None),
                 })
             })
             .clone()
@@ -88,6 +89,9 @@ impl Router for HostInner {
     ) -> LocalFuture<'static, Result<Reply, Error>> {
         let class =
             self.classes.get(&namespace.uid).cloned().expect("a namespace's class is deployed on its host");
+        if self.cluster.is_some() {
+            return self.send_remote(class, id.clone(), bytes, call);
+        }
         let instance = match self.route(&class, id, Some(binding)).and_then(|c| c.instance()) {
             Ok(i) => i,
             Err(e) => return Box::pin(std::future::ready(Err(e))),

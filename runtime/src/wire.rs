@@ -1,0 +1,127 @@
+//! The messages of object calls between nodes: a call to an object (a fetch or an RPC call), and its reply
+//! (a response, an RPC result, an error with its flags, or "not the owner": the call did not run here).
+//!
+//! Encoded as CBOR. A host decodes what it receives and answers a message that does not decode with an
+//! error that names it; nothing in a message is trusted (an id is checked against its namespace's key).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{messages, Error, ErrorKind};
+use crate::http::{Request, Response};
+use crate::id::{NamespaceKey, ObjectId};
+
+/// An object id on the wire: its hex form (checked against the namespace's key on arrival) and its name.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct WireId {
+    hex: String,
+    name: Option<String>,
+}
+
+impl WireId {
+    pub(crate) fn of(id: &ObjectId) -> WireId {
+        WireId { hex: id.to_string(), name: id.name().map(str::to_string) }
+    }
+
+    /// The id, if it is one of the namespace of `key` (the spec's `idFromString` errors otherwise).
+    pub(crate) fn id(&self, key: &NamespaceKey) -> Result<ObjectId, Error> {
+        Ok(ObjectId::parse(key, &self.hex)?.named(self.name.clone()))
+    }
+}
+
+/// What an object call carries.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum WireCall {
+    /// `fetch(request)`.
+    Fetch(Request),
+    /// An RPC call of `method` with its encoded arguments.
+    Rpc {
+        method: String,
+        #[serde(with = "serde_bytes")]
+        args: Vec<u8>,
+    },
+}
+
+/// A call to object `id` of the namespace `namespace` (its uid).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ObjectCall {
+    pub(crate) namespace: String,
+    pub(crate) id: WireId,
+    pub(crate) call: WireCall,
+    /// The call's size, for the overload limits.
+    pub(crate) bytes: u64,
+}
+
+/// An error on the wire: the message, the class and the four flags, exactly as they were.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct WireError {
+    kind: u8,
+    message: String,
+    retryable: bool,
+    overloaded: bool,
+    reset: bool,
+    remote: bool,
+}
+
+impl WireError {
+    pub(crate) fn of(e: &Error) -> WireError {
+        WireError {
+            kind: match e.kind() {
+                ErrorKind::Error => 0,
+                ErrorKind::TypeError => 1,
+                ErrorKind::RangeError => 2,
+            },
+            message: e.message().to_string(),
+            retryable: e.retryable(),
+            overloaded: e.overloaded(),
+            reset: e.durable_object_reset(),
+            remote: e.remote(),
+        }
+    }
+
+    pub(crate) fn error(&self) -> Error {
+        let kind = match self.kind {
+            1 => ErrorKind::TypeError,
+            2 => ErrorKind::RangeError,
+            _ => ErrorKind::Error,
+        };
+        let mut e = Error::of(kind, self.message.clone());
+        if self.retryable {
+            e = e.with_retryable();
+        }
+        if self.overloaded {
+            e = e.with_overloaded();
+        }
+        if self.reset {
+            e = e.with_reset();
+        }
+        if self.remote {
+            e = e.with_remote();
+        }
+        e
+    }
+}
+
+/// The answer to an [`ObjectCall`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum ObjectReply {
+    /// A fetch's response.
+    Response(Response),
+    /// An RPC call's encoded result.
+    Rpc(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The call ran and failed, or could not run.
+    Error(WireError),
+    /// The call did not run: this host does not own the object. `owner`: who does, if known.
+    NotOwner { owner: Option<String> },
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(value, &mut out).expect("a message encodes into memory");
+    out
+}
+
+/// Decodes a message of type `T`; `what` names it in the error.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Error> {
+    ciborium::from_reader(bytes)
+        .map_err(|e| Error::new(messages::internal_error(&format!("a malformed {what} message: {e}"))))
+}
