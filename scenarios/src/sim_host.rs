@@ -158,7 +158,7 @@ const HOST_START_ATTEMPTS_MAX: u32 = 100;
 /// At once, with the runtime's message, on an error that is not retryable: a misconfiguration (a class bound
 /// without a migration, two hosts given one storage, …) that no retry cures. And if a retryable error persists
 /// after [`HOST_START_ATTEMPTS_MAX`] attempts: then it is not the disk.
-async fn start_host(build: fn() -> dosim_runtime::embed::HostBuilder) -> dosim_runtime::embed::Host {
+async fn start_host(build: &dyn Fn() -> dosim_runtime::embed::HostBuilder) -> dosim_runtime::embed::Host {
     let mut attempt = 0;
     loop {
         match build().build() {
@@ -189,15 +189,17 @@ pub struct HostNode {
 pub fn host_node(
     node: dosim_sim::NodeId,
     name: &str,
-    build: fn() -> dosim_runtime::embed::HostBuilder,
+    build: impl Fn() -> dosim_runtime::embed::HostBuilder + Send + Sync + 'static,
 ) -> (dosim_sim::NodeConfig, HostNode) {
     let (tx, rx) = madsim_tokio::sync::mpsc::unbounded_channel::<Command>();
     let rx = Arc::new(madsim_tokio::sync::Mutex::new(rx));
+    let build = Arc::new(build);
     let config = dosim_sim::NodeConfig::new(name).program(move || {
         let rx = rx.clone();
+        let build = build.clone();
         async move {
             let serve = madsim::task::spawn_local(async move {
-                let host = Rc::new(start_host(build).await);
+                let host = Rc::new(start_host(&*build).await);
                 // One incarnation at a time holds the queue; a dead one's guard dropped with its task.
                 let mut commands = rx.lock().await;
                 while let Some(command) = commands.recv().await {

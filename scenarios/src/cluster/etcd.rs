@@ -35,13 +35,7 @@ pub fn etcd_node(node: dosim_sim::NodeId, name: &str) -> dosim_sim::NodeConfig {
         }));
         // A local task: the directory is `Rc`-based.
         let _ = madsim::task::spawn_local(async move {
-            let store = loop {
-                match EtcdCoordinator::connect(addr).await {
-                    Ok(c) => break c,
-                    Err(_) => madsim::time::sleep(std::time::Duration::from_millis(10)).await,
-                }
-            };
-            let directory = Directory::new(Rc::new(store));
+            let directory = Directory::new(Rc::new(EtcdCoordinator::new(addr)));
             while let Err(e) = directory.init().await {
                 tracing::debug!(target: "dosim::scenario", "directory init: {}", e.message());
                 madsim::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -53,16 +47,11 @@ pub fn etcd_node(node: dosim_sim::NodeId, name: &str) -> dosim_sim::NodeConfig {
     })
 }
 
-/// The runtime's [`Coordinator`] over madsim's simulated etcd client.
-#[derive(Clone)]
+/// The runtime's [`Coordinator`] over madsim's simulated etcd client. Each call connects afresh (in the
+/// simulator a connection is a local endpoint, and this way no connection outlives a partition or a crash).
+#[derive(Clone, Debug)]
 pub struct EtcdCoordinator {
-    client: etcd::Client,
-}
-
-impl std::fmt::Debug for EtcdCoordinator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EtcdCoordinator")
-    }
+    addr: SocketAddr,
 }
 
 /// An etcd error, as the runtime sees it: the server did not answer (or the connection broke), or it said
@@ -79,15 +68,14 @@ fn coord_error(e: etcd::Error) -> CoordError {
 }
 
 impl EtcdCoordinator {
-    /// A client of the etcd server at `addr`, on the calling node.
-    pub async fn connect(addr: SocketAddr) -> Result<EtcdCoordinator, CoordError> {
-        let client = etcd::Client::connect([addr.to_string()], None).await.map_err(coord_error)?;
-        Ok(EtcdCoordinator { client })
+    /// The etcd server at `addr`, called from the calling node.
+    pub fn new(addr: SocketAddr) -> EtcdCoordinator {
+        EtcdCoordinator { addr }
     }
 
-    /// The client itself, for tests that reach past the runtime's subset of the API.
-    pub fn client(&self) -> etcd::Client {
-        self.client.clone()
+    /// A client of the server, for tests that reach past the runtime's subset of the API.
+    pub async fn client(&self) -> Result<etcd::Client, CoordError> {
+        etcd::Client::connect([self.addr.to_string()], None).await.map_err(coord_error)
     }
 }
 
@@ -101,13 +89,17 @@ fn put_options(lease: Option<i64>) -> Option<etcd::PutOptions> {
 
 impl Coordinator for EtcdCoordinator {
     fn grant_lease(&self, ttl_s: i64) -> CoordFuture<i64> {
-        let mut c = self.client.lease_client();
-        Box::pin(async move { Ok(c.grant(ttl_s, None).await.map_err(coord_error)?.id()) })
+        let me = self.clone();
+        Box::pin(async move {
+            let mut c = me.client().await?.lease_client();
+            Ok(c.grant(ttl_s, None).await.map_err(coord_error)?.id())
+        })
     }
 
     fn keep_alive(&self, lease: i64) -> CoordFuture<i64> {
-        let mut c = self.client.lease_client();
+        let me = self.clone();
         Box::pin(async move {
+            let mut c = me.client().await?.lease_client();
             let (mut keeper, mut stream) = c.keep_alive(lease).await.map_err(coord_error)?;
             // `keep_alive` made one round already; its answer is the stream's first message, taken inside.
             // One more round gives the TTL now.
@@ -120,24 +112,27 @@ impl Coordinator for EtcdCoordinator {
     }
 
     fn revoke(&self, lease: i64) -> CoordFuture<()> {
-        let mut c = self.client.lease_client();
+        let me = self.clone();
         Box::pin(async move {
+            let mut c = me.client().await?.lease_client();
             c.revoke(lease).await.map_err(coord_error)?;
             Ok(())
         })
     }
 
     fn get(&self, key: String) -> CoordFuture<Option<CoordRecord>> {
-        let mut c = self.client.kv_client();
+        let me = self.clone();
         Box::pin(async move {
+            let mut c = me.client().await?.kv_client();
             let r = c.get(key, None).await.map_err(coord_error)?;
             Ok(r.kvs().first().map(record))
         })
     }
 
     fn list(&self, prefix: String) -> CoordFuture<Vec<(String, CoordRecord)>> {
-        let mut c = self.client.kv_client();
+        let me = self.clone();
         Box::pin(async move {
+            let mut c = me.client().await?.kv_client();
             let r = c.get(prefix, Some(etcd::GetOptions::new().with_prefix())).await.map_err(coord_error)?;
             let mut out: Vec<(String, CoordRecord)> = r
                 .kvs()
@@ -150,16 +145,18 @@ impl Coordinator for EtcdCoordinator {
     }
 
     fn put(&self, key: String, value: Vec<u8>, lease: Option<i64>) -> CoordFuture<i64> {
-        let mut c = self.client.kv_client();
+        let me = self.clone();
         Box::pin(async move {
+            let mut c = me.client().await?.kv_client();
             let r = c.put(key, value, put_options(lease)).await.map_err(coord_error)?;
             Ok(r.header().map(|h| h.revision()).unwrap_or_default())
         })
     }
 
     fn txn(&self, txn: CoordTxn) -> CoordFuture<Option<i64>> {
-        let mut c = self.client.kv_client();
+        let me = self.clone();
         Box::pin(async move {
+            let mut c = me.client().await?.kv_client();
             let compares: Vec<etcd::Compare> = txn
                 .if_equal
                 .into_iter()

@@ -46,7 +46,7 @@ fn ids(n: usize) -> Vec<ObjectId> {
 }
 
 async fn store() -> Rc<EtcdCoordinator> {
-    Rc::new(EtcdCoordinator::connect(etcd_addr(ETCD)).await.expect("the etcd client connects"))
+    Rc::new(EtcdCoordinator::new(etcd_addr(ETCD)))
 }
 
 fn host_name(node: NodeId) -> String {
@@ -281,7 +281,7 @@ sim_test!(fn the_simulator_differs_from_etcd_only_where_the_directory_does_not_g
         let (not_equal, equal) = on_node(&world, HOSTS[0], || async {
             use madsim_etcd_client::{Compare, CompareOp, Txn, TxnOp};
             let store = store().await;
-            let mut kv = store.client().kv_client();
+            let mut kv = store.client().await.expect("connects").kv_client();
             let txn = Txn::new()
                 .when([Compare::value("missing", CompareOp::NotEqual, "x")])
                 .and_then([TxnOp::put("witness", "1", None)]);

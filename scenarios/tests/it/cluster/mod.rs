@@ -1,4 +1,5 @@
 //! The cluster under simulation: the directory on the simulated etcd, calls between nodes on the fabric.
 
 mod directory;
+mod objects;
 mod rpc;

@@ -1,0 +1,166 @@
+//! Objects on a cluster: a front's stubs reach each object on the one host that owns it, over the world's
+//! fabric; an owner cut off from the directory is reset and its objects move to another host; a front cut off
+//! from an owner gets `Network connection lost.` (retryable), and the object is reachable again after the
+//! heal.
+//!
+//! Nodes: 0 the directory (simulated etcd), 1 the front, 2..=4 hosts. Faults, each counted: a partition of
+//! one host from the directory (the host → directory hop), a partition of the front from one host (the front
+//! → host hop).
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use dosim_runtime::embed::{ClusterRole, Directory, HostBuilder, LEASE_TTL_S};
+use dosim_runtime::error::messages;
+use dosim_runtime::prelude::*;
+use dosim_scenarios::cluster::cluster_node;
+use dosim_scenarios::cluster::etcd::{etcd_addr, etcd_node, EtcdCoordinator};
+use dosim_scenarios::cluster::transport::{addr_of, CLUSTER_PORT};
+use dosim_scenarios::objects::Counter;
+use dosim_scenarios::sim_host::{host_builder, HostNode};
+use dosim_sim::{ensure, sim_test, Direction, FaultKind, NodeId, Sim};
+
+use crate::sqlite_class;
+
+const ETCD: NodeId = NodeId(0);
+const FRONT: NodeId = NodeId(1);
+const HOSTS: [NodeId; 3] = [NodeId(2), NodeId(3), NodeId(4)];
+const OBJECTS: usize = 8;
+/// The namespace uid of the `Counter` class of script `worker`, created by migration tag `v1`: the key of
+/// its objects' directory records.
+const COUNTER_NS: &str = "worker:Counter:v1";
+
+fn counter_script() -> HostBuilder {
+    host_builder("worker")
+        .class::<Counter>("Counter")
+        .binding("COUNTER", "Counter")
+        .migration(sqlite_class("v1", "Counter"))
+}
+
+struct Cluster {
+    sim: Sim,
+    front: HostNode,
+    hosts: Vec<HostNode>,
+}
+
+fn cluster(seed: dosim_sim::Seed) -> Result<Cluster, dosim_sim::RunFailure> {
+    let mut b = Sim::builder().seed(seed).node(etcd_node(ETCD, "etcd"));
+    let (config, front) = cluster_node(FRONT, "front", ETCD, ClusterRole::Front, counter_script);
+    b = b.node(config);
+    let mut hosts = Vec::new();
+    for (i, node) in HOSTS.iter().enumerate() {
+        let (config, host) =
+            cluster_node(*node, &format!("host-{}", i + 1), ETCD, ClusterRole::Host, counter_script);
+        b = b.node(config);
+        hosts.push(host);
+    }
+    Ok(Cluster { sim: b.build()?, front, hosts })
+}
+
+/// The host address the directory names as the owner of counter `name`, if any (asked from `from`).
+async fn owner_of(host: &HostNode, name: &'static str) -> Result<Option<(String, i64)>, dosim_sim::Failure> {
+    host.run(move |env| async move {
+        let id = env.durable_object("COUNTER").unwrap().id_from_name(name);
+        let directory = Directory::new(Rc::new(EtcdCoordinator::new(etcd_addr(ETCD))));
+        directory.owner(COUNTER_NS, &id).await.unwrap().map(|o| (o.host, o.epoch))
+    })
+    .await
+}
+
+fn name(i: usize) -> &'static str {
+    ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"][i]
+}
+
+/// Increments counter `name` from the front; the value it answered.
+async fn increment(front: &HostNode, name: &'static str) -> Result<Result<i64, Error>, dosim_sim::Failure> {
+    front
+        .run(move |env| async move {
+            let stub = env.durable_object("COUNTER").unwrap().get_by_name(name);
+            let r = stub.fetch(Request::get("/increment")).await?;
+            Ok(r.text()?.parse::<i64>().expect("a number"))
+        })
+        .await
+}
+
+sim_test!(fn a_fronts_calls_reach_each_object_on_its_one_owner(seed) {
+    let Cluster { sim, front, hosts } = cluster(seed)?;
+    sim.run(move |_world| async move {
+        // Give the hosts time to join.
+        madsim::time::sleep(Duration::from_secs(3)).await;
+        for round in 1..=3i64 {
+            for i in 0..OBJECTS {
+                let v = increment(&front, name(i)).await?;
+                ensure!(v == Ok(round), "{}: round {round} answered {v:?}", name(i));
+            }
+        }
+        let mut live = 0;
+        for h in &hosts {
+            live += h.run_on_host(|host| async move { host.live_instances() }).await?;
+        }
+        ensure!(live == OBJECTS, "one live instance per object across the hosts: {live}");
+        let mut owners = std::collections::BTreeSet::new();
+        for i in 0..OBJECTS {
+            let (owner, _) = owner_of(&hosts[0], name(i)).await?.expect("every object has an owner");
+            ensure!(HOSTS.iter().any(|n| addr_of(*n, CLUSTER_PORT) == owner), "the owner is a host: {owner}");
+            owners.insert(owner);
+        }
+        ensure!(owners.len() > 1, "placement spreads {OBJECTS} objects over the hosts: {owners:?}");
+        Ok(())
+    })
+});
+
+sim_test!(fn an_owner_cut_off_from_the_directory_is_reset_and_its_object_moves(seed) {
+    let Cluster { sim, front, hosts } = cluster(seed)?;
+    let report = sim.run(move |world| async move {
+        madsim::time::sleep(Duration::from_secs(3)).await;
+        ensure!(increment(&front, "c0").await? == Ok(1), "the first increment");
+        let (owner, epoch) = owner_of(&hosts[0], "c0").await?.expect("owned");
+        let owner_node = *HOSTS.iter().find(|n| addr_of(**n, CLUSTER_PORT) == owner).expect("a host");
+        let owner_host = &hosts[HOSTS.iter().position(|n| *n == owner_node).unwrap()];
+        world.partition(&[owner_node], &[ETCD], Direction::Both)?;
+        // Within the lease's TTL the cut-off owner stops believing in its lease and resets its instance.
+        madsim::time::sleep(Duration::from_secs(LEASE_TTL_S as u64)).await;
+        let live = owner_host.run_on_host(|host| async move { host.live_instances() }).await?;
+        ensure!(live == 0, "the cut-off owner reset its instance: {live} live");
+        // The front keeps calling; once the store expires the old lease, another host claims the object.
+        let start = madsim::time::Instant::now();
+        let moved = loop {
+            match increment(&front, "c0").await? {
+                Ok(v) => break v,
+                Err(e) => {
+                    ensure!(e.retryable(), "while the object moves, errors are retryable: {e:?}");
+                    ensure!(start.elapsed() < Duration::from_secs(30), "the object never moved: {e:?}");
+                    madsim::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        // Storage does not follow the object yet (the storage service is the next step): a new instance
+        // starts from its new host's disk.
+        ensure!(moved >= 1, "the moved object answers: {moved}");
+        let (new_owner, new_epoch) = owner_of(&hosts[0], "c0").await?.expect("owned again");
+        ensure!(new_owner != owner, "the object moved off the cut-off host {owner}");
+        ensure!(new_epoch > epoch, "the new owner's epoch is larger: {epoch} then {new_epoch}");
+        Ok(())
+    })?;
+    assert_eq!(report.faults.get(FaultKind::Partition), 1, "one partition: the owner from the directory ({seed})");
+    Ok(report)
+});
+
+sim_test!(fn a_front_cut_off_from_the_owner_gets_network_connection_lost(seed) {
+    let Cluster { sim, front, hosts } = cluster(seed)?;
+    let report = sim.run(move |world| async move {
+        madsim::time::sleep(Duration::from_secs(3)).await;
+        ensure!(increment(&front, "c1").await? == Ok(1), "the first increment");
+        let (owner, _) = owner_of(&hosts[0], "c1").await?.expect("owned");
+        let owner_node = *HOSTS.iter().find(|n| addr_of(**n, CLUSTER_PORT) == owner).expect("a host");
+        world.partition(&[FRONT], &[owner_node], Direction::Both)?;
+        let e = increment(&front, "c1").await?.unwrap_err();
+        ensure!(e.message() == messages::NETWORK_CONNECTION_LOST && e.retryable(), "{e:?}");
+        world.heal();
+        let v = increment(&front, "c1").await?;
+        ensure!(v == Ok(2) || v == Ok(3), "after the heal the same object answers (the lost call may have run): {v:?}");
+        Ok(())
+    })?;
+    assert_eq!(report.faults.get(FaultKind::Partition), 1, "one partition: the front from the owner ({seed})");
+    Ok(report)
+});
