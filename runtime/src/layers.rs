@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["world", "wire"],
     // Storage, the directory of owners and the calls between nodes, then what runs beside them: the gates and the alarm index.
     &["storage", "directory", "rpc"],
-    &["gate", "alarm"],
+    &["gate", "alarm", "storage_node", "replication"],
     &["config"],
     // The event loop's turns and critical sections.
     &["turn"],

@@ -39,9 +39,11 @@ mod instance;
 mod location;
 mod namespace;
 mod object;
+mod replication;
 mod rpc;
 mod state;
 mod storage;
+mod storage_node;
 mod turn;
 mod wire;
 mod world;
@@ -74,6 +76,7 @@ pub mod embed {
     pub use crate::rpc::{Handler, RpcNode};
     pub use crate::storage::actor_cache::ActorCacheOptions;
     pub use crate::storage::sqlite::SqliteSettings;
+    pub use crate::storage_node::StorageNode;
     pub use crate::world::{
         Clock, CoordError, CoordFuture, CoordRecord, CoordTxn, Coordinator, Datagram, DurabilityWait,
         DurableOnReturn, Entropy, ManualClock, StorageProvider, StoreLink, Task, Transport,

@@ -92,6 +92,17 @@ impl DatabaseLocation {
         DatabaseLocation { path: path.into(), vfs: Some(vfs.into()), journal: Journal::default() }
     }
 
+    /// The same database path on the replica shim over this location's VFS (storage/replica): what every
+    /// write to the file is captured through, for shipping to a storage node.
+    pub(crate) fn with_vfs(&self, vfs: String) -> DatabaseLocation {
+        DatabaseLocation { path: self.path.clone(), vfs: Some(vfs), journal: self.journal }
+    }
+
+    /// The VFS the database is on (`None`: SQLite's default).
+    pub(crate) fn vfs(&self) -> Option<&str> {
+        self.vfs.as_deref()
+    }
+
     /// Uses `journal` for atomic commit.
     pub fn journal(mut self, journal: Journal) -> DatabaseLocation {
         self.journal = journal;

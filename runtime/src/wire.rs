@@ -114,6 +114,51 @@ pub(crate) enum ObjectReply {
     NotOwner { owner: Option<String> },
 }
 
+/// A call to a storage node about one object's database (`object`: its namespace uid and id), made under the
+/// caller's ownership `epoch` (its fencing token).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum StorageCall {
+    /// Opens the object under `epoch`: every call with an older epoch is refused from then on.
+    Open { object: String, epoch: i64 },
+    /// Up to `max` pages of the database from page `from` on (numbered from 1).
+    Fetch { object: String, epoch: i64, from: u32, max: u32 },
+    /// One commit's pages, on top of version `base`: applied whole, or not at all.
+    Commit {
+        object: String,
+        epoch: i64,
+        base: u64,
+        page_size: u32,
+        pages: Vec<WirePage>,
+        /// The file's size after the commit, if the commit cut it.
+        size: Option<u64>,
+    },
+}
+
+/// A page of a database on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct WirePage {
+    pub(crate) number: u32,
+    #[serde(with = "serde_bytes")]
+    pub(crate) data: Vec<u8>,
+}
+
+/// A storage node's answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum StorageReply {
+    /// The object is open under the caller's epoch: its version, page size and file size.
+    Opened { version: u64, page_size: u32, size: u64 },
+    /// Pages, and whether there are more after them.
+    Pages { pages: Vec<WirePage>, more: bool },
+    /// The commit is durable; the new version.
+    Committed { version: u64 },
+    /// A newer epoch opened the object: the caller no longer owns it.
+    Fenced { epoch: i64 },
+    /// The commit's base is not the object's version (a commit lost or reordered before it).
+    Conflict { version: u64 },
+    /// The node could not do it (its disk failed, a malformed call).
+    Failed(WireError),
+}
+
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = Vec::new();
     ciborium::into_writer(value, &mut out).expect("a message encodes into memory");

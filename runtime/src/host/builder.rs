@@ -35,6 +35,7 @@ impl Host {
             clock: None,
             entropy: None,
             cluster: None,
+            storage_nodes: Vec::new(),
         }
     }
 }
@@ -52,6 +53,7 @@ pub struct HostBuilder {
     clock: Option<Arc<dyn Clock>>,
     entropy: Option<Rc<dyn Entropy>>,
     cluster: Option<(Rc<RpcNode>, Rc<dyn Coordinator>, ClusterRole)>,
+    storage_nodes: Vec<String>,
 }
 
 impl HostBuilder {
@@ -121,6 +123,14 @@ impl HostBuilder {
         self
     }
 
+    /// In a cluster: the storage nodes (their addresses on the cluster's transport) that keep the databases of
+    /// SQLite-backed objects, so that they survive this host and follow their object to another. Without
+    /// them, objects keep their databases on this host's own storage.
+    pub fn storage_nodes(mut self, nodes: Vec<String>) -> Self {
+        self.storage_nodes = nodes;
+        self
+    }
+
     /// Deploys the script (applying its new migrations) and starts the host: its alarm index is loaded and
     /// the alarm timer runs. Must be called inside the runtime's executor (a madsim node, or a tokio
     /// `LocalSet`).
@@ -175,7 +185,9 @@ impl HostBuilder {
             alarms,
             env: RefCell::new(Env::empty()),
             tasks: RefCell::new(Vec::new()),
-            cluster: self.cluster.map(|(rpc, store, role)| Cluster::new(rpc, store, role)),
+            cluster: self
+                .cluster
+                .map(|(rpc, store, role)| Cluster::new(rpc, store, role, self.storage_nodes)),
         });
         let mut namespaces = BTreeMap::new();
         for b in &self.bindings {

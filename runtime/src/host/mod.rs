@@ -65,6 +65,10 @@ pub(crate) struct Container {
     broken: RefCell<Option<Error>>,
     /// In a cluster: the lease and epoch under which this host owns the object, once it claimed it.
     ownership: Cell<Option<(i64, i64)>>,
+    /// In a cluster with storage nodes: the rebuilt replica and its shipping queue, for the next instance.
+    replica: RefCell<Option<(crate::location::DatabaseLocation, crate::storage::replica::ShipQueue)>>,
+    /// In a cluster: held while the next instance's replica is rebuilt and the instance starts.
+    activating: madsim_tokio::sync::Mutex<()>,
 }
 
 impl InstanceOwner for Container {
@@ -92,6 +96,11 @@ impl Container {
         if slot.as_ref().is_some_and(|i| Rc::ptr_eq(i, instance)) {
             *slot = None;
         }
+    }
+
+    /// Whether the container has a live instance.
+    pub(crate) fn has_live_instance(&self) -> bool {
+        self.instance.borrow().as_ref().is_some_and(|i| !i.ended())
     }
 
     /// The error stubs bound to this container get, if it is broken.
@@ -157,13 +166,22 @@ impl HostInner {
         };
         let storage = match class.backend {
             deploy::BackendKind::Sqlite => {
-                let s = SqliteStorage::open_with_clock(
-                    &location,
-                    hooks,
-                    durability,
-                    self.config.sqlite,
-                    self.clock.clone(),
-                )
+                let s = match container.replica.borrow_mut().take() {
+                    Some((replica, ships)) => SqliteStorage::open_replica(
+                        &replica,
+                        hooks,
+                        ships,
+                        self.config.sqlite,
+                        self.clock.clone(),
+                    ),
+                    None => SqliteStorage::open_with_clock(
+                        &location,
+                        hooks,
+                        durability,
+                        self.config.sqlite,
+                        self.clock.clone(),
+                    ),
+                }
                 .map_err(open_failed)?;
                 Storage::sqlite(s)
             }

@@ -60,6 +60,8 @@ impl HostInner {
                     instance: RefCell::new(None),
                     broken: RefCell::new(None),
                     ownership: std::cell::Cell::new(None),
+                    replica: RefCell::new(None),
+                    activating: madsim_tokio::sync::Mutex::new(()),
                 })
             })
             .clone()

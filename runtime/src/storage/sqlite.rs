@@ -32,10 +32,11 @@ use rusqlite::Connection;
 use super::gates::{Hooks, OutputLock};
 use super::kv::{self, ListOptions};
 use super::pitr::Pitr;
+use super::replica;
 use super::sql::{self, Cursor, SqlValue};
 use crate::error::{messages, Error};
 use crate::location::DatabaseLocation;
-use crate::world::{Clock, DurabilityWait, ManualClock};
+use crate::world::{Clock, DurabilityWait, DurableOnReturn, ManualClock};
 
 /// Where the alarm lives in `_cf_METADATA` (spec §3.1).
 const METADATA_ALARM_KEY: i64 = 1;
@@ -114,9 +115,21 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     hooks: Hooks,
-    durability: Arc<dyn DurabilityWait>,
+    confirm: Confirm,
     settings: SqliteSettings,
 }
+
+/// What makes a commit's writes confirmed.
+enum Confirm {
+    /// The database is the object's storage: its writes are confirmed once durable on the disk.
+    Local(Arc<dyn DurabilityWait>),
+    /// The database is a replica (in a cluster): its writes are confirmed once a storage node has made them
+    /// durable. Each commit's pages are taken from the replica shim and queued for shipping, in commit order.
+    Replica(replica::ShipQueue),
+}
+
+/// A future of a commit's confirmation.
+type Confirmation = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send>>;
 
 /// The storage of one SQLite-backed object. Cheap to clone; every clone is the same storage.
 #[derive(Clone)]
@@ -127,6 +140,14 @@ pub struct SqliteStorage {
 impl std::fmt::Debug for SqliteStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStorage").field("settings", &self.shared.settings).finish_non_exhaustive()
+    }
+}
+
+/// Marks the storage behind `shared` broken with `e` (a confirmation failed), if it still exists.
+fn break_shared(shared: &std::sync::Weak<Shared>, e: &Error) {
+    if let Some(shared) = shared.upgrade() {
+        let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.tx.broken.get_or_insert(e.clone().with_reset());
     }
 }
 
@@ -164,8 +185,56 @@ impl SqliteStorage {
         let pitr = Pitr::open(&mut conn, clock)?;
         let state = State { conn, tx: Tx::default(), pitr, sql_cache: sql::StatementCache::new() };
         Ok(SqliteStorage {
-            shared: Arc::new(Shared { state: Mutex::new(state), hooks, durability, settings }),
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                hooks,
+                confirm: Confirm::Local(durability),
+                settings,
+            }),
         })
+    }
+
+    /// [`SqliteStorage::open_with_clock`] on a replica (a database on the replica shim, rebuilt from a storage
+    /// node): every commit's pages go to `ships`, and the commit is confirmed when the storage node has them.
+    /// What the open itself wrote (point-in-time recovery's tables on a new database) ships with the first
+    /// commit.
+    pub(crate) fn open_replica(
+        location: &DatabaseLocation,
+        hooks: Hooks,
+        ships: replica::ShipQueue,
+        settings: SqliteSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<SqliteStorage, Error> {
+        let storage = Self::open_with_clock(location, hooks, Arc::new(DurableOnReturn), settings, clock)?;
+        let shared = Arc::into_inner(storage.shared).expect("a storage just opened has one handle");
+        Ok(SqliteStorage { shared: Arc::new(Shared { confirm: Confirm::Replica(ships), ..shared }) })
+    }
+
+    /// What confirms the writes committed so far: call right after a commit, with no transaction open.
+    fn confirm(&self, conn: &Connection) -> Confirmation {
+        match &self.shared.confirm {
+            Confirm::Local(durability) => {
+                let wait = durability.wait();
+                Box::pin(async move {
+                    wait.await;
+                    Ok(())
+                })
+            }
+            Confirm::Replica(ships) => {
+                let page_size = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, u32>(0));
+                let batch = replica::take_changes(conn).and_then(|changes| match page_size {
+                    Ok(size) => replica::fold(&changes, size),
+                    Err(e) => Err(replica::ReplicaError::Sqlite(e.to_string())),
+                });
+                let (done, confirmed) = madsim_tokio::sync::oneshot::channel();
+                let _ = ships.send(replica::Shipment { batch, done });
+                Box::pin(async move {
+                    confirmed.await.unwrap_or_else(|_| {
+                        Err(Error::new(messages::STORAGE_NO_LONGER_ACCESSIBLE).with_retryable().with_reset())
+                    })
+                })
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -234,7 +303,7 @@ impl SqliteStorage {
 
     /// Commits the turn's implicit transaction; releases the output gate once the commit is durable.
     async fn commit_implicit(&self) {
-        let (implicit, result) = {
+        let (implicit, result, confirmed) = {
             let mut guard = self.lock();
             let State { conn, tx, pitr, .. } = &mut *guard;
             let Some(implicit) = tx.implicit.take() else { return };
@@ -260,11 +329,16 @@ impl SqliteStorage {
                     tx.broken = Some(err);
                 }
             }
-            (implicit, result)
+            let confirmed = result.is_ok().then(|| self.confirm(conn));
+            (implicit, result, confirmed)
+        };
+        let result = match (result, confirmed) {
+            (Ok(()), Some(confirmed)) => confirmed.await,
+            (Ok(()), None) => unreachable!("a commit that succeeded has its confirmation"),
+            (Err(e), _) => Err(commit_error(&e)),
         };
         match result {
             Ok(()) => {
-                self.shared.durability.wait().await;
                 if let Some(lock) = implicit.output {
                     lock.release();
                 }
@@ -272,8 +346,14 @@ impl SqliteStorage {
                     let _ = w.send(Ok(()));
                 }
             }
-            Err(e) => {
-                let err = commit_error(&e);
+            Err(err) => {
+                // A confirmation that failed leaves the storage broken, like a commit that failed.
+                {
+                    let mut guard = self.lock();
+                    if guard.tx.broken.is_none() {
+                        guard.tx.broken = Some(err.clone().with_reset());
+                    }
+                }
                 match implicit.output {
                     Some(lock) => lock.fail(err.clone()),
                     None => self.shared.hooks.break_output(err.clone()),
@@ -548,10 +628,33 @@ impl SqliteStorage {
         let result = f(depth).await;
         let root_confirmed = depth == 0 && self.lock().tx.levels.first().is_some_and(|l| l.confirmed);
         let result = self.close_level(depth, result);
-        if result.is_ok() && root_confirmed {
-            let lock = self.shared.hooks.lock_output();
-            self.shared.durability.wait().await;
-            lock.release();
+        if depth == 0 && result.is_ok() {
+            // What the root committed is confirmed now (a replica ships it as its next batch). A confirmed
+            // write holds output and the caller until then; an unconfirmed one only breaks the storage if its
+            // confirmation fails.
+            let confirmed = {
+                let guard = self.lock();
+                self.confirm(&guard.conn)
+            };
+            if root_confirmed {
+                let lock = self.shared.hooks.lock_output();
+                if let Err(e) = confirmed.await {
+                    self.lock().tx.broken.get_or_insert(e.clone().with_reset());
+                    lock.fail(e.clone());
+                    return Err(e);
+                }
+                lock.release();
+            } else {
+                // A weak handle: the task must not keep the storage (and its database's lock) alive.
+                let me = Arc::downgrade(&self.shared);
+                let hooks = self.shared.hooks.clone();
+                self.shared.hooks.after_turn(Box::pin(async move {
+                    if let Err(e) = confirmed.await {
+                        break_shared(&me, &e);
+                        hooks.break_output(e);
+                    }
+                }));
+            }
         }
         result
     }
@@ -636,7 +739,7 @@ impl SqliteStorage {
     /// confirmed: the output gate waits for it to be durable. Resolves at once (it never yields).
     pub(crate) async fn delete_all(&self) -> Result<(), Error> {
         let deletes_alarm = self.shared.settings.delete_all_deletes_alarm;
-        let lock = self.with_state_pitr(|conn, tx, pitr, _, _| {
+        let committed = self.with_state_pitr(|conn, tx, pitr, _, _| {
             if !tx.levels.is_empty() {
                 return Err(Error::new(messages::DELETE_ALL_IN_TRANSACTION));
             }
@@ -694,15 +797,22 @@ impl SqliteStorage {
                 return Err(err);
             }
             pitr.after_commit();
-            Ok(lock)
+            Ok((lock, self.confirm(conn)))
         })?;
         // Like every SQLite call, `deleteAll()` returns without yielding (spec §1.2, §3.4: workerd's returns
         // no promise to wait for): awaiting durability here would open the input gate to other events in the
         // middle of the caller's turn. The output lock alone waits for it, after the turn.
-        let durability = self.shared.durability.wait();
+        let (lock, confirmed) = committed;
+        // A weak handle: the task must not keep the storage (and its database's lock) alive.
+        let me = Arc::downgrade(&self.shared);
         self.shared.hooks.after_turn(Box::pin(async move {
-            durability.await;
-            lock.release();
+            match confirmed.await {
+                Ok(()) => lock.release(),
+                Err(e) => {
+                    break_shared(&me, &e);
+                    lock.fail(e);
+                }
+            }
         }));
         Ok(())
     }

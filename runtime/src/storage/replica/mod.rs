@@ -57,6 +57,17 @@ use std::fmt;
 
 use rusqlite::Connection;
 
+/// One commit's pages on their way to the storage node, and where its confirmation goes.
+pub(crate) struct Shipment {
+    /// The pages (or why they could not be taken: then the replica is broken).
+    pub(crate) batch: Result<PageBatch, ReplicaError>,
+    /// Resolved once the storage node has the pages durably, or with the error that broke the replica.
+    pub(crate) done: madsim_tokio::sync::oneshot::Sender<Result<(), crate::error::Error>>,
+}
+
+/// The queue of a replica's shipments, in commit order; the shipping task at its other end is the host's.
+pub(crate) type ShipQueue = madsim_tokio::sync::mpsc::UnboundedSender<Shipment>;
+
 /// The prefix of every shim's name; the rest is the base VFS's name.
 pub(crate) const REPLICA_VFS_PREFIX: &str = "dosim-replica-";
 
@@ -134,6 +145,8 @@ pub(crate) enum ReplicaError {
     UnalignedTruncate(u64),
     /// A page number past SQLite's `u32` page numbers.
     PageNumberOverflow(u64),
+    /// SQLite failed to tell the page size.
+    Sqlite(String),
 }
 
 impl fmt::Display for ReplicaError {
@@ -141,6 +154,7 @@ impl fmt::Display for ReplicaError {
         match self {
             ReplicaError::NoSuchVfs(Some(name)) => write!(f, "replica VFS: no VFS named {name:?}"),
             ReplicaError::NoSuchVfs(None) => write!(f, "replica VFS: SQLite has no default VFS"),
+            ReplicaError::Sqlite(e) => write!(f, "replica VFS: {e}"),
             ReplicaError::ShimOverShim(name) => {
                 write!(f, "replica VFS: {name:?} is a replica shim already; name its base instead")
             }
