@@ -269,6 +269,11 @@ impl DurableObject for Probe {
             madsim_tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             Ok(())
         });
+        h.rpc("sleep_then_put", async |p: &Probe, (ms, key, value): (u64, String, i64)| {
+            // A write long after the event started: by then the instance may have been superseded.
+            madsim_tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            p.state.storage().put(&key, &value).await
+        });
     }
 }
 

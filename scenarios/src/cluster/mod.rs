@@ -6,27 +6,74 @@ pub mod transport;
 
 use std::rc::Rc;
 
-use dosim_runtime::embed::{ClusterRole, HostBuilder, RpcNode};
+use std::sync::Arc;
+
+use dosim_runtime::embed::{
+    ClusterRole, DatabaseLocation, DurabilityWait, HostBuilder, RpcNode, StorageNode,
+};
 use dosim_sim::{NodeId, Purpose};
 
-use crate::sim_host::{host_node, HostNode};
+use crate::sim_host::{host_node, HostNode, SettleDisk};
 
 /// A node named `name` whose program builds, at every boot, the host `build` gives, as a member of the
 /// cluster whose directory runs on `etcd`: its calls go over the world's fabric (port
-/// [`transport::CLUSTER_PORT`]), and as a [`ClusterRole::Host`] it joins the directory and serves objects.
+/// [`transport::CLUSTER_PORT`]), and as a [`ClusterRole::Host`] it joins the directory and serves objects,
+/// keeping their databases on the `storage` nodes (see [`storage_node`]; none: on its own disk).
 pub fn cluster_node(
     node: NodeId,
     name: &str,
     etcd: NodeId,
+    storage: &[NodeId],
     role: ClusterRole,
     build: impl Fn() -> HostBuilder + Send + Sync + 'static,
 ) -> (dosim_sim::NodeConfig, HostNode) {
+    let storage: Vec<String> =
+        storage.iter().map(|n| transport::addr_of(*n, transport::CLUSTER_PORT)).collect();
     host_node(node, name, move || {
         let transport =
             transport::SimTransport::bind(transport::CLUSTER_PORT).expect("the cluster port is free at boot");
         // A fresh incarnation at every boot: a restarted node is a new client to the others.
         let incarnation = dosim_sim::random(Purpose::Network, |r| r.next_u64());
         let rpc = RpcNode::start(Rc::new(transport), incarnation);
-        build().cluster(rpc, Rc::new(etcd::EtcdCoordinator::new(etcd::etcd_addr(etcd))), role)
+        build()
+            .cluster(rpc, Rc::new(etcd::EtcdCoordinator::new(etcd::etcd_addr(etcd))), role)
+            .storage_nodes(storage.clone())
+    })
+}
+
+/// Where a storage node keeps its pages on its disk.
+pub const STORAGE_NODE_DB: &str = "storage/pages.db";
+
+/// A node named `name` running a storage node ([`StorageNode`]) on its own disk at every boot, serving on
+/// [`transport::CLUSTER_PORT`]. With `fencing` off it is the negative control of the fencing tests.
+pub fn storage_node(name: &str, fencing: bool) -> dosim_sim::NodeConfig {
+    dosim_sim::NodeConfig::new(name).program(move || async move {
+        let serve = madsim::task::spawn_local(async move {
+            dosim_sim::sqlite::register_vfs();
+            let location = DatabaseLocation::on_vfs(dosim_sim::sqlite::VFS_NAME, STORAGE_NODE_DB);
+            let transport =
+                transport::SimTransport::bind(transport::CLUSTER_PORT).expect("the port is free at boot");
+            let incarnation = dosim_sim::random(Purpose::Network, |r| r.next_u64());
+            let rpc = RpcNode::start(Rc::new(transport), incarnation);
+            let durability: Arc<dyn DurabilityWait> = Arc::new(SettleDisk);
+            // The disk may fail at boot (an injected I/O error while SQLite recovers its journal): retry.
+            let node = loop {
+                let started = if fencing {
+                    StorageNode::start(&location, durability.clone(), &rpc)
+                } else {
+                    StorageNode::start_without_fencing(&location, durability.clone(), &rpc)
+                };
+                match started {
+                    Ok(node) => break node,
+                    Err(e) => {
+                        tracing::debug!(target: "dosim::scenario", "storage node start: {}", e.message());
+                        madsim::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            };
+            std::future::pending::<()>().await;
+            drop((node, rpc));
+        });
+        let _ = serve.await;
     })
 }

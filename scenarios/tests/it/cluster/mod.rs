@@ -3,3 +3,4 @@
 mod directory;
 mod objects;
 mod rpc;
+mod storage;

@@ -45,12 +45,12 @@ struct Cluster {
 
 fn cluster(seed: dosim_sim::Seed) -> Result<Cluster, dosim_sim::RunFailure> {
     let mut b = Sim::builder().seed(seed).node(etcd_node(ETCD, "etcd"));
-    let (config, front) = cluster_node(FRONT, "front", ETCD, ClusterRole::Front, counter_script);
+    let (config, front) = cluster_node(FRONT, "front", ETCD, &[], ClusterRole::Front, counter_script);
     b = b.node(config);
     let mut hosts = Vec::new();
     for (i, node) in HOSTS.iter().enumerate() {
         let (config, host) =
-            cluster_node(*node, &format!("host-{}", i + 1), ETCD, ClusterRole::Host, counter_script);
+            cluster_node(*node, &format!("host-{}", i + 1), ETCD, &[], ClusterRole::Host, counter_script);
         b = b.node(config);
         hosts.push(host);
     }

@@ -1,0 +1,323 @@
+//! Storage that survives its host (docs/ARCHITECTURE.md, "The cluster"): SQLite-backed objects keep their
+//! databases on a storage node; a host runs a replica and ships each commit there before the commit is
+//! confirmed.
+//!
+//! - Data follows its object: an owner cut off from the directory (the host → directory hop) is reset, and
+//!   the object continues on another host from its last acknowledged value.
+//! - No acknowledged write is lost when the owner crashes (the owner host's crash, mid-workload): every
+//!   increment the front saw acknowledged is in every later value.
+//! - Superseded: an owner paused past its lease (a pause of the owner host) comes back to find another host
+//!   owning its object; its late write gets `Durable Object storage is no longer accessible.`, its reply is
+//!   never released as a success, and the write never applies. Negative control: a storage node without
+//!   fencing lets the late write apply, which the same check catches under some seeds.
+//! - Single activation, as a history check over every commit the storage node applied: per object, epochs
+//!   never go back.
+//!
+//! Nodes: 0 the directory, 1 the front, 2..=4 hosts, 5 the storage node.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use dosim_runtime::embed::{ClusterRole, HostBuilder, LEASE_TTL_S};
+use dosim_runtime::error::messages;
+use dosim_runtime::prelude::*;
+use dosim_scenarios::cluster::etcd::etcd_node;
+use dosim_scenarios::cluster::{cluster_node, storage_node};
+use dosim_scenarios::objects::{Counter, Probe};
+use dosim_scenarios::sim_host::{host_builder, HostNode};
+use dosim_sim::{ensure, sim_test, Direction, EventKind, FaultKind, NodeId, RunReport, Sim, Trace};
+
+use crate::sqlite_class;
+
+const ETCD: NodeId = NodeId(0);
+const FRONT: NodeId = NodeId(1);
+const HOSTS: [NodeId; 3] = [NodeId(2), NodeId(3), NodeId(4)];
+const STORAGE: NodeId = NodeId(5);
+
+fn script() -> HostBuilder {
+    host_builder("worker")
+        .class::<Counter>("Counter")
+        .binding("COUNTER", "Counter")
+        .class::<Probe>("Probe")
+        .binding("PROBE", "Probe")
+        .migration(dosim_runtime::embed::Migration {
+            tag: "v1".into(),
+            new_sqlite_classes: vec!["Counter".into(), "Probe".into()],
+            ..Default::default()
+        })
+}
+
+struct Cluster {
+    sim: Sim,
+    front: HostNode,
+    hosts: Vec<HostNode>,
+}
+
+fn cluster(seed: dosim_sim::Seed, fencing: bool) -> Result<Cluster, dosim_sim::RunFailure> {
+    let _ = sqlite_class;
+    let mut b = Sim::builder().seed(seed).node(etcd_node(ETCD, "etcd"));
+    let (config, front) = cluster_node(FRONT, "front", ETCD, &[STORAGE], ClusterRole::Front, script);
+    b = b.node(config);
+    let mut hosts = Vec::new();
+    for (i, node) in HOSTS.iter().enumerate() {
+        let (config, host) =
+            cluster_node(*node, &format!("host-{}", i + 1), ETCD, &[STORAGE], ClusterRole::Host, script);
+        b = b.node(config);
+        hosts.push(host);
+    }
+    b = b.node(storage_node("storage", fencing));
+    Ok(Cluster { sim: b.build()?, front, hosts })
+}
+
+async fn increment(front: &HostNode, name: &'static str) -> Result<Result<i64, Error>, dosim_sim::Failure> {
+    front
+        .run(move |env| async move {
+            let r = env
+                .durable_object("COUNTER")
+                .unwrap()
+                .get_by_name(name)
+                .fetch(Request::get("/increment"))
+                .await?;
+            Ok(r.text()?.parse::<i64>().expect("a number"))
+        })
+        .await
+}
+
+/// The host node that has a live instance of an object right now (each object has at most one).
+async fn live_on(hosts: &[HostNode]) -> Result<Vec<NodeId>, dosim_sim::Failure> {
+    let mut on = Vec::new();
+    for h in hosts {
+        if h.run_on_host(|host| async move { host.live_instances() }).await? > 0 {
+            on.push(h.node());
+        }
+    }
+    Ok(on)
+}
+
+/// The single-activation check over the storage node's history: per object, the epochs of applied commits
+/// never go back (a commit of an older owner after a newer one's is two activations writing).
+fn check_commit_history(trace: &Trace) -> Result<usize, String> {
+    let mut last: BTreeMap<String, (i64, u64)> = BTreeMap::new();
+    let mut commits = 0;
+    for e in trace.events() {
+        let EventKind::Log { target, text } = &e.kind else { continue };
+        if target != "dosim::storage_node" || !text.starts_with("applied ") {
+            continue;
+        }
+        let mut words = text.split(' ');
+        let _ = words.next();
+        let object = words.next().unwrap_or_default().to_string();
+        let field = |w: Option<&str>, name: &str| -> i64 {
+            w.and_then(|w| w.strip_prefix(name)).and_then(|v| v.parse().ok()).expect("a field")
+        };
+        let epoch = field(words.next(), "epoch=");
+        let version = field(words.next(), "version=") as u64;
+        if let Some((e0, v0)) = last.get(&object) {
+            if epoch < *e0 {
+                return Err(format!(
+                    "{object}: a commit of epoch {epoch} (version {version}) after epoch {e0} (version {v0})"
+                ));
+            }
+        }
+        last.insert(object, (epoch, version));
+        commits += 1;
+    }
+    Ok(commits)
+}
+
+sim_test!(fn data_follows_its_object_when_the_owner_is_cut_off(seed) {
+    let Cluster { sim, front, hosts } = cluster(seed, true)?;
+    let report = sim.run(move |world| async move {
+        madsim::time::sleep(Duration::from_secs(3)).await;
+        for want in 1..=5 {
+            ensure!(increment(&front, "c").await? == Ok(want), "increment {want}");
+        }
+        let [owner] = live_on(&hosts).await?[..] else { return Err(dosim_sim::Failure::new("one live instance")) };
+        world.partition(&[owner], &[ETCD], Direction::Both)?;
+        // Within the lease's TTL the cut-off owner stops believing in its lease and resets its instance.
+        madsim::time::sleep(Duration::from_secs(LEASE_TTL_S as u64)).await;
+        let start = madsim::time::Instant::now();
+        let next = loop {
+            match increment(&front, "c").await? {
+                Ok(v) => break v,
+                Err(e) => {
+                    ensure!(e.retryable(), "while the object moves, errors are retryable: {e:?}");
+                    ensure!(start.elapsed() < Duration::from_secs(120), "the object never moved: {e:?}");
+                    madsim::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        ensure!(next == 6, "the object continues from its last acknowledged value on its new host: {next}");
+        let now_on = live_on(&hosts).await?;
+        ensure!(now_on.len() == 1 && now_on[0] != owner, "it moved off {owner}: {now_on:?}");
+        Ok(())
+    })?;
+    assert_eq!(report.faults.get(FaultKind::Partition), 1, "one partition: the owner from the directory ({seed})");
+    if let Err(e) = check_commit_history(&report.trace) {
+        panic!("single activation ({seed}): {e}");
+    }
+    Ok(report)
+});
+
+sim_test!(fn no_acknowledged_increment_is_lost_when_the_owner_crashes(seed) {
+    let Cluster { sim, front, hosts } = cluster(seed, true)?;
+    let report = sim.run(move |world| async move {
+        madsim::time::sleep(Duration::from_secs(3)).await;
+        let mut acked: Vec<i64> = Vec::new();
+        let mut crashed = None;
+        let start = madsim::time::Instant::now();
+        while acked.len() < 20 {
+            ensure!(start.elapsed() < Duration::from_secs(300), "only {} increments in 300 s", acked.len());
+            if acked.len() == 8 && crashed.is_none() {
+                let [owner] = live_on(&hosts).await?[..] else { return Err(dosim_sim::Failure::new("one live instance")) };
+                world.crash(owner)?;
+                crashed = Some(owner);
+            }
+            match increment(&front, "c").await? {
+                Ok(v) => {
+                    if let Some(last) = acked.last() {
+                        ensure!(v > *last, "acknowledged {last}, then {v}: an acknowledged increment was lost");
+                    }
+                    acked.push(v);
+                }
+                Err(e) => {
+                    ensure!(e.retryable(), "only retryable errors while the owner is down: {e:?}");
+                    madsim::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        if let Some(node) = crashed {
+            world.restart(node)?;
+        }
+        Ok(())
+    })?;
+    assert_eq!(report.faults.get(FaultKind::Crash), 1, "one crash: the owner host ({seed})");
+    if let Err(e) = check_commit_history(&report.trace) {
+        panic!("single activation ({seed}): {e}");
+    }
+    Ok(report)
+});
+
+/// The superseded scenario (see the module docs); `fencing` off is the negative control.
+fn superseded(seed: dosim_sim::Seed, fencing: bool) -> Result<RunReport, dosim_sim::RunFailure> {
+    let Cluster { sim, front, hosts } = cluster(seed, fencing)?;
+    sim.run(move |world| async move {
+        madsim::time::sleep(Duration::from_secs(3)).await;
+        // Activate the object and find its owner.
+        front
+            .run(|env| async move {
+                env.durable_object("PROBE")
+                    .unwrap()
+                    .get_by_name("p")
+                    .call::<_, ()>("put", &("x".to_string(), 1i64, false))
+                    .await
+            })
+            .await?
+            .map_err(|e| dosim_sim::Failure::new(format!("the first put: {e:?}")))?;
+        let [old] = live_on(&hosts).await?[..] else {
+            return Err(dosim_sim::Failure::new("one live instance"));
+        };
+        // A call whose write comes 8 s after it starts; the owner is paused meanwhile, past its lease.
+        let late = {
+            let front = front.clone();
+            madsim::task::spawn(async move {
+                front
+                    .run(|env| async move {
+                        let stub = env.durable_object("PROBE").unwrap().get_by_name("p");
+                        stub.call::<_, ()>("sleep_then_put", &(8_000u64, "late".to_string(), 7i64)).await
+                    })
+                    .await
+            })
+        };
+        madsim::time::sleep(Duration::from_millis(500)).await;
+        world.pause(old)?;
+        madsim::time::sleep(Duration::from_secs(LEASE_TTL_S as u64 + 3)).await;
+        // Another host takes the object over: a call from a host other than the old owner (the front still
+        // remembers the old owner, and would wait for it). It only reads, so a late write of the old owner
+        // would not conflict with a newer version.
+        let other = hosts.iter().find(|h| h.node() != old).expect("three hosts").clone();
+        let start = madsim::time::Instant::now();
+        loop {
+            let got = other
+                .run(|env| async move {
+                    env.durable_object("PROBE")
+                        .unwrap()
+                        .get_by_name("p")
+                        .call::<_, Option<i64>>("get", &"x".to_string())
+                        .await
+                })
+                .await?;
+            match got {
+                Ok(v) => {
+                    ensure!(v == Some(1), "the new owner reads the acknowledged write: {v:?}");
+                    break;
+                }
+                Err(e) => {
+                    ensure!(
+                        start.elapsed() < Duration::from_secs(120),
+                        "no host took the object over: {e:?}"
+                    );
+                    madsim::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        world.resume(old)?;
+        let late =
+            late.await.map_err(|e| dosim_sim::Failure::new(format!("the late call's task: {e}")))??;
+        match &late {
+            Ok(()) => {
+                return Err(dosim_sim::Failure::new("the superseded instance's write was acknowledged"))
+            }
+            Err(e) => ensure!(
+                e.message() == messages::STORAGE_NO_LONGER_ACCESSIBLE
+                    && e.retryable()
+                    && e.durable_object_reset(),
+                "the superseded instance's error: {e:?}"
+            ),
+        }
+        // Rebuild every replica from the storage node: the late write must not be there.
+        for h in &hosts {
+            h.run_on_host(|host| async move { host.evict_idle() }).await?;
+        }
+        let stored = front
+            .run(|env| async move {
+                env.durable_object("PROBE")
+                    .unwrap()
+                    .get_by_name("p")
+                    .call::<_, Option<i64>>("get", &"late".to_string())
+                    .await
+            })
+            .await?;
+        ensure!(stored == Ok(None), "the superseded instance's write never applied: {stored:?}");
+        Ok(())
+    })
+}
+
+sim_test!(fn a_superseded_instance_gets_the_error_and_its_write_never_applies(seed) {
+    let report = superseded(seed, true)?;
+    assert_eq!(report.faults.get(FaultKind::Pause), 1, "one pause: the old owner ({seed})");
+    if let Err(e) = check_commit_history(&report.trace) {
+        panic!("single activation ({seed}): {e}");
+    }
+    Ok(report)
+});
+
+#[test]
+fn negative_control_a_storage_node_without_fencing_lets_a_superseded_write_apply() {
+    let caught = (0..16u64)
+        .map(|i| dosim_sim::Seed(0xfe0c_e000 + i))
+        .filter(|seed| match superseded(*seed, false) {
+            Err(f) => {
+                let f = f.to_string();
+                assert!(
+                    f.contains("superseded instance's"),
+                    "the negative control failed for another reason: {f}"
+                );
+                true
+            }
+            Ok(report) => check_commit_history(&report.trace).is_err(),
+        })
+        .count();
+    eprintln!("without fencing: {caught} of 16 seeds caught");
+    assert!(caught > 0, "without fencing, no seed of 16 let the superseded instance's write through");
+}
