@@ -177,7 +177,9 @@ async fn start_host(build: &dyn Fn() -> dosim_runtime::embed::HostBuilder) -> do
     }
 }
 
-/// The controller's handle on a node that runs a host (see [`host_node`]).
+/// The controller's handle on a node that runs a host (see [`host_node`]). Keep one alive for as long as
+/// the host should run: when every handle has dropped, the node's command queue closes and its program drops
+/// the host.
 #[derive(Clone, Debug)]
 pub struct HostNode {
     node: dosim_sim::NodeId,

@@ -321,3 +321,89 @@ fn negative_control_a_storage_node_without_fencing_lets_a_superseded_write_apply
     eprintln!("without fencing: {caught} of 16 seeds caught");
     assert!(caught > 0, "without fencing, no seed of 16 let the superseded instance's write through");
 }
+
+// A storage node that does not answer (the owner host ↔ storage node hop cut both ways): the owner's
+// shipment times out, the instance resets with the spec's internal storage error (reset), the caller never
+// sees that write acknowledged, and after the heal the object answers again with every acknowledged write.
+sim_test!(fn a_storage_node_that_never_answers_is_a_clear_error_and_loses_nothing(seed) {
+    let Cluster { sim, front, hosts } = cluster(seed, true)?;
+    let report = sim.run(move |world| async move {
+        madsim::time::sleep(Duration::from_secs(3)).await;
+        for want in 1..=3 {
+            ensure!(increment(&front, "c").await? == Ok(want), "increment {want}");
+        }
+        let [owner] = live_on(&hosts).await?[..] else { return Err(dosim_sim::Failure::new("one live instance")) };
+        world.partition(&[owner], &[STORAGE], Direction::Both)?;
+        let cut = increment(&front, "c").await?;
+        match &cut {
+            Ok(v) => return Err(dosim_sim::Failure::new(format!("acknowledged {v} with the storage node cut off"))),
+            Err(e) => ensure!(
+                e.message().starts_with("Internal error in Durable Object storage write caused object to be reset")
+                    && e.message().contains("no answer from the storage node")
+                    && e.durable_object_reset(),
+                "the caller learns that storage failed: {e:?}"
+            ),
+        }
+        world.heal();
+        let start = madsim::time::Instant::now();
+        let after = loop {
+            match increment(&front, "c").await? {
+                Ok(v) => break v,
+                Err(e) => {
+                    ensure!(start.elapsed() < Duration::from_secs(60), "the object never came back: {e:?}");
+                    madsim::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        // The cut-off increment was never shipped: the replica was rebuilt from the storage node.
+        ensure!(after == 4, "every acknowledged increment and nothing else: {after}");
+        Ok(())
+    })?;
+    assert_eq!(report.faults.get(FaultKind::Partition), 1, "one partition: the owner from the storage node ({seed})");
+    Ok(report)
+});
+
+// Power cuts of the storage node (at random times, restarted after a moment) while increments flow: a
+// commit batch is there whole or not at all after recovery (SQLite's atomic commit on the node's disk), and
+// no increment the front saw acknowledged is lost.
+sim_test!(fn power_cuts_of_the_storage_node_lose_no_acknowledged_increment(seed) {
+    let Cluster { sim, front, hosts } = cluster(seed, true)?;
+    let report = sim.run(move |world| async move {
+        // The hosts' handles keep their command queues, and so their hosts, alive.
+        let _hosts = hosts;
+        madsim::time::sleep(Duration::from_secs(3)).await;
+        let mut acked: Vec<i64> = Vec::new();
+        let mut cuts = 0;
+        let start = madsim::time::Instant::now();
+        while acked.len() < 30 {
+            ensure!(start.elapsed() < Duration::from_secs(600), "only {} increments in 600 s", acked.len());
+            if acked.len() % 10 == 5 && cuts < acked.len() / 10 + 1 {
+                world.power_cut(STORAGE)?;
+                cuts += 1;
+                let world = world.clone();
+                madsim::task::spawn(async move {
+                    madsim::time::sleep(Duration::from_millis(300)).await;
+                    let _ = world.restart(STORAGE);
+                });
+            }
+            match increment(&front, "c").await? {
+                Ok(v) => {
+                    if let Some(last) = acked.last() {
+                        ensure!(v > *last, "acknowledged {last}, then {v}: an acknowledged increment was lost");
+                    }
+                    acked.push(v);
+                }
+                Err(e) => {
+                    ensure!(e.retryable() || e.durable_object_reset(), "a storage outage is retryable or a reset: {e:?}");
+                    madsim::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    assert!(report.faults.get(FaultKind::PowerCut) >= 3, "the storage node lost power 3 times ({seed}): {}", report.faults);
+    if let Err(e) = check_commit_history(&report.trace) {
+        panic!("single activation ({seed}): {e}");
+    }
+    Ok(report)
+});
