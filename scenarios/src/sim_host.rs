@@ -148,6 +148,27 @@ type Command = Box<
         + Send,
 >;
 
+/// How a host node builds its host at boot.
+type BuildFn = Arc<dyn Fn() -> dosim_runtime::embed::HostBuilder + Send + Sync>;
+
+/// How a host node's successor host is built from the host it replaces (a code update).
+type SuccessorFn = Box<dyn FnOnce(&dosim_runtime::embed::Host) -> dosim_runtime::embed::HostBuilder + Send>;
+
+/// What the controller sends a host node.
+enum Control {
+    /// Run work on the current host.
+    Run(Command),
+    /// A code update: shut the current host down with the spec's reset, start its successor, and boot with
+    /// `boot` from now on.
+    Update {
+        boot: BuildFn,
+        successor: SuccessorFn,
+        /// What the old instances are reset with.
+        reason: dosim_runtime::error::Error,
+        done: madsim_tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
+}
+
 /// How often a host node retries starting its host after a disk error, before it gives up.
 const HOST_START_ATTEMPTS_MAX: u32 = 100;
 
@@ -183,7 +204,7 @@ async fn start_host(build: &dyn Fn() -> dosim_runtime::embed::HostBuilder) -> do
 #[derive(Clone, Debug)]
 pub struct HostNode {
     node: dosim_sim::NodeId,
-    commands: madsim_tokio::sync::mpsc::UnboundedSender<Command>,
+    commands: madsim_tokio::sync::mpsc::UnboundedSender<Control>,
 }
 
 /// A node named `name` whose program builds a host with `build` at every boot (so after a crash or power
@@ -193,19 +214,36 @@ pub fn host_node(
     name: &str,
     build: impl Fn() -> dosim_runtime::embed::HostBuilder + Send + Sync + 'static,
 ) -> (dosim_sim::NodeConfig, HostNode) {
-    let (tx, rx) = madsim_tokio::sync::mpsc::unbounded_channel::<Command>();
+    let (tx, rx) = madsim_tokio::sync::mpsc::unbounded_channel::<Control>();
     let rx = Arc::new(madsim_tokio::sync::Mutex::new(rx));
-    let build = Arc::new(build);
+    // The build of the code deployed on the node: a code update replaces it for later boots.
+    let deployed: Arc<std::sync::Mutex<BuildFn>> = Arc::new(std::sync::Mutex::new(Arc::new(build)));
     let config = dosim_sim::NodeConfig::new(name).program(move || {
         let rx = rx.clone();
-        let build = build.clone();
+        let deployed = deployed.clone();
         async move {
             let serve = madsim::task::spawn_local(async move {
-                let host = Rc::new(start_host(&*build).await);
+                let build = deployed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let mut host = Rc::new(start_host(&*build).await);
                 // One incarnation at a time holds the queue; a dead one's guard dropped with its task.
                 let mut commands = rx.lock().await;
-                while let Some(command) = commands.recv().await {
-                    drop(madsim::task::spawn_local(command(host.clone())));
+                while let Some(control) = commands.recv().await {
+                    match control {
+                        Control::Run(command) => drop(madsim::task::spawn_local(command(host.clone()))),
+                        Control::Update { boot, successor, reason, done } => {
+                            *deployed.lock().unwrap_or_else(|e| e.into_inner()) = boot;
+                            host.shut_down(reason).await;
+                            match successor(&host).build() {
+                                Ok(next) => {
+                                    host = Rc::new(next);
+                                    let _ = done.send(Ok(()));
+                                }
+                                Err(e) => {
+                                    let _ = done.send(Err(e.message().to_string()));
+                                }
+                            }
+                        }
+                    }
                 }
                 drop(host);
             });
@@ -246,10 +284,44 @@ impl HostNode {
             })
         });
         self.commands
-            .send(command)
+            .send(Control::Run(command))
             .map_err(|_| dosim_sim::Failure::new("the host node's queue is closed"))?;
         answer
             .await
             .map_err(|_| dosim_sim::Failure::new(format!("{} died before the command finished", self.node)))
+    }
+
+    /// A code update of the node (spec §7): its host is shut down, every live instance reset with `Durable
+    /// Object reset because its code was updated.`, and a successor built by `successor` from the old host
+    /// (so it can keep its cluster links) takes its place; `boot` builds the host at later boots. Fails if
+    /// the successor does not build, or the node dies meanwhile.
+    pub async fn update_code(
+        &self,
+        boot: impl Fn() -> dosim_runtime::embed::HostBuilder + Send + Sync + 'static,
+        successor: impl FnOnce(&dosim_runtime::embed::Host) -> dosim_runtime::embed::HostBuilder + Send + 'static,
+    ) -> Result<(), dosim_sim::Failure> {
+        let reason =
+            dosim_runtime::error::Error::new(dosim_runtime::error::messages::CODE_UPDATED).with_reset();
+        self.replace_host(boot, successor, reason).await
+    }
+
+    /// [`HostNode::update_code`] with another `reason` for the reset of the old instances (a negative
+    /// control: a replacement that does not say it was a code update).
+    pub async fn replace_host(
+        &self,
+        boot: impl Fn() -> dosim_runtime::embed::HostBuilder + Send + Sync + 'static,
+        successor: impl FnOnce(&dosim_runtime::embed::Host) -> dosim_runtime::embed::HostBuilder + Send + 'static,
+        reason: dosim_runtime::error::Error,
+    ) -> Result<(), dosim_sim::Failure> {
+        let (done, answer) = madsim_tokio::sync::oneshot::channel();
+        self.commands
+            .send(Control::Update { boot: Arc::new(boot), successor: Box::new(successor), reason, done })
+            .map_err(|_| dosim_sim::Failure::new("the host node's queue is closed"))?;
+        answer
+            .await
+            .map_err(|_| dosim_sim::Failure::new(format!("{} died during the code update", self.node)))?
+            .map_err(|e| {
+                dosim_sim::Failure::new(format!("the updated host on {} does not build: {e}", self.node))
+            })
     }
 }

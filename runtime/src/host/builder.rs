@@ -123,6 +123,17 @@ impl HostBuilder {
         self
     }
 
+    /// The same cluster links as `host` (its calls, directory, role and storage nodes): the successor of a
+    /// host shut down for a code update ([`Host::shut_down`]) on the same node. Nothing, if `host` is alone.
+    pub fn cluster_of(mut self, host: &Host) -> Self {
+        if let Some(c) = &host.inner.cluster {
+            let (rpc, store, role, nodes) = c.links();
+            self.cluster = Some((rpc, store, role));
+            self.storage_nodes = nodes;
+        }
+        self
+    }
+
     /// In a cluster: the storage nodes (their addresses on the cluster's transport) that keep the databases of
     /// SQLite-backed objects, so that they survive this host and follow their object to another. Without
     /// them, objects keep their databases on this host's own storage.
@@ -188,6 +199,7 @@ impl HostBuilder {
             cluster: self
                 .cluster
                 .map(|(rpc, store, role)| Cluster::new(rpc, store, role, self.storage_nodes)),
+            closed: std::cell::Cell::new(false),
         });
         let mut namespaces = BTreeMap::new();
         for b in &self.bindings {

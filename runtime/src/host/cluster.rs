@@ -95,6 +95,11 @@ impl Cluster {
         self.role
     }
 
+    /// The links a successor host takes over: calls, directory store, role, storage nodes.
+    pub(crate) fn links(&self) -> (Rc<RpcNode>, Rc<dyn Coordinator>, ClusterRole, Vec<String>) {
+        (self.rpc.clone(), self.store.clone(), self.role, self.storage_nodes.clone())
+    }
+
     /// The lease this host acts under, if it believes it live.
     fn valid_lease(&self) -> Option<Rc<HostLease>> {
         self.lease.borrow().clone().filter(|l| l.is_valid())
@@ -221,7 +226,7 @@ impl HostInner {
         })?;
         let id = call.id.id(&class.namespace.key)?;
         let cluster = self.cluster();
-        if cluster.role != ClusterRole::Host {
+        if cluster.role != ClusterRole::Host || self.closed.get() {
             return Ok(ObjectReply::NotOwner { owner: None });
         }
         let Some(lease) = cluster.valid_lease() else { return Ok(ObjectReply::NotOwner { owner: None }) };
@@ -283,6 +288,19 @@ impl HostInner {
         let ships = replication::open(&cluster.rpc, node, &object, epoch, &location).await?;
         *container.replica.borrow_mut() = Some((location, ships));
         Ok(())
+    }
+
+    /// Gives up the lease (a shutdown): forgets every ownership, and revokes the lease if the store answers,
+    /// so that the directory frees this host's objects at once.
+    pub(super) async fn give_up_lease(&self) {
+        let lease = self.cluster().lease.borrow_mut().take();
+        for c in self.containers.borrow().values() {
+            c.ownership.set(None);
+        }
+        if let Some(lease) = lease {
+            let revoke = self.cluster().store.revoke(lease.lease());
+            let _ = madsim_tokio::time::timeout(REVOKE_TIMEOUT, revoke).await;
+        }
     }
 
     /// Resets every live instance and forgets every ownership: the lease is no longer believed live.

@@ -143,6 +143,8 @@ pub(crate) struct HostInner {
     tasks: RefCell<Vec<AbortHandle>>,
     /// In a cluster: the directory membership and the calls between nodes. `None`: a lone host.
     cluster: Option<cluster::Cluster>,
+    /// Shut down ([`Host::shut_down`]): no new calls are taken.
+    closed: Cell<bool>,
 }
 
 impl HostInner {
@@ -296,6 +298,28 @@ impl Host {
         let instances: Vec<Rc<Instance>> =
             self.inner.containers.borrow().values().filter_map(|c| c.instance.borrow().clone()).collect();
         instances.into_iter().filter(|i| i.evict()).count()
+    }
+
+    /// Shuts the host down before it is dropped, as a code update does (spec §7: old instances are reset with
+    /// `Durable Object reset because its code was updated.`): every live instance is reset with `reason`
+    /// (its callers get it), the host takes no new calls, and in a cluster it gives up its lease (so the
+    /// directory frees its objects at once for the host that runs next). Its cluster links stay usable by a
+    /// successor built with [`HostBuilder::cluster_of`].
+    pub async fn shut_down(&self, reason: Error) {
+        self.inner.closed.set(true);
+        let instances: Vec<Rc<Instance>> =
+            self.inner.containers.borrow().values().filter_map(|c| c.instance.borrow().clone()).collect();
+        for i in instances {
+            i.reset(reason.clone());
+        }
+        for t in self.inner.tasks.borrow_mut().drain(..) {
+            t.abort();
+        }
+        // The successor opens the alarm index next.
+        self.inner.alarms.close();
+        if self.inner.cluster.is_some() {
+            self.inner.give_up_lease().await;
+        }
     }
 
     /// Resets the object `id` of the class bound to `binding` with `error` (an injected reset, e.g. a code

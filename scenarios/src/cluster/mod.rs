@@ -27,9 +27,19 @@ pub fn cluster_node(
     role: ClusterRole,
     build: impl Fn() -> HostBuilder + Send + Sync + 'static,
 ) -> (dosim_sim::NodeConfig, HostNode) {
+    host_node(node, name, in_cluster(etcd, storage, role, build))
+}
+
+/// `build`'s host as a member of the cluster (see [`cluster_node`]), with fresh links at every call (a boot).
+fn in_cluster(
+    etcd: NodeId,
+    storage: &[NodeId],
+    role: ClusterRole,
+    build: impl Fn() -> HostBuilder + Send + Sync + 'static,
+) -> impl Fn() -> HostBuilder + Send + Sync + 'static {
     let storage: Vec<String> =
         storage.iter().map(|n| transport::addr_of(*n, transport::CLUSTER_PORT)).collect();
-    host_node(node, name, move || {
+    move || {
         let transport =
             transport::SimTransport::bind(transport::CLUSTER_PORT).expect("the cluster port is free at boot");
         // A fresh incarnation at every boot: a restarted node is a new client to the others.
@@ -38,7 +48,32 @@ pub fn cluster_node(
         build()
             .cluster(rpc, Rc::new(etcd::EtcdCoordinator::new(etcd::etcd_addr(etcd))), role)
             .storage_nodes(storage.clone())
-    })
+    }
+}
+
+/// A code update of a cluster node made by [`cluster_node`]: its host is replaced by one running `build`'s
+/// code, on the same cluster links (see [`HostNode::update_code`]); later boots run it too.
+pub async fn update_cluster_code(
+    host: &HostNode,
+    etcd: NodeId,
+    storage: &[NodeId],
+    role: ClusterRole,
+    build: fn() -> HostBuilder,
+) -> Result<(), dosim_sim::Failure> {
+    host.update_code(in_cluster(etcd, storage, role, build), move |old| build().cluster_of(old)).await
+}
+
+/// [`update_cluster_code`], resetting the old instances with `reason` (see [`HostNode::replace_host`]).
+pub async fn replace_cluster_host(
+    host: &HostNode,
+    etcd: NodeId,
+    storage: &[NodeId],
+    role: ClusterRole,
+    build: fn() -> HostBuilder,
+    reason: dosim_runtime::error::Error,
+) -> Result<(), dosim_sim::Failure> {
+    host.replace_host(in_cluster(etcd, storage, role, build), move |old| build().cluster_of(old), reason)
+        .await
 }
 
 /// Where a storage node keeps its pages on its disk.

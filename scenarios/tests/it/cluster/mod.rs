@@ -1,5 +1,6 @@
 //! The cluster under simulation: the directory on the simulated etcd, calls between nodes on the fabric.
 
+mod code_update;
 mod directory;
 mod objects;
 mod rpc;
