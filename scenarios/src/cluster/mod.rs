@@ -27,7 +27,20 @@ pub fn cluster_node(
     role: ClusterRole,
     build: impl Fn() -> HostBuilder + Send + Sync + 'static,
 ) -> (dosim_sim::NodeConfig, HostNode) {
-    host_node(node, name, in_cluster(etcd, storage, role, build))
+    host_node(node, name, in_cluster(etcd, storage, role, true, build))
+}
+
+/// [`cluster_node`] whose calls are not deduplicated (`RpcNode::start_at_least_once`): a duplicated request
+/// runs twice. Only for the negative controls of tests that show deduplication is needed.
+pub fn cluster_node_without_dedup(
+    node: NodeId,
+    name: &str,
+    etcd: NodeId,
+    storage: &[NodeId],
+    role: ClusterRole,
+    build: impl Fn() -> HostBuilder + Send + Sync + 'static,
+) -> (dosim_sim::NodeConfig, HostNode) {
+    host_node(node, name, in_cluster(etcd, storage, role, false, build))
 }
 
 /// `build`'s host as a member of the cluster (see [`cluster_node`]), with fresh links at every call (a boot).
@@ -35,6 +48,7 @@ fn in_cluster(
     etcd: NodeId,
     storage: &[NodeId],
     role: ClusterRole,
+    dedup: bool,
     build: impl Fn() -> HostBuilder + Send + Sync + 'static,
 ) -> impl Fn() -> HostBuilder + Send + Sync + 'static {
     let storage: Vec<String> =
@@ -44,7 +58,11 @@ fn in_cluster(
             transport::SimTransport::bind(transport::CLUSTER_PORT).expect("the cluster port is free at boot");
         // A fresh incarnation at every boot: a restarted node is a new client to the others.
         let incarnation = dosim_sim::random(Purpose::Network, |r| r.next_u64());
-        let rpc = RpcNode::start(Rc::new(transport), incarnation);
+        let rpc = if dedup {
+            RpcNode::start(Rc::new(transport), incarnation)
+        } else {
+            RpcNode::start_at_least_once(Rc::new(transport), incarnation)
+        };
         build()
             .cluster(rpc, Rc::new(etcd::EtcdCoordinator::new(etcd::etcd_addr(etcd))), role)
             .storage_nodes(storage.clone())
@@ -60,7 +78,7 @@ pub async fn update_cluster_code(
     role: ClusterRole,
     build: fn() -> HostBuilder,
 ) -> Result<(), dosim_sim::Failure> {
-    host.update_code(in_cluster(etcd, storage, role, build), move |old| build().cluster_of(old)).await
+    host.update_code(in_cluster(etcd, storage, role, true, build), move |old| build().cluster_of(old)).await
 }
 
 /// [`update_cluster_code`], resetting the old instances with `reason` (see [`HostNode::replace_host`]).
@@ -72,8 +90,12 @@ pub async fn replace_cluster_host(
     build: fn() -> HostBuilder,
     reason: dosim_runtime::error::Error,
 ) -> Result<(), dosim_sim::Failure> {
-    host.replace_host(in_cluster(etcd, storage, role, build), move |old| build().cluster_of(old), reason)
-        .await
+    host.replace_host(
+        in_cluster(etcd, storage, role, true, build),
+        move |old| build().cluster_of(old),
+        reason,
+    )
+    .await
 }
 
 /// Where a storage node keeps its pages on its disk.
