@@ -9,7 +9,8 @@
 //!   record is never created by "create if absent": it is created in a transaction that compares the
 //!   bucket's counter, which every creation in the bucket changes. Counters only grow (they are written
 //!   only by `init`, once, and by claims, +1), so a compare never meets a value it saw before (no ABA).
-//! - `host/<host>`: a host's membership, bound to its lease, holding the lease id. Every claim compares it,
+//! - `host/<host>`: a host's membership, bound to its lease, holding the lease id (and the host's location,
+//!   `<lease>|<location>`, if it has one). Every claim compares it,
 //!   so a host whose lease is gone claims nothing (and no write is ever bound to a lease that is gone).
 //! - `owner/<namespace uid>/<id hex>`: `<host>|<lease hex>`, bound to the owner's lease. Its revision is the
 //!   owner's **epoch**: store revisions only grow, so a later owner always has a larger epoch.
@@ -66,6 +67,15 @@ pub struct Owner {
     pub epoch: i64,
 }
 
+/// A live host of the directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its address.
+    pub host: String,
+    /// Its location (a location hint's name), if it declared one.
+    pub location: Option<String>,
+}
+
 /// What a claim got.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {
@@ -106,6 +116,14 @@ fn bucket_of(id: &ObjectId) -> u16 {
 
 fn lease_text(lease: i64) -> String {
     format!("{lease:016x}")
+}
+
+/// A membership record's value: `<lease hex>`, or `<lease hex>|<location>`.
+fn membership_value(lease: i64, location: Option<&str>) -> String {
+    match location {
+        Some(l) => format!("{}|{l}", lease_text(lease)),
+        None => lease_text(lease),
+    }
 }
 
 fn malformed(key: &str, detail: &str) -> Error {
@@ -202,9 +220,21 @@ impl Directory {
 
     /// The hosts whose leases are live, in address order.
     pub async fn hosts(&self) -> Result<Vec<String>, Error> {
+        Ok(self.members().await?.into_iter().map(|m| m.host).collect())
+    }
+
+    /// The hosts whose leases are live, with their locations, in address order.
+    pub async fn members(&self) -> Result<Vec<Member>, Error> {
         let prefix = host_key("");
         let records = call("list", self.store.list(prefix.clone())).await?;
-        Ok(records.into_iter().map(|(k, _)| k[prefix.len()..].to_string()).collect())
+        Ok(records
+            .into_iter()
+            .map(|(k, r)| {
+                let value = String::from_utf8_lossy(&r.value).into_owned();
+                let location = value.split_once('|').map(|(_, l)| l.to_string());
+                Member { host: k[prefix.len()..].to_string(), location }
+            })
+            .collect())
     }
 }
 
@@ -213,6 +243,8 @@ impl Directory {
 pub struct HostLease {
     store: Rc<dyn Coordinator>,
     host: String,
+    /// The membership record's value: the lease id, and the host's location if it has one.
+    membership: String,
     lease: i64,
     valid_until: Cell<Instant>,
     /// The store said the lease is gone: it never comes back (the host joins again, with a new lease).
@@ -239,6 +271,16 @@ impl HostLease {
     /// [`JOIN_WAIT_MAX`]), takes a lease, records the membership, and keeps the lease alive until the
     /// `HostLease` drops. Runs inside a local task set (the keep-alive is a local task).
     pub async fn join(store: Rc<dyn Coordinator>, host: &str) -> Result<Rc<HostLease>, Error> {
+        Self::join_at(store, host, None).await
+    }
+
+    /// [`HostLease::join`] for a host in `location` (a location hint's name, spec §8): placement prefers
+    /// hosts whose location matches a stub's hint.
+    pub async fn join_at(
+        store: Rc<dyn Coordinator>,
+        host: &str,
+        location: Option<&str>,
+    ) -> Result<Rc<HostLease>, Error> {
         if host.is_empty() || host.contains('|') {
             return Err(Error::type_error(format!(
                 "a host address must be non-empty and without '|': {host:?}"
@@ -265,13 +307,14 @@ impl HostLease {
         let me = Rc::new(HostLease {
             store: store.clone(),
             host: host.to_string(),
+            membership: membership_value(lease, location),
             lease,
             valid_until: Cell::new(sent),
             lost: Cell::new(false),
             keeper: Cell::new(None),
         });
         me.renewed(sent, LEASE_TTL_S);
-        call("put", store.put(host_key(host), lease_text(lease).into_bytes(), Some(lease))).await?;
+        call("put", store.put(host_key(host), me.membership.clone().into_bytes(), Some(lease))).await?;
         let weak = Rc::downgrade(&me);
         me.keeper.set(Some(madsim_tokio::task::spawn_local(keep_alive(weak))));
         tracing::debug!(target: "dosim::runtime", "host {host} joined the directory with lease {}", lease_text(lease));
@@ -343,7 +386,7 @@ impl HostLease {
             self.expect_valid()?;
             let txn = CoordTxn {
                 if_equal: vec![
-                    (host_key(&self.host), lease_text(self.lease).into_bytes()),
+                    (host_key(&self.host), self.membership.clone().into_bytes()),
                     (bucket_k.clone(), bucket.value.clone()),
                 ],
                 // The owner record first: its revision is the transaction's (the epoch) in both stores.

@@ -70,7 +70,7 @@ pub mod embed {
     pub use crate::alarm::AlarmConfig;
     pub use crate::config::{EvictionConfig, HostConfig, OverloadLimits};
     pub use crate::deploy::{Deployments, Migration, RenamedClass, TransferredClass};
-    pub use crate::directory::{Claim, Directory, HostLease, Owner, LEASE_TTL_S};
+    pub use crate::directory::{Claim, Directory, HostLease, Member, Owner, LEASE_TTL_S};
     pub use crate::host::{ClusterRole, Host, HostBuilder};
     pub use crate::location::{DatabaseLocation, Journal, OpenError};
     pub use crate::rpc::{Handler, RpcNode};

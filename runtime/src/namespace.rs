@@ -30,8 +30,8 @@ pub(crate) const ROUTING_MODE_PRIMARY_ONLY: &str = "primary-only";
 /// Options of [`ObjectNamespace::get_with`] (spec §8).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StubOptions {
-    /// Where to create the object, if this call creates it; one of `LOCATION_HINTS`. Best effort: a single
-    /// host records it and places the object on itself.
+    /// Where to create the object, if this call creates it; one of `LOCATION_HINTS`. Best effort: in a
+    /// cluster, placement prefers a host in that location; a single host places the object on itself.
     pub location_hint: Option<String>,
     /// Only `primary-only`.
     pub routing_mode: Option<String>,
@@ -70,12 +70,13 @@ pub(crate) type StubBinding = RefCell<Option<Rc<dyn Any>>>;
 /// (host/routing.rs implements it).
 pub(crate) trait Router {
     /// Sends `call` (`bytes` long, for the overload limits) to object `id` of `namespace`, through the stub's
-    /// `binding`.
+    /// `binding`; `location_hint` is the stub's (spec §8: where to create the object, if this call does).
     fn send(
         self: Rc<Self>,
         namespace: &Namespace,
         id: &ObjectId,
         binding: &StubBinding,
+        location_hint: Option<&str>,
         bytes: usize,
         call: Call,
     ) -> LocalFuture<'static, Result<Reply, Error>>;
@@ -163,7 +164,9 @@ impl ObjectNamespace {
         }
         // The id must belong to this namespace: ids are MAC'd by the namespace key.
         self.id_from_string(&id.to_string())?;
-        Ok(self.stub(id.clone()))
+        let mut stub = self.stub(id.clone());
+        stub.location_hint = options.location_hint.clone();
+        Ok(stub)
     }
 
     /// `get(id_from_name(name))`.
@@ -177,6 +180,7 @@ impl ObjectNamespace {
             namespace: self.namespace.clone(),
             router: self.router.clone(),
             binding: RefCell::new(None),
+            location_hint: None,
         }
     }
 
@@ -196,6 +200,8 @@ pub struct Stub {
     namespace: Rc<Namespace>,
     router: Weak<dyn Router>,
     binding: StubBinding,
+    /// The location hint it was made with (checked then).
+    location_hint: Option<String>,
 }
 
 impl std::fmt::Debug for Stub {
@@ -252,6 +258,8 @@ impl Stub {
             released.await?;
         }
         let router = self.router.upgrade().ok_or_else(host_gone)?;
-        router.send(&self.namespace, &self.id, &self.binding, bytes, call).await
+        router
+            .send(&self.namespace, &self.id, &self.binding, self.location_hint.as_deref(), bytes, call)
+            .await
     }
 }

@@ -36,6 +36,7 @@ impl Host {
             entropy: None,
             cluster: None,
             storage_nodes: Vec::new(),
+            location: None,
         }
     }
 }
@@ -54,6 +55,7 @@ pub struct HostBuilder {
     entropy: Option<Rc<dyn Entropy>>,
     cluster: Option<(Rc<RpcNode>, Rc<dyn Coordinator>, ClusterRole)>,
     storage_nodes: Vec<String>,
+    location: Option<String>,
 }
 
 impl HostBuilder {
@@ -134,6 +136,13 @@ impl HostBuilder {
         self
     }
 
+    /// In a cluster: where this host is, as a location hint's name (spec §8: `wnam`, `enam`, `weur`, …).
+    /// Placement of a new object prefers a host whose location matches its stub's hint. Checked at build.
+    pub fn location(mut self, location: &str) -> Self {
+        self.location = Some(location.to_string());
+        self
+    }
+
     /// In a cluster: the storage nodes (their addresses on the cluster's transport) that keep the databases of
     /// SQLite-backed objects, so that they survive this host and follow their object to another. Without
     /// them, objects keep their databases on this host's own storage.
@@ -147,6 +156,11 @@ impl HostBuilder {
     /// `LocalSet`).
     pub fn build(self) -> Result<Host, Error> {
         let missing = |what: &str| Error::new(format!("Host::builder: no {what} was given"));
+        if let Some(l) = &self.location {
+            if !crate::namespace::LOCATION_HINTS.contains(&l.as_str()) {
+                return Err(Error::range_error(crate::error::messages::unknown_location_hint(l)));
+            }
+        }
         let storage = self.storage.ok_or_else(|| missing("storage provider"))?;
         let clock = self.clock.ok_or_else(|| missing("clock"))?;
         let entropy = self.entropy.ok_or_else(|| missing("entropy source"))?;
@@ -196,9 +210,11 @@ impl HostBuilder {
             alarms,
             env: RefCell::new(Env::empty()),
             tasks: RefCell::new(Vec::new()),
-            cluster: self
-                .cluster
-                .map(|(rpc, store, role)| Cluster::new(rpc, store, role, self.storage_nodes)),
+            cluster: self.cluster.map(|(rpc, store, role)| {
+                let mut c = Cluster::new(rpc, store, role, self.storage_nodes);
+                c.location = self.location;
+                c
+            }),
             closed: std::cell::Cell::new(false),
         });
         let mut namespaces = BTreeMap::new();

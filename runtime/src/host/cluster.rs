@@ -23,7 +23,7 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use crate::alarm::AlarmKey;
-use crate::directory::{Claim, Directory, HostLease};
+use crate::directory::{Claim, Directory, HostLease, Member};
 use crate::error::{messages, Error};
 use crate::future::LocalFuture;
 use crate::id::ObjectId;
@@ -71,6 +71,8 @@ pub(crate) struct Cluster {
     owners: RefCell<BTreeMap<AlarmKey, String>>,
     /// The storage nodes; none: objects keep their databases on the host.
     storage_nodes: Vec<String>,
+    /// This host's location (a location hint's name), if it has one.
+    pub(crate) location: Option<String>,
 }
 
 impl Cluster {
@@ -82,6 +84,7 @@ impl Cluster {
     ) -> Cluster {
         Cluster {
             storage_nodes,
+            location: None,
             directory: Directory::new(store.clone()),
             rpc,
             store,
@@ -110,15 +113,21 @@ impl Cluster {
     }
 }
 
-/// The host that placement picks for an object nobody owns: the id's hash over the live hosts, in address
-/// order (location hints would weigh in here).
-fn place(hosts: &[String], id: &ObjectId) -> Option<String> {
-    if hosts.is_empty() {
+/// The host that placement picks for an object nobody owns: the id's hash over the live hosts in the
+/// location the stub's hint names if there are any (spec §8: the hint says where to create the object), else
+/// over every live host, in address order.
+fn place(members: &[Member], id: &ObjectId, location_hint: Option<&str>) -> Option<String> {
+    let hinted: Vec<&Member> = match location_hint {
+        Some(hint) => members.iter().filter(|m| m.location.as_deref() == Some(hint)).collect(),
+        None => Vec::new(),
+    };
+    let pool: Vec<&Member> = if hinted.is_empty() { members.iter().collect() } else { hinted };
+    if pool.is_empty() {
         return None;
     }
     let b = id.as_bytes();
     let h = u64::from_be_bytes([b[24], b[25], b[26], b[27], b[28], b[29], b[30], b[31]]);
-    Some(hosts[(h % hosts.len() as u64) as usize].clone())
+    Some(pool[(h % pool.len() as u64) as usize].host.clone())
 }
 
 impl HostInner {
@@ -131,6 +140,7 @@ impl HostInner {
         self: Rc<Self>,
         class: Rc<ClassEntry>,
         id: ObjectId,
+        location_hint: Option<String>,
         bytes: usize,
         call: Call,
     ) -> LocalFuture<'static, Result<Reply, Error>> {
@@ -150,7 +160,7 @@ impl HostInner {
             for _ in 0..ROUTE_HOPS_MAX {
                 let to = match target.take() {
                     Some(t) => t,
-                    None => match self.find_owner(&class, &id).await? {
+                    None => match self.find_owner(&class, &id, location_hint.as_deref()).await? {
                         Some(t) => t,
                         None => {
                             madsim_tokio::time::sleep(ROUTE_RETRY_DELAY).await;
@@ -197,12 +207,17 @@ impl HostInner {
     }
 
     /// Where a call to the object should go: its owner, or the host placement picks.
-    async fn find_owner(&self, class: &ClassEntry, id: &ObjectId) -> Result<Option<String>, Error> {
+    async fn find_owner(
+        &self,
+        class: &ClassEntry,
+        id: &ObjectId,
+        location_hint: Option<&str>,
+    ) -> Result<Option<String>, Error> {
         let cluster = self.cluster();
         if let Some(owner) = cluster.directory.owner(&class.namespace.uid, id).await? {
             return Ok(Some(owner.host));
         }
-        Ok(place(&cluster.directory.hosts().await?, id))
+        Ok(place(&cluster.directory.members().await?, id, location_hint))
     }
 
     /// Serves an object call that arrived from another node (or from this one): claims the object if this
@@ -323,8 +338,9 @@ pub(super) async fn membership(host: Weak<HostInner>) {
         let Some(inner) = host.upgrade() else { return };
         let store = inner.cluster().store.clone();
         let me = inner.cluster().me();
+        let location = inner.cluster().location.clone();
         drop(inner);
-        let lease = match HostLease::join(store, &me).await {
+        let lease = match HostLease::join_at(store, &me, location.as_deref()).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::debug!(target: "dosim::runtime", "host {me}: join failed: {}", e.message());

@@ -86,13 +86,14 @@ impl Router for HostInner {
         namespace: &Namespace,
         id: &ObjectId,
         binding: &StubBinding,
+        location_hint: Option<&str>,
         bytes: usize,
         call: Call,
     ) -> LocalFuture<'static, Result<Reply, Error>> {
         let class =
             self.classes.get(&namespace.uid).cloned().expect("a namespace's class is deployed on its host");
         if self.cluster.is_some() {
-            return self.send_remote(class, id.clone(), bytes, call);
+            return self.send_remote(class, id.clone(), location_hint.map(str::to_string), bytes, call);
         }
         let instance = match self.route(&class, id, Some(binding)).and_then(|c| c.instance()) {
             Ok(i) => i,

@@ -164,3 +164,53 @@ sim_test!(fn a_front_cut_off_from_the_owner_gets_network_connection_lost(seed) {
     assert_eq!(report.faults.get(FaultKind::Partition), 1, "one partition: the front from the owner ({seed})");
     Ok(report)
 });
+
+fn located(location: &'static str) -> impl Fn() -> HostBuilder + Send + Sync + 'static {
+    move || counter_script().location(location)
+}
+
+// Location hints (spec §8) influence the first placement: hosts declare their locations, and objects whose
+// stubs carry a hint are created on a host in that location; objects without one spread over every host.
+sim_test!(fn a_location_hint_places_a_new_object_on_a_host_in_that_location(seed) {
+    let mut b = Sim::builder().seed(seed).node(etcd_node(ETCD, "etcd"));
+    let (config, front) = cluster_node(FRONT, "front", ETCD, &[], ClusterRole::Front, counter_script);
+    b = b.node(config);
+    let mut hosts = Vec::new();
+    for (node, location) in HOSTS.iter().zip(["wnam", "weur", "apac"]) {
+        let (config, host) = cluster_node(*node, location, ETCD, &[], ClusterRole::Host, located(location));
+        b = b.node(config);
+        hosts.push(host);
+    }
+    b.build()?.run(move |_world| async move {
+        madsim::time::sleep(Duration::from_secs(3)).await;
+        for i in 0..OBJECTS {
+            let got = front
+                .run(move |env| async move {
+                    let options = StubOptions { location_hint: Some("weur".into()), ..StubOptions::default() };
+                    let stub = env.durable_object("COUNTER").unwrap().get_by_name_with(name(i), &options)?;
+                    stub.fetch(Request::get("/increment")).await?.text()
+                })
+                .await?;
+            ensure!(got.as_deref() == Ok("1"), "{}: {got:?}", name(i));
+        }
+        let mut live = Vec::new();
+        for h in &hosts {
+            live.push(h.run_on_host(|host| async move { host.live_instances() }).await?);
+        }
+        ensure!(live == vec![0, OBJECTS, 0], "every hinted object is on the weur host: {live:?}");
+        Ok(())
+    })
+});
+
+// A host whose location is not a location hint's name does not build, with the spec's error for hints.
+sim_test!(fn a_host_with_an_unknown_location_is_a_clear_error(seed) {
+    let sim = Sim::builder().seed(seed).nodes(1).build()?;
+    sim.run(|world| async move {
+        let e = dosim_scenarios::sim_host::on_node(&world, NodeId(0), || async {
+            counter_script().location("mars").build().map(|_| ()).unwrap_err()
+        })
+        .await?;
+        ensure!(e.message() == messages::unknown_location_hint("mars"), "{e:?}");
+        Ok(())
+    })
+});
