@@ -30,10 +30,24 @@ impl HostInner {
                 return RunOutcome::Settled;
             }
         };
-        let container = self.route(&class, &id, None).expect("routing without a binding never fails");
-        let instance = match container.instance() {
-            Ok(i) => i,
-            Err(e) => return RunOutcome::Interrupted(e),
+        let instance = if self.cluster.is_some() {
+            // In a cluster the alarm runs only where the object is owned, activated as a call would be.
+            match self.activate(&class, &id).await {
+                Ok(Ok(i)) => i,
+                Ok(Err(owner)) => {
+                    tracing::debug!(target: "dosim::runtime", "alarm of {id}: owned by {owner:?}, not run here");
+                    return RunOutcome::Interrupted(
+                        Error::new(messages::NETWORK_CONNECTION_LOST).with_retryable(),
+                    );
+                }
+                Err(e) => return RunOutcome::Interrupted(e),
+            }
+        } else {
+            let container = self.route(&class, &id, None).expect("routing without a binding never fails");
+            match container.instance() {
+                Ok(i) => i,
+                Err(e) => return RunOutcome::Interrupted(e),
+            }
         };
         let me = self.clone();
         let run_key = key.clone();

@@ -27,7 +27,7 @@ use crate::directory::{Claim, Directory, HostLease, Member};
 use crate::error::{messages, Error};
 use crate::future::LocalFuture;
 use crate::id::ObjectId;
-use crate::instance::EventKind;
+use crate::instance::{EventKind, Instance};
 use crate::namespace::{Call, Reply};
 use crate::rpc::RpcNode;
 use crate::wire::{self, ObjectCall, ObjectReply, WireCall, WireError, WireId};
@@ -244,28 +244,9 @@ impl HostInner {
         if cluster.role != ClusterRole::Host || self.closed.get() {
             return Ok(ObjectReply::NotOwner { owner: None });
         }
-        let Some(lease) = cluster.valid_lease() else { return Ok(ObjectReply::NotOwner { owner: None }) };
-        let container = self.route(&class, &id, None)?;
-        let owned = container.ownership.get().is_some_and(|(l, _)| l == lease.lease());
-        if !owned {
-            match lease.claim(&class.namespace.uid, &id).await? {
-                Claim::Owned { epoch } => container.ownership.set(Some((lease.lease(), epoch))),
-                Claim::OwnedBy(o) => return Ok(ObjectReply::NotOwner { owner: Some(o.host) }),
-            }
-        }
-        let instance = {
-            // One activation at a time: the replica is rebuilt from the storage node, then the instance
-            // starts on it.
-            let _activating = container.activating.lock().await;
-            let (_, epoch) = container.ownership.get().expect("owned: claimed above");
-            if !container.has_live_instance() {
-                self.prepare_replica(&class, &id, &container, epoch).await?;
-            }
-            // The claim and the rebuild took time: check again that the belief holds as the event starts.
-            if !lease.is_valid() {
-                return Ok(ObjectReply::NotOwner { owner: None });
-            }
-            container.instance()?
+        let instance = match self.activate(&class, &id).await? {
+            Ok(instance) => instance,
+            Err(owner) => return Ok(ObjectReply::NotOwner { owner }),
         };
         instance.admit(call.bytes as usize)?;
         let reply =
@@ -280,6 +261,49 @@ impl HostInner {
                 }
             });
         reply.await
+    }
+
+    /// Makes this host the object's active owner: claims it (unless it owns it under its current lease),
+    /// rebuilds its replica and starts its instance (once at a time), and notes the alarm stored with the
+    /// object in this host's index (an object that moved here brings its alarm). `Err(owner)`: this host may
+    /// not run it now; another host owns it (its address, if known).
+    pub(super) async fn activate(
+        self: &Rc<Self>,
+        class: &Rc<ClassEntry>,
+        id: &ObjectId,
+    ) -> Result<Result<Rc<Instance>, Option<String>>, Error> {
+        let cluster = self.cluster();
+        if cluster.role != ClusterRole::Host || self.closed.get() {
+            return Ok(Err(None));
+        }
+        let Some(lease) = cluster.valid_lease() else { return Ok(Err(None)) };
+        let container = self.route(class, id, None)?;
+        let owned = container.ownership.get().is_some_and(|(l, _)| l == lease.lease());
+        if !owned {
+            match lease.claim(&class.namespace.uid, id).await? {
+                Claim::Owned { epoch } => container.ownership.set(Some((lease.lease(), epoch))),
+                Claim::OwnedBy(o) => return Ok(Err(Some(o.host))),
+            }
+        }
+        // One activation at a time: the replica is rebuilt from the storage node, then the instance starts
+        // on it.
+        let _activating = container.activating.lock().await;
+        let (_, epoch) = container.ownership.get().expect("owned: claimed above");
+        let fresh = !container.has_live_instance();
+        if fresh {
+            self.prepare_replica(class, id, &container, epoch).await?;
+        }
+        // The claim and the rebuild took time: check again that the belief holds as the event starts.
+        if !lease.is_valid() {
+            return Ok(Err(None));
+        }
+        let instance = container.instance()?;
+        if fresh {
+            if let Some(t) = instance.storage.get_alarm().await? {
+                self.alarms.note(&container.key, t)?;
+            }
+        }
+        Ok(Ok(instance))
     }
 
     /// Rebuilds the object's replica from its storage node under `epoch` (which fences older owners there),

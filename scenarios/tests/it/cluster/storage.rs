@@ -407,3 +407,66 @@ sim_test!(fn power_cuts_of_the_storage_node_lose_no_acknowledged_increment(seed)
     }
     Ok(report)
 });
+
+// An alarm follows its object (spec §4, at least once): set on one host, which is then cut off from the
+// directory (the host → directory hop); the object moves to another host, which schedules the alarm stored
+// with it, and runs it there. The old host's own index still holds the alarm, but it no longer owns the
+// object and never runs it (the commit history shows one activation at a time).
+sim_test!(fn an_alarm_follows_its_object_to_its_new_host(seed) {
+    let Cluster { sim, front, hosts } = cluster(seed, true)?;
+    let report = sim.run(move |world| async move {
+        madsim::time::sleep(Duration::from_secs(3)).await;
+        let due = front
+            .run(|env| async move {
+                let stub = env.durable_object("PROBE").unwrap().get_by_name("p");
+                let now = stub.call::<_, i64>("now", &()).await?;
+                stub.call::<_, ()>("set_alarm", &(now + 10_000)).await?;
+                Ok::<_, Error>(now + 10_000)
+            })
+            .await?
+            .map_err(|e| dosim_sim::Failure::new(format!("setting the alarm: {e:?}")))?;
+        let [old] = live_on(&hosts).await?[..] else { return Err(dosim_sim::Failure::new("one live instance")) };
+        world.partition(&[old], &[ETCD], Direction::Both)?;
+        madsim::time::sleep(Duration::from_secs(LEASE_TTL_S as u64)).await;
+        // The next call moves the object.
+        let start = madsim::time::Instant::now();
+        loop {
+            let got = front
+                .run(|env| async move {
+                    env.durable_object("PROBE").unwrap().get_by_name("p").call::<_, Option<i64>>("get_alarm", &()).await
+                })
+                .await?;
+            match got {
+                Ok(stored) => {
+                    ensure!(stored == Some(due), "the moved object keeps its alarm: {stored:?}");
+                    break;
+                }
+                Err(e) => {
+                    ensure!(start.elapsed() < Duration::from_secs(120), "the object never moved: {e:?}");
+                    madsim::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        let now_on = live_on(&hosts).await?;
+        ensure!(now_on.len() == 1 && now_on[0] != old, "it moved off {old}: {now_on:?}");
+        // Past the alarm's time (and its first retries' backoff), it has run on the new host.
+        madsim::time::sleep(Duration::from_secs(20)).await;
+        let runs = front
+            .run(|env| async move {
+                env.durable_object("PROBE")
+                    .unwrap()
+                    .get_by_name("p")
+                    .call::<_, Vec<dosim_scenarios::objects::AlarmRun>>("alarm_runs", &())
+                    .await
+            })
+            .await?
+            .map_err(|e| dosim_sim::Failure::new(format!("reading the runs: {e:?}")))?;
+        ensure!(!runs.is_empty(), "the alarm due at {due} never ran after its object moved");
+        ensure!(runs[0].info.scheduled_time == due, "it ran for its time: {runs:?}");
+        Ok(())
+    })?;
+    if let Err(e) = check_commit_history(&report.trace) {
+        panic!("single activation ({seed}): {e}");
+    }
+    Ok(report)
+});
