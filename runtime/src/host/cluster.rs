@@ -46,6 +46,9 @@ pub(crate) const REMOTE_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const ROUTE_HOPS_MAX: u32 = 4;
 /// How long a caller waits before asking the directory again when no host would take the call.
 pub(crate) const ROUTE_RETRY_DELAY: Duration = Duration::from_millis(250);
+/// How many owner hints a node keeps; past that it forgets them all (they are only hints: a call without one
+/// asks the directory).
+pub(crate) const OWNER_HINTS_MAX: usize = 65_536;
 /// How long a host waits before joining the directory again after a failed attempt.
 const REJOIN_DELAY: Duration = Duration::from_millis(500);
 /// How long a host tries to revoke a lease it gave up.
@@ -101,6 +104,15 @@ impl Cluster {
     /// The links a successor host takes over: calls, directory store, role, storage nodes.
     pub(crate) fn links(&self) -> (Rc<RpcNode>, Rc<dyn Coordinator>, ClusterRole, Vec<String>) {
         (self.rpc.clone(), self.store.clone(), self.role, self.storage_nodes.clone())
+    }
+
+    /// Remembers where an object answered, within [`OWNER_HINTS_MAX`].
+    fn remember_owner(&self, key: AlarmKey, host: String) {
+        let mut owners = self.owners.borrow_mut();
+        if owners.len() >= OWNER_HINTS_MAX {
+            owners.clear();
+        }
+        owners.insert(key, host);
     }
 
     /// The lease this host acts under, if it believes it live.
@@ -183,11 +195,11 @@ impl HostInner {
                 };
                 match reply {
                     ObjectReply::Response(r) => {
-                        self.cluster().owners.borrow_mut().insert(key, to);
+                        self.cluster().remember_owner(key, to);
                         return Ok(Reply::Response(r));
                     }
                     ObjectReply::Rpc(r) => {
-                        self.cluster().owners.borrow_mut().insert(key, to);
+                        self.cluster().remember_owner(key, to);
                         return Ok(Reply::Rpc(r));
                     }
                     ObjectReply::Error(e) => return Err(e.error()),
