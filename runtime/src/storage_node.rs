@@ -93,11 +93,13 @@ pub struct StorageNode {
     staged: RefCell<BTreeMap<(String, KvCommitId), BTreeMap<u32, Vec<KvOp>>>>,
     durability: Arc<dyn DurabilityWait>,
     fencing: bool,
+    /// Whether a KV commit is applied on top of the caller's uncertain one (a retry after a lost answer).
+    retries: bool,
 }
 
 impl std::fmt::Debug for StorageNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "StorageNode(fencing: {})", self.fencing)
+        write!(f, "StorageNode(fencing: {}, retries: {})", self.fencing, self.retries)
     }
 }
 
@@ -113,7 +115,7 @@ impl StorageNode {
         durability: Arc<dyn DurabilityWait>,
         rpc: &Rc<RpcNode>,
     ) -> Result<Rc<StorageNode>, Error> {
-        Self::start_with(location, durability, rpc, true)
+        Self::start_with(location, durability, rpc, true, true)
     }
 
     /// [`StorageNode::start`] without fencing: calls of any epoch apply. Only for the negative controls of
@@ -123,7 +125,18 @@ impl StorageNode {
         durability: Arc<dyn DurabilityWait>,
         rpc: &Rc<RpcNode>,
     ) -> Result<Rc<StorageNode>, Error> {
-        Self::start_with(location, durability, rpc, false)
+        Self::start_with(location, durability, rpc, false, true)
+    }
+
+    /// [`StorageNode::start`] that does not recognise a KV commit's retry after a lost answer: the retry of a
+    /// commit that applied is a conflict. Only for the negative controls of tests that show recognising
+    /// retries is needed.
+    pub fn start_without_retries(
+        location: &DatabaseLocation,
+        durability: Arc<dyn DurabilityWait>,
+        rpc: &Rc<RpcNode>,
+    ) -> Result<Rc<StorageNode>, Error> {
+        Self::start_with(location, durability, rpc, true, false)
     }
 
     fn start_with(
@@ -131,6 +144,7 @@ impl StorageNode {
         durability: Arc<dyn DurabilityWait>,
         rpc: &Rc<RpcNode>,
         fencing: bool,
+        retries: bool,
     ) -> Result<Rc<StorageNode>, Error> {
         let conn = location.open().map_err(|e| Error::new(e.to_string()).with_retryable())?;
         conn.execute_batch(SCHEMA).map_err(sql_error)?;
@@ -139,6 +153,7 @@ impl StorageNode {
             staged: RefCell::new(BTreeMap::new()),
             durability,
             fencing,
+            retries,
         });
         let weak = Rc::downgrade(&node);
         rpc.serve(Rc::new(move |_from, body| {
@@ -388,6 +403,18 @@ struct LastCommit {
     alarm_delete_if: Option<i64>,
 }
 
+/// An operation's name, for the trace.
+fn op_name(op: &KvOp) -> &'static str {
+    match op {
+        KvOp::DeleteAll => "delete-all",
+        KvOp::CountedDelete { .. } => "counted-delete",
+        KvOp::Delete { .. } => "delete",
+        KvOp::Put { .. } => "put",
+        KvOp::AlarmDeleteIf(_) => "alarm-delete-if",
+        KvOp::SetAlarm(_) => "set-alarm",
+    }
+}
+
 /// How many keys an operation names.
 fn op_keys(op: &KvOp) -> usize {
     match op {
@@ -485,7 +512,8 @@ impl StorageNode {
             let result = last_commit.map(|l| l.result).unwrap_or_default();
             return Ok(StorageReply::KvCommitted { version: m.version, result });
         }
-        let follows_uncertain = last.is_some_and(|l| l.session == id.session && uncertain.contains(&l.n));
+        let follows_uncertain =
+            self.retries && last.is_some_and(|l| l.session == id.session && uncertain.contains(&l.n));
         if last != after && !follows_uncertain {
             return Ok(StorageReply::Conflict { version: m.version });
         }
@@ -493,6 +521,7 @@ impl StorageNode {
             return Ok(StorageReply::KvPartsMissing);
         }
         let all: Vec<KvOp> = staged.into_values().flatten().chain(ops).collect();
+        let shape: Vec<String> = all.iter().map(|op| format!("{}:{}", op_name(op), op_keys(op))).collect();
         let mut result = KvResult { counts: vec![0; counted as usize], ..KvResult::default() };
         let mut counted_keys: Vec<Vec<String>> = vec![Vec::new(); counted as usize];
         let mut delete_all = false;
@@ -575,7 +604,14 @@ impl StorageNode {
         tx.commit().map_err(sql_error)?;
         // The commit history a single-activation check reads: every applied commit, with its epoch.
         tracing::debug!(target: "dosim::storage_node", "applied {object} epoch={epoch} version={version}");
-        tracing::debug!(target: "dosim::storage_node", "kv commit {object} session={} n={} parts={}", id.session, id.n, parts + 1);
+        tracing::debug!(
+            target: "dosim::storage_node",
+            "kv commit {object} session={} n={} parts={} ops={}",
+            id.session,
+            id.n,
+            parts + 1,
+            shape.join(",")
+        );
         Ok(StorageReply::KvCommitted { version, result })
     }
 }

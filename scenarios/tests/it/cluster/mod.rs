@@ -2,6 +2,7 @@
 
 mod code_update;
 mod directory;
+mod kv;
 mod objects;
 mod rpc;
 mod storage;
