@@ -31,6 +31,7 @@ use crate::location::DatabaseLocation;
 use crate::rpc::RpcNode;
 use crate::wire::{
     self, KvCommitId, KvOp, KvResult, StorageCall, StorageReply, WireError, WirePage, WirePair,
+    KV_BLOCK_BYTES, KV_BLOCK_MAX,
 };
 use crate::world::DurabilityWait;
 
@@ -67,11 +68,6 @@ const SCHEMA: &str = "
     ) WITHOUT ROWID;
 ";
 
-/// The most pairs one KV read answer carries (one block).
-pub(crate) const KV_BLOCK_MAX: u32 = 128;
-/// Past this many bytes of keys and values, a KV read answer ends its block (it always carries one pair).
-pub(crate) const KV_BLOCK_BYTES: usize = 1 << 20;
-
 /// An object's row.
 struct Meta {
     epoch: i64,
@@ -85,12 +81,15 @@ fn sql_int(n: u64) -> i64 {
     i64::try_from(n).expect("a version or size fits an SQLite integer")
 }
 
+/// A KV commit's parts staged so far, by part number.
+type StagedParts = BTreeMap<u32, Vec<KvOp>>;
+
 /// A storage node serving the calls its [`RpcNode`] receives.
 pub struct StorageNode {
     conn: RefCell<Connection>,
     /// The parts of KV commits still waiting for their last part, per object and commit (memory only: a
     /// restart loses them, and the caller sends them again).
-    staged: RefCell<BTreeMap<(String, KvCommitId), BTreeMap<u32, Vec<KvOp>>>>,
+    staged: RefCell<BTreeMap<(String, KvCommitId), StagedParts>>,
     durability: Arc<dyn DurabilityWait>,
     fencing: bool,
     /// Whether a KV commit is applied on top of the caller's uncertain one (a retry after a lost answer).

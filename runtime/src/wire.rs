@@ -167,6 +167,11 @@ pub(crate) enum StorageCall {
     },
 }
 
+/// The most pairs one KV read answer carries (one block of a streamed read).
+pub(crate) const KV_BLOCK_MAX: u32 = 128;
+/// Past this many bytes of keys and values, a KV read answer ends its block (it always carries one pair).
+pub(crate) const KV_BLOCK_BYTES: usize = 1 << 20;
+
 /// A KV commit's identity: the session (one per `KvOpen` of the object) and the commit's number in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) struct KvCommitId {

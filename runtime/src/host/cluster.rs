@@ -285,7 +285,7 @@ impl HostInner {
             let per = self.config.actor_cache.max_keys_per_rpc.max(1);
             let limits = replication::kv::RemoteKvLimits {
                 keys_per_rpc: per,
-                block: u32::try_from(per).unwrap_or(u32::MAX).min(crate::storage_node::KV_BLOCK_MAX),
+                block: u32::try_from(per).unwrap_or(u32::MAX).min(crate::wire::KV_BLOCK_MAX),
                 ..Default::default()
             };
             let store =

@@ -52,7 +52,7 @@ impl Default for RemoteKvLimits {
         RemoteKvLimits {
             keys_per_rpc: 128,
             bytes_per_rpc: 16 << 20,
-            block: crate::storage_node::KV_BLOCK_MAX,
+            block: wire::KV_BLOCK_MAX,
             timeout: STORAGE_CALL_TIMEOUT,
         }
     }
