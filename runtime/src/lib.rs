@@ -73,6 +73,7 @@ pub mod embed {
     pub use crate::directory::{Claim, Directory, HostLease, Member, Owner, LEASE_TTL_S};
     pub use crate::host::{ClusterRole, Host, HostBuilder};
     pub use crate::location::{DatabaseLocation, Journal, OpenError};
+    pub use crate::replication::kv::{RemoteKvLimits, RemoteKvStore};
     pub use crate::rpc::{Handler, RpcNode};
     pub use crate::storage::actor_cache::ActorCacheOptions;
     pub use crate::storage::sqlite::SqliteSettings;

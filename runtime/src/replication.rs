@@ -14,6 +14,8 @@
 //! error (reset): the commit may or may not have applied, so nothing after it can be shipped. Either way the
 //! instance resets, its output gate breaks, and the next activation rebuilds from the node.
 
+pub(crate) mod kv;
+
 use std::rc::Rc;
 use std::time::Duration;
 

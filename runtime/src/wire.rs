@@ -132,6 +132,84 @@ pub(crate) enum StorageCall {
         /// The file's size after the commit, if the commit cut it.
         size: Option<u64>,
     },
+    /// Opens a KV-backend object under `epoch` (fencing older epochs, as `Open` does) and starts a session:
+    /// the answer names it and the last commit the node applied.
+    KvOpen { object: String, epoch: i64 },
+    /// The present pairs among `keys` (sorted, distinct), in key order, at most `max` of them (one block).
+    KvGet { object: String, epoch: i64, keys: Vec<String>, max: u32 },
+    /// The pairs of a range (`start` inclusive, `end` exclusive), ascending or `reverse`, at most `limit`
+    /// in all and at most `max` in this block.
+    KvList {
+        object: String,
+        epoch: i64,
+        start: String,
+        end: Option<String>,
+        reverse: bool,
+        limit: Option<u64>,
+        max: u32,
+    },
+    /// The alarm time, if set.
+    KvGetAlarm { object: String, epoch: i64 },
+    /// Part `part` of commit `id`'s operations, kept in memory until the commit's last part arrives.
+    KvStage { object: String, epoch: i64, id: KvCommitId, part: u32, ops: Vec<KvOp> },
+    /// The last part of commit `id`: with the `parts` staged before it, applied in one transaction, if the
+    /// last commit the node applied is `after` or one of the caller's `uncertain` commits (those whose
+    /// answers it never got); `counted`: how many counted deletes the commit has.
+    KvCommit {
+        object: String,
+        epoch: i64,
+        id: KvCommitId,
+        after: Option<KvCommitId>,
+        uncertain: Vec<u64>,
+        parts: u32,
+        counted: u32,
+        ops: Vec<KvOp>,
+    },
+}
+
+/// The most pairs one KV read answer carries (one block of a streamed read).
+pub(crate) const KV_BLOCK_MAX: u32 = 128;
+/// Past this many bytes of keys and values, a KV read answer ends its block (it always carries one pair).
+pub(crate) const KV_BLOCK_BYTES: usize = 1 << 20;
+
+/// A KV commit's identity: the session (one per `KvOpen` of the object) and the commit's number in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct KvCommitId {
+    pub(crate) session: u64,
+    pub(crate) n: u64,
+}
+
+/// One operation of a KV commit; a commit applies its operations in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum KvOp {
+    /// Deletes every key (not the alarm).
+    DeleteAll,
+    /// Deletes keys, counting those that existed into the commit's count number `index`.
+    CountedDelete { index: u32, keys: Vec<String> },
+    /// Deletes keys; nobody needs the count.
+    Delete { keys: Vec<String> },
+    /// Puts pairs.
+    Put { pairs: Vec<WirePair> },
+    /// Deletes the alarm if it is set to exactly this time.
+    AlarmDeleteIf(i64),
+    /// Sets (`Some`) or deletes (`None`) the alarm.
+    SetAlarm(Option<i64>),
+}
+
+/// A key and its value on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WirePair {
+    pub(crate) key: String,
+    #[serde(with = "serde_bytes")]
+    pub(crate) value: Vec<u8>,
+}
+
+/// What an applied KV commit reports (the actor cache's `CommitResult`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KvResult {
+    pub(crate) counts: Vec<u64>,
+    pub(crate) deleted_all: u64,
+    pub(crate) alarm_deleted: bool,
 }
 
 /// A page of a database on the wire.
@@ -157,6 +235,18 @@ pub(crate) enum StorageReply {
     Conflict { version: u64 },
     /// The node could not do it (its disk failed, a malformed call).
     Failed(WireError),
+    /// A KV object is open under the caller's epoch: its session, and the last commit the node applied.
+    KvOpened { session: u64, last: Option<KvCommitId> },
+    /// A block of pairs, and whether the read has more after them.
+    KvPairs { pairs: Vec<WirePair>, more: bool },
+    /// The alarm time, if set.
+    KvAlarm(Option<i64>),
+    /// A part of a commit is kept.
+    KvStaged,
+    /// The KV commit is durable (also when it had been already): the object's version and its result.
+    KvCommitted { version: u64, result: KvResult },
+    /// The commit's staged parts are gone (the node restarted): the caller sends them again.
+    KvPartsMissing,
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {

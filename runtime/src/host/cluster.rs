@@ -318,8 +318,10 @@ impl HostInner {
         Ok(Ok(instance))
     }
 
-    /// Rebuilds the object's replica from its storage node under `epoch` (which fences older owners there),
-    /// for the instance about to start; nothing to do without storage nodes or for a KV-backend object.
+    /// Opens the object at its storage node under `epoch` (which fences older owners there), for the
+    /// instance about to start: a SQLite-backed object's replica is rebuilt from the node's pages, a
+    /// KV-backend object gets a [`RemoteKvStore`](replication::kv::RemoteKvStore) on the node. Nothing to do
+    /// without storage nodes.
     async fn prepare_replica(
         &self,
         class: &ClassEntry,
@@ -330,7 +332,16 @@ impl HostInner {
         let cluster = self.cluster();
         let object = format!("{}/{id}", class.namespace.uid);
         let Some(node) = replication::node_of(&cluster.storage_nodes, &object) else { return Ok(()) };
-        if class.backend != deploy::BackendKind::Sqlite {
+        if class.backend == deploy::BackendKind::Kv {
+            let per = self.config.actor_cache.max_keys_per_rpc.max(1);
+            let limits = replication::kv::RemoteKvLimits {
+                keys_per_rpc: per,
+                block: u32::try_from(per).unwrap_or(u32::MAX).min(crate::wire::KV_BLOCK_MAX),
+                ..Default::default()
+            };
+            let store =
+                replication::kv::RemoteKvStore::open(&cluster.rpc, node, &object, epoch, limits).await?;
+            *container.kv_store.borrow_mut() = Some(store);
             return Ok(());
         }
         let local = self.storage.object_database(&class.namespace.uid, id);

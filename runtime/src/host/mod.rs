@@ -67,6 +67,9 @@ pub(crate) struct Container {
     ownership: Cell<Option<(i64, i64)>>,
     /// In a cluster with storage nodes: the rebuilt replica and its shipping queue, for the next instance.
     replica: RefCell<Option<(crate::location::DatabaseLocation, crate::storage::replica::ShipQueue)>>,
+    /// In a cluster with storage nodes: a KV-backend object's store, opened at its storage node under the
+    /// owner's epoch, for the next instance.
+    kv_store: RefCell<Option<crate::replication::kv::RemoteKvStore>>,
     /// In a cluster: held while the next instance's replica is rebuilt and the instance starts.
     activating: madsim_tokio::sync::Mutex<()>,
 }
@@ -188,13 +191,18 @@ impl HostInner {
                 Storage::sqlite(s)
             }
             deploy::BackendKind::Kv => {
-                let mut store = SqliteKvStore::open(&location, durability)
-                    .map_err(|e| open_failed(Error::new(e.to_string())))?;
-                if let Some(link) = self.storage.kv_link() {
-                    store = store.with_link(link);
+                if let Some(remote) = container.kv_store.borrow_mut().take() {
+                    let cache = ActorCache::new(Arc::new(remote), hooks, self.config.actor_cache.clone());
+                    Storage::kv(cache)
+                } else {
+                    let mut store = SqliteKvStore::open(&location, durability)
+                        .map_err(|e| open_failed(Error::new(e.to_string())))?;
+                    if let Some(link) = self.storage.kv_link() {
+                        store = store.with_link(link);
+                    }
+                    let cache = ActorCache::new(Arc::new(store), hooks, self.config.actor_cache.clone());
+                    Storage::kv(cache)
                 }
-                let cache = ActorCache::new(Arc::new(store), hooks, self.config.actor_cache.clone());
-                Storage::kv(cache)
             }
         };
         let storage = storage.with_object_hooks(turns.clone());

@@ -61,6 +61,7 @@ impl HostInner {
                     broken: RefCell::new(None),
                     ownership: std::cell::Cell::new(None),
                     replica: RefCell::new(None),
+                    kv_store: RefCell::new(None),
                     activating: madsim_tokio::sync::Mutex::new(()),
                 })
             })

@@ -104,33 +104,70 @@ pub const STORAGE_NODE_DB: &str = "storage/pages.db";
 /// A node named `name` running a storage node ([`StorageNode`]) on its own disk at every boot, serving on
 /// [`transport::CLUSTER_PORT`]. With `fencing` off it is the negative control of the fencing tests.
 pub fn storage_node(name: &str, fencing: bool) -> dosim_sim::NodeConfig {
-    dosim_sim::NodeConfig::new(name).program(move || async move {
-        let serve = madsim::task::spawn_local(async move {
-            dosim_sim::sqlite::register_vfs();
-            let location = DatabaseLocation::on_vfs(dosim_sim::sqlite::VFS_NAME, STORAGE_NODE_DB);
-            let transport =
-                transport::SimTransport::bind(transport::CLUSTER_PORT).expect("the port is free at boot");
-            let incarnation = dosim_sim::random(Purpose::Network, |r| r.next_u64());
-            let rpc = RpcNode::start(Rc::new(transport), incarnation);
-            let durability: Arc<dyn DurabilityWait> = Arc::new(SettleDisk);
-            // The disk may fail at boot (an injected I/O error while SQLite recovers its journal): retry.
-            let node = loop {
-                let started = if fencing {
-                    StorageNode::start(&location, durability.clone(), &rpc)
-                } else {
-                    StorageNode::start_without_fencing(&location, durability.clone(), &rpc)
+    storage_node_with(name, StorageNodeKind { fencing, retries: true }, None)
+}
+
+/// What a storage node of [`storage_node_with`] does; both on is the real node, each off the negative
+/// control of the tests that show it is needed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageNodeKind {
+    /// It fences older epochs ([`StorageNode::start_without_fencing`]).
+    pub fencing: bool,
+    /// It recognises a KV commit's retry after a lost answer ([`StorageNode::start_without_retries`]).
+    pub retries: bool,
+}
+
+/// Decides, for each message a node sends (its encoded bytes), whether the network loses it: a fault aimed
+/// at one message (e.g. "the second block of a read"), which the world's random faults cannot aim.
+pub type SendFilter = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
+/// A storage node of `kind` (see [`storage_node`]) whose sends pass `lose` first: a message it says is lost
+/// is never sent.
+pub fn storage_node_with(
+    name: &str,
+    kind: StorageNodeKind,
+    lose: Option<SendFilter>,
+) -> dosim_sim::NodeConfig {
+    dosim_sim::NodeConfig::new(name).program(move || {
+        let lose = lose.clone();
+        async move {
+            let serve = madsim::task::spawn_local(async move {
+                dosim_sim::sqlite::register_vfs();
+                let location = DatabaseLocation::on_vfs(dosim_sim::sqlite::VFS_NAME, STORAGE_NODE_DB);
+                let transport =
+                    transport::SimTransport::bind(transport::CLUSTER_PORT).expect("the port is free at boot");
+                let incarnation = dosim_sim::random(Purpose::Network, |r| r.next_u64());
+                let transport: Rc<dyn dosim_runtime::embed::Transport> = match lose {
+                    Some(lose) => Rc::new(transport::Lossy { inner: transport, lose }),
+                    None => Rc::new(transport),
                 };
-                match started {
-                    Ok(node) => break node,
-                    Err(e) => {
-                        tracing::debug!(target: "dosim::scenario", "storage node start: {}", e.message());
-                        madsim::time::sleep(std::time::Duration::from_millis(50)).await;
+                let rpc = RpcNode::start(transport, incarnation);
+                let durability: Arc<dyn DurabilityWait> = Arc::new(SettleDisk);
+                // The disk may fail at boot (an injected I/O error while SQLite recovers its journal): retry.
+                let node = loop {
+                    let started = match kind {
+                        StorageNodeKind { fencing: true, retries: true } => {
+                            StorageNode::start(&location, durability.clone(), &rpc)
+                        }
+                        StorageNodeKind { fencing: false, .. } => {
+                            StorageNode::start_without_fencing(&location, durability.clone(), &rpc)
+                        }
+                        StorageNodeKind { retries: false, .. } => {
+                            StorageNode::start_without_retries(&location, durability.clone(), &rpc)
+                        }
+                    };
+                    match started {
+                        Ok(node) => break node,
+                        Err(e) => {
+                            tracing::debug!(target: "dosim::scenario", "storage node start: {}", e.message());
+                            madsim::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
                     }
-                }
-            };
-            std::future::pending::<()>().await;
-            drop((node, rpc));
-        });
-        let _ = serve.await;
+                };
+                std::future::pending::<()>().await;
+                drop((node, rpc));
+            });
+            let _ = serve.await;
+        }
     })
 }

@@ -70,3 +70,29 @@ impl Transport for SimTransport {
         })
     }
 }
+
+/// A transport that loses the messages `lose` picks (see [`super::SendFilter`]), with a trace line for each.
+pub struct Lossy {
+    /// The transport underneath.
+    pub inner: SimTransport,
+    /// Whether a message is lost.
+    pub lose: super::SendFilter,
+}
+
+impl Transport for Lossy {
+    fn local_addr(&self) -> String {
+        self.inner.local_addr()
+    }
+
+    fn send(&self, to: &str, payload: Vec<u8>) {
+        if (self.lose)(&payload) {
+            tracing::debug!(target: "dosim::scenario", "lost a message to {to} on purpose");
+            return;
+        }
+        self.inner.send(to, payload);
+    }
+
+    fn recv(&self) -> Pin<Box<dyn Future<Output = Datagram> + '_>> {
+        self.inner.recv()
+    }
+}

@@ -2,6 +2,7 @@
 
 mod code_update;
 mod directory;
+mod kv;
 mod network;
 mod objects;
 mod rpc;
