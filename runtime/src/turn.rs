@@ -373,3 +373,6 @@ pub(crate) async fn critical_section<R>(f: impl Future<Output = Result<R, Error>
     cs.failed(error);
     std::future::pending().await
 }
+
+#[cfg(test)]
+mod tests;

@@ -308,6 +308,13 @@ impl OutputGate {
     pub(crate) fn pending(&self) -> usize {
         with_state(&self.shared, |st| st.pending.len())
     }
+
+    /// The watchdog's wake-up handle, weakly: it can be upgraded as long as the gate or its watchdog task
+    /// holds it. `None` before the first lock.
+    #[cfg(test)] // Only the tests reach it: no runtime path uses it.
+    pub(crate) fn watchdog(&self) -> Option<std::sync::Weak<Notify>> {
+        with_state(&self.shared, |st| st.watchdog.as_ref().map(Arc::downgrade))
+    }
 }
 
 /// A pending [`OutputGate::wait`].

@@ -987,3 +987,60 @@ fn a_dropped_output_wait_is_not_woken_when_its_lock_ends() {
         assert_eq!(dropped.woken(), 0, "a dropped wait's waker is gone from the gate");
     });
 }
+
+// ------------------------------------------------------------------------------------------------------------
+// A section that succeeds before it started, and the output gate's watchdog ending with the gate (found by
+// mutation testing, docs/MUTATION.md).
+
+#[test]
+fn section_1_3_a_section_that_succeeds_while_waiting_to_start_hands_its_waiters_to_the_parent() {
+    let gate = InputGate::new();
+    let l = lock(&gate);
+    // Two sections wait to start on the locked gate; the second succeeds before it ever ran.
+    let first = l.start_critical_section();
+    let mut first_start = probe(first.wait());
+    let early = l.start_critical_section();
+    let mut a = probe(early.wait());
+    let mut b = probe(early.wait());
+    let mut top = probe(gate.wait());
+    first_start.pending();
+    a.pending();
+    b.pending();
+    top.pending();
+    assert_eq!(gate.waiting(), 3, "two sections waiting to start and one ordinary waiter");
+    early.succeeded();
+    // Its start is withdrawn (the other section's start stays queued) and its two waiters join the gate's
+    // ordinary waiters, after the one already there; the gate is still held, so nobody is served yet.
+    assert_eq!(gate.waiting(), 4);
+    assert_eq!((first_start.woken(), a.woken(), b.woken(), top.woken()), (0, 0, 0, 0));
+    assert!(gate.broken().is_none());
+    drop(l);
+    assert_eq!((first_start.woken(), a.woken(), b.woken(), top.woken()), (1, 0, 0, 0));
+    drop(first_start.ready().unwrap());
+    first.succeeded();
+    assert_eq!((a.woken(), b.woken(), top.woken()), (0, 0, 1), "FIFO: the older waiter first");
+    drop(top.ready().unwrap());
+    assert_eq!((a.woken(), b.woken()), (1, 0));
+    let la = a.ready().unwrap();
+    b.pending();
+    drop(la);
+    assert_eq!(b.woken(), 1);
+    drop(b.ready().unwrap());
+    assert!(!gate.is_locked());
+    assert!(gate.broken().is_none());
+}
+
+#[test]
+fn section_1_4_the_watchdog_task_ends_with_the_gate() {
+    run(async {
+        let gate = OutputGate::new();
+        gate.lock().release();
+        // The watchdog started with the first lock and, with nothing pending, sleeps until it is notified.
+        let_tasks_run().await;
+        let watchdog = gate.watchdog().expect("the first lock started the watchdog");
+        assert!(watchdog.upgrade().is_some(), "the watchdog runs while the gate exists");
+        drop(gate);
+        let_tasks_run().await;
+        assert!(watchdog.upgrade().is_none(), "the watchdog task ended and dropped its handle");
+    });
+}

@@ -886,6 +886,13 @@ impl SqliteStorage {
         }
     }
 
+    /// Runs `f` on the raw connection, past the authorizer, for tests that inject a fault no application
+    /// can (a page limit, a failing trigger on an internal table).
+    #[cfg(test)]
+    pub(crate) fn with_raw_connection<R>(&self, f: impl FnOnce(&Connection) -> R) -> R {
+        f(&self.lock().conn)
+    }
+
     /// Rolls back what is open and fails the work waiting on it with `error`, which every later call gets.
     fn fail_open_work(conn: &mut Connection, tx: &mut Tx, pitr: &mut Pitr, error: Error) {
         if !conn.is_autocommit() {

@@ -2423,3 +2423,115 @@ fn actor_cache_147_abandon_while_a_newer_alarm_is_dirty() {
     t.no_call();
     assert_eq!(alarm_now(&t), Some(20));
 }
+
+// ----- found by mutation testing (docs/MUTATION.md) --------------------------------------------------------
+
+fn no_cache() -> PutOptions {
+    PutOptions { no_cache: true, ..Default::default() }
+}
+
+#[test]
+fn actor_cache_011_a_confirmed_rewrite_of_an_unconfirmed_dirty_value_holds_the_gate_until_its_flush() {
+    let t = T::new();
+    t.put_with("k", "v", unconfirmed());
+    assert!(t.locks().is_empty());
+    // The same value again, confirmed: nothing new to write, but the reply must wait for the value to be
+    // durable, so the output gate is locked until the flush that carries it commits.
+    t.put("k", "v");
+    assert_eq!(t.locks(), vec![None]);
+    t.end_turn();
+    let (b, tx) = t.expect_commit();
+    assert_eq!(puts(&b), sp(&[("k", "v")]));
+    assert_eq!(t.locks(), vec![None]);
+    tx.send(Ok(CommitResult::default())).unwrap();
+    t.run();
+    assert_eq!(t.locks(), vec![Some(Ok(()))]);
+    t.no_call();
+}
+
+#[test]
+fn actor_cache_011_a_confirmed_rewrite_of_a_flushing_value_holds_the_gate_until_that_flush() {
+    let t = T::new();
+    t.put_with("k", "v", unconfirmed());
+    t.end_turn();
+    let (b, tx) = t.expect_commit();
+    assert_eq!(puts(&b), sp(&[("k", "v")]));
+    assert!(t.locks().is_empty());
+    // The value is in the flush in flight: a confirmed rewrite waits for that flush, and writes nothing.
+    t.put("k", "v");
+    assert_eq!(t.locks(), vec![None]);
+    t.end_turn();
+    t.no_call();
+    tx.send(Ok(CommitResult::default())).unwrap();
+    t.run();
+    assert_eq!(t.locks(), vec![Some(Ok(()))]);
+    t.end_turn();
+    t.no_call();
+}
+
+#[test]
+fn actor_cache_011_rewrites_of_a_confirmed_value_take_no_second_lock() {
+    let t = T::new();
+    t.put("k", "v");
+    t.put("k", "v");
+    assert_eq!(t.locks(), vec![None], "the dirty value's lock covers the rewrite");
+    t.end_turn();
+    let (_, tx) = t.expect_commit();
+    t.put("k", "v");
+    assert_eq!(t.locks(), vec![None], "the flushing value's lock covers the rewrite");
+    tx.send(Ok(CommitResult::default())).unwrap();
+    t.run();
+    assert_eq!(t.locks(), vec![Some(Ok(()))]);
+    t.end_turn();
+    t.no_call();
+}
+
+#[test]
+fn actor_cache_110_a_cached_rewrite_of_a_no_cache_value_keeps_it_cached() {
+    let t = T::new();
+    t.put_with("k", "v", no_cache());
+    t.put("k", "v");
+    t.end_turn();
+    t.commit_ok(&[]);
+    assert!(t.cache.is_cached("k"), "the second write did not ask for eviction");
+    assert_eq!(t.get_now("k").as_deref(), Some("v"));
+}
+
+#[test]
+fn actor_cache_110_a_list_straddling_a_flush_that_evicts_a_no_cache_entry_learns_no_gap() {
+    let t = T::new();
+    t.put_with("b", "2", no_cache());
+    t.end_turn();
+    let (_, tx) = t.expect_commit();
+    // A list over the flushing entry reads storage; storage answers as it was before the commit.
+    let mut l: F<_> = t.cache.list(CacheListOptions { list: range("a", "z"), ..Default::default() });
+    let reply = t.expect_list("a", Some("z"), false, None);
+    tx.send(Ok(CommitResult::default())).unwrap();
+    t.run();
+    assert!(!t.cache.is_cached("b"), "the flush evicted the no_cache entry");
+    reply.send(&[]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("b", "2")]), "the list pins the value it saw");
+    // Had the list learned its range, `b` would now read as absent from the cache.
+    let mut g: F<_> = t.cache.get("b", GetOptions::default());
+    assert!(poll(&mut g).is_none(), "b is unknown again: it is read from storage");
+    t.expect_get(&["b"]).send(Ok(pairs(&[("b", "2")]))).unwrap();
+    assert_eq!(poll(&mut g).unwrap().unwrap().map(s).as_deref(), Some("2"));
+}
+
+#[test]
+fn actor_cache_110_a_list_straddling_a_flush_that_evicts_nothing_learns_its_range() {
+    let t = T::new();
+    t.put("b", "2");
+    t.end_turn();
+    let (_, tx) = t.expect_commit();
+    let mut l: F<_> = t.cache.list(CacheListOptions { list: range("a", "z"), ..Default::default() });
+    let reply = t.expect_list("a", Some("z"), false, None);
+    tx.send(Ok(CommitResult::default())).unwrap();
+    t.run();
+    reply.send(&[]);
+    assert_eq!(strs(poll(&mut l).unwrap().unwrap()), sp(&[("b", "2")]));
+    // Nothing was evicted meanwhile: the range is cached, gaps and all.
+    assert_eq!(t.list_now(range("a", "z")), sp(&[("b", "2")]));
+    assert_eq!(t.get_now("c"), None);
+    t.no_call();
+}

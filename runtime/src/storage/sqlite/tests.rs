@@ -477,3 +477,103 @@ fn appendix_a_19_abandoning_deletes_only_that_alarm_and_nothing_while_a_handler_
     h.end_turn();
     assert_eq!(s.get_alarm().unwrap(), None, "abandoned: deleted");
 }
+
+// ------------------------------------------------------------------------------------------------------------
+// Failures inside an open transaction (found by mutation testing, docs/MUTATION.md): what is rolled back, and
+// what every later call returns.
+
+#[test]
+fn sql_3_2_a_commit_failed_on_a_constraint_is_rolled_back_and_a_restore_requested_in_its_turn_stands() {
+    let (s, h, p) = open("constraint_restore.db");
+    s.exec("CREATE TABLE p(id INTEGER PRIMARY KEY); CREATE TABLE c(p REFERENCES p(id))", &[]).unwrap();
+    s.exec("PRAGMA foreign_keys = ON", &[]).unwrap();
+    s.put("k", b"1", CONFIRMED).unwrap();
+    h.end_turn();
+    let good = s.get_current_bookmark().unwrap();
+    s.put("k", b"2", CONFIRMED).unwrap();
+    h.end_turn();
+    h.lock_outcomes();
+    // One turn writes, asks for a restore to `good` (the request joins the turn's open transaction), and
+    // leaves a deferred constraint violated: its commit fails (SQLite keeps the transaction open after a
+    // constraint failure at COMMIT).
+    s.put("k", b"3", CONFIRMED).unwrap();
+    s.on_next_session_restore_bookmark(&good).unwrap();
+    s.exec("PRAGMA defer_foreign_keys = ON; INSERT INTO c VALUES (42)", &[]).unwrap();
+    h.end_turn();
+    let e = h.lock_outcomes().into_iter().find_map(Result::err).expect("the commit failed");
+    assert!(e.durable_object_reset());
+    assert_eq!(s.get("k").unwrap_err(), e, "every later call fails with the commit's error");
+    assert_eq!(s.put("k", b"4", UNCONFIRMED).unwrap_err(), e);
+    s.shutdown(None);
+    drop((s, h));
+    // The next instance: the failed turn is gone, but the restore it asked for stands, as after an abort.
+    let (s, _h) = open_at(&p, SqliteSettings::default());
+    assert_eq!(s.get("k").unwrap(), Some(b"1".to_vec()), "restored to the bookmark");
+    assert_eq!(count(&s, "c"), 0);
+}
+
+#[test]
+fn sql_3_4_a_delete_all_that_fails_midway_is_rolled_back_and_storage_goes_on() {
+    let (s, h, p) = open("delete_all_fails.db");
+    s.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)", &[]).unwrap();
+    s.put("k", b"v", CONFIRMED).unwrap();
+    h.end_turn();
+    h.lock_outcomes();
+    // A fault inside deleteAll()'s transaction: emptying the KV table fails (a trigger no application can
+    // create on an internal table stands in for it).
+    s.with_raw_connection(|c| {
+        c.execute_batch(
+            "CREATE TEMP TRIGGER fault BEFORE DELETE ON main._cf_KV BEGIN SELECT RAISE(ABORT, 'injected'); END",
+        )
+    })
+    .unwrap();
+    let e = block_on(s.delete_all()).unwrap_err();
+    assert!(e.message().starts_with(&crate::error::messages::delete_all_internal("")), "{e:?}");
+    assert!(e.message().contains("injected: SQLITE_CONSTRAINT"), "with SQLite's error as reference: {e:?}");
+    assert_eq!(h.lock_outcomes(), vec![Err(e)], "its output lock fails: the object is reset");
+    s.with_raw_connection(|c| c.execute_batch("DROP TRIGGER temp.fault")).unwrap();
+    // Until the reset, the turn goes on: nothing was deleted, and no transaction was left open.
+    assert_eq!(count(&s, "t"), 1);
+    assert_eq!(s.get("k").unwrap(), Some(b"v".to_vec()));
+    s.put("k2", b"w", CONFIRMED).unwrap();
+    h.end_turn();
+    assert_eq!(h.lock_outcomes(), vec![Ok(())]);
+    drop((s, h));
+    let (s, _h) = open_at(&p, SqliteSettings::default());
+    assert_eq!((count(&s, "t"), s.get("k2").unwrap()), (1, Some(b"w".to_vec())));
+}
+
+#[test]
+fn sql_3_2_a_critical_error_in_a_turn_breaks_the_object_for_good_and_rolls_the_turn_back() {
+    let (s, h, p) = open("critical.db");
+    s.exec("CREATE TABLE t(x)", &[]).unwrap();
+    h.end_turn();
+    h.lock_outcomes();
+    s.put("k", b"1", CONFIRMED).unwrap();
+    let mut synced = Box::pin(s.sync());
+    assert!(poll_once(&mut synced).is_pending());
+    // The disk fills up (a page limit stands in for it): SQLite rolls the whole transaction back.
+    s.with_raw_connection(|c| {
+        let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        c.execute_batch(&format!("PRAGMA max_page_count = {}", pages + 1))
+    })
+    .unwrap();
+    let e = s.exec("INSERT INTO t VALUES (zeroblob(100000))", &[]).unwrap_err();
+    assert_eq!(e.message(), "database or disk is full: SQLITE_FULL");
+    assert!(e.durable_object_reset(), "the object is reset: {e:?}");
+    assert_eq!(h.lock_outcomes(), vec![Err(e.clone())], "the turn's output lock fails with it");
+    assert!(matches!(poll_once(&mut synced), std::task::Poll::Ready(Err(x)) if x == e), "so does sync()");
+    // Every later call fails with the same error, and the turn's commit finds nothing to commit.
+    assert_eq!(s.get("k").unwrap_err(), e);
+    assert_eq!(s.put("k", b"2", UNCONFIRMED).unwrap_err(), e);
+    assert_eq!(s.exec("SELECT 1", &[]).unwrap_err(), e);
+    assert_eq!(s.get_alarm().unwrap_err(), e);
+    assert_eq!(block_on(s.sync()).unwrap_err(), e);
+    assert_eq!(block_on(s.delete_all()).unwrap_err(), e);
+    h.end_turn();
+    assert_eq!(h.locks_taken(), 0);
+    drop(synced);
+    drop((s, h));
+    let (s, _h) = open_at(&p, SqliteSettings::default());
+    assert_eq!((s.get("k").unwrap(), count(&s, "t")), (None, 0), "the turn's writes are gone");
+}

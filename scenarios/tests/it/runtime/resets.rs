@@ -221,6 +221,34 @@ sim_test!(fn a_failed_write_resets_the_object(seed) {
     })
 });
 
+sim_test!(fn a_failed_unconfirmed_write_resets_the_object_too(seed) {
+    // An unconfirmed write holds no output lock, so its failed commit breaks the output gate directly
+    // (spec §2.5, §3.2): the object is reset all the same. Found by mutation testing (docs/MUTATION.md).
+    sim(seed)?.run(|world| async move {
+        let (put, again, stored) = on_node(&world, HOST, || async {
+            let host = probe_host().build().unwrap();
+            let ns = host.env().durable_object("PROBE").unwrap();
+            let stub = ns.get_by_name("p");
+            stub.call::<_, ()>("put", &("k".to_string(), 1i64, false)).await.unwrap();
+            let next = dosim_sim::disk::op_count(HOST) + 1;
+            dosim_sim::disk::arm_fault(HOST, next, dosim_sim::DiskFaultKind::IoError);
+            let put = stub.call::<_, ()>("put", &("k".to_string(), 2i64, true)).await.map_err(|e| seen(&e));
+            let again = stub.call::<_, Option<i64>>("get", &"k".to_string()).await.unwrap_err();
+            let stored = ns.get_by_name("p").call::<_, Option<i64>>("get", &"k".to_string()).await;
+            (put, seen(&again), stored.map_err(|e| seen(&e)))
+        })
+        .await?;
+        // The turn's commit runs before its reply leaves, so the reply already gets the commit's error.
+        ensure!(
+            matches!(&put, Err(e) if e.reset && e.message.contains("SQLITE_IOERR")),
+            "the reply gets the commit's error: {put:?}"
+        );
+        ensure!(again.reset && again.message.contains("SQLITE_IOERR"), "the object was reset: {again:?}");
+        ensure!(stored == Ok(Some(1)), "a new instance has the last committed value: {stored:?}");
+        Ok(())
+    })
+});
+
 sim_test!(fn wait_until_runs_past_the_reply_and_delays_eviction(seed) {
     sim(seed)?.run(|world| async move {
         let (live_at_11s, bg, live_at_end) = on_node(&world, HOST, || async {
