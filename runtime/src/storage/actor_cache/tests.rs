@@ -1327,6 +1327,49 @@ fn actor_cache_136_failed_delete_all_breaks_the_gate() {
     t.no_call();
 }
 
+/// §2.3 applied to deleteAll: its commit is retried after a DISCONNECTED failure up to 4 times (5 attempts,
+/// the same batch each time); the fifth failure is the deleteAll's error, retryable and a reset.
+#[test]
+fn actor_cache_023_a_disconnected_delete_all_is_retried_four_times_then_fails() {
+    let t = T::new();
+    let mut da = t.cache.delete_all(PutOptions::default());
+    t.end_turn();
+    for attempt in 0..5 {
+        let (b, tx) = t.expect_commit();
+        assert!(b.delete_all && b.puts.is_empty(), "attempt {attempt} commits the same deleteAll");
+        tx.send(Err(StoreError::Disconnected("lost".into()))).unwrap();
+        t.run();
+        if attempt < 4 {
+            assert!(poll(&mut da).is_none(), "attempt {attempt} is retried");
+        }
+    }
+    let e = poll(&mut da).unwrap().unwrap_err();
+    assert_eq!(e.message(), messages::delete_all_internal(&error_reference("lost", 1)));
+    assert!(e.retryable() && e.durable_object_reset(), "{e:?}");
+    assert!(t.locks()[0].clone().unwrap().is_err(), "the output gate breaks");
+    t.no_call();
+}
+
+/// The same, when the fifth attempt succeeds: the deleteAll answers its count, and nothing breaks.
+#[test]
+fn actor_cache_023_a_delete_all_that_succeeds_on_its_fifth_attempt_answers_its_count() {
+    let t = T::new();
+    let mut da = t.cache.delete_all(PutOptions::default());
+    t.end_turn();
+    for _ in 0..4 {
+        let (_, tx) = t.expect_commit();
+        tx.send(Err(StoreError::Disconnected("lost".into()))).unwrap();
+        t.run();
+    }
+    let (b, tx) = t.expect_commit();
+    assert!(b.delete_all);
+    tx.send(Ok(CommitResult { counts: vec![], deleted_all: 3, ..Default::default() })).unwrap();
+    t.run();
+    assert_eq!(poll(&mut da).unwrap().unwrap(), 3);
+    assert!(t.breaks().is_empty());
+    t.no_call();
+}
+
 #[test]
 fn actor_cache_137_internal_delete_all_failure_message() {
     let t = T::new();
