@@ -300,7 +300,12 @@ impl HostInner {
         // One activation at a time: the replica is rebuilt from the storage node, then the instance starts
         // on it.
         let _activating = container.activating.lock().await;
-        let (_, epoch) = container.ownership.get().expect("owned: claimed above");
+        // Waiting for the lock took time: the lease may have lapsed meanwhile, and the host given up its
+        // ownerships (found by the object-cluster scenario). Then nothing has run, and "not the owner" is safe
+        // to resend.
+        let Some((_, epoch)) = container.ownership.get().filter(|(l, _)| *l == lease.lease()) else {
+            return Ok(Err(None));
+        };
         let fresh = !container.has_live_instance();
         if fresh {
             self.prepare_replica(class, id, &container, epoch).await?;
