@@ -49,6 +49,9 @@ pub(crate) struct ObjectCall {
     pub(crate) call: WireCall,
     /// The call's size, for the overload limits.
     pub(crate) bytes: u64,
+    /// The container of the answering host that the caller's stub is bound to (spec §6.2: a stub keeps its
+    /// instance, and keeps failing once it was reset), if the stub is bound to one there.
+    pub(crate) bound: Option<u64>,
 }
 
 /// An error on the wire: the message, the class and the four flags, exactly as they were.
@@ -104,14 +107,25 @@ impl WireError {
 /// The answer to an [`ObjectCall`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum ObjectReply {
+    /// The call reached the object's container `container` on the answering host (a stub binds to it), with
+    /// this outcome.
+    Done { container: u64, outcome: Outcome },
+    /// The call failed before it reached any container (a malformed call, a class the host does not run, the
+    /// directory or storage unreachable while activating).
+    Failed(WireError),
+    /// The call did not run: this host does not own the object. `owner`: who does, if known.
+    NotOwner { owner: Option<String> },
+}
+
+/// What a call that reached its container came to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum Outcome {
     /// A fetch's response.
     Response(Response),
     /// An RPC call's encoded result.
     Rpc(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// The call ran and failed, or could not run.
+    /// The call ran and failed, or could not run on the container's instance.
     Error(WireError),
-    /// The call did not run: this host does not own the object. `owner`: who does, if known.
-    NotOwner { owner: Option<String> },
 }
 
 /// A call to a storage node about one object's database (`object`: its namespace uid and id), made under the

@@ -33,7 +33,7 @@ impl HostInner {
         let instance = if self.cluster.is_some() {
             // In a cluster the alarm runs only where the object is owned, activated as a call would be.
             match self.activate(&class, &id).await {
-                Ok(Ok(i)) => i,
+                Ok(Ok((i, _))) => i,
                 Ok(Err(owner)) => {
                     tracing::debug!(target: "dosim::runtime", "alarm of {id}: owned by {owner:?}, not run here");
                     return RunOutcome::Interrupted(

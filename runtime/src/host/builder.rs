@@ -198,6 +198,14 @@ impl HostBuilder {
             by_name.insert(name.to_string(), entry);
         }
         let alarms = Rc::new(AlarmScheduler::open(&storage.alarm_index())?);
+        // Only a cluster's remote stubs outlive a host incarnation, so only a cluster host draws it.
+        let container_epoch = if self.cluster.is_some() {
+            let mut b = [0u8; 4];
+            entropy.fill(&mut b);
+            u32::from_le_bytes(b)
+        } else {
+            0
+        };
         let inner = Rc::new(HostInner {
             config: Rc::new(self.config),
             script: self.script.clone(),
@@ -216,6 +224,10 @@ impl HostBuilder {
                 c
             }),
             closed: std::cell::Cell::new(false),
+            // Serials start at a random multiple of 2^32, so a stub bound to a container of this host's
+            // earlier incarnation never meets a new container under its serial.
+            next_container: std::cell::Cell::new(u64::from(container_epoch) << 32),
+            broken_containers: RefCell::new(BTreeMap::new()),
         });
         let mut namespaces = BTreeMap::new();
         for b in &self.bindings {

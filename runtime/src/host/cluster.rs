@@ -28,9 +28,9 @@ use crate::error::{messages, Error};
 use crate::future::LocalFuture;
 use crate::id::ObjectId;
 use crate::instance::{EventKind, Instance};
-use crate::namespace::{Call, Reply};
+use crate::namespace::{Call, Reply, StubBinding};
 use crate::rpc::RpcNode;
-use crate::wire::{self, ObjectCall, ObjectReply, WireCall, WireError, WireId};
+use crate::wire::{self, ObjectCall, ObjectReply, Outcome, WireCall, WireError, WireId};
 use crate::world::Coordinator;
 
 use super::{ClassEntry, Container, HostInner};
@@ -125,6 +125,27 @@ impl Cluster {
     }
 }
 
+/// What a stub in a cluster keeps of its object (spec §6.2): the host and container that answered it, and the
+/// reset error it got, after which it fails at once.
+#[derive(Default)]
+struct RemoteBinding {
+    at: RefCell<Option<(String, u64)>>,
+    broken: RefCell<Option<Error>>,
+}
+
+impl RemoteBinding {
+    /// The stub's binding, made at its first call.
+    fn of(binding: &StubBinding) -> Rc<RemoteBinding> {
+        let mut slot = binding.borrow_mut();
+        if let Some(b) = slot.clone().and_then(|b| b.downcast::<RemoteBinding>().ok()) {
+            return b;
+        }
+        let b = Rc::new(RemoteBinding::default());
+        *slot = Some(b.clone());
+        b
+    }
+}
+
 /// The host that placement picks for an object nobody owns: the id's hash over the live hosts in the
 /// location the stub's hint names if there are any (spec §8: the hint says where to create the object), else
 /// over every live host, in address order.
@@ -147,17 +168,24 @@ impl HostInner {
         self.cluster.as_ref().expect("a cluster host")
     }
 
-    /// Sends a stub's call to the object's owner (see the module docs).
+    /// Sends a stub's call to the object's owner (see the module docs). The stub keeps the container that
+    /// answered (`binding`): its later calls go to it first, and once it was reset they fail with its error,
+    /// as on a lone host (spec §6.2).
     pub(super) fn send_remote(
         self: Rc<Self>,
         class: Rc<ClassEntry>,
         id: ObjectId,
+        binding: &StubBinding,
         location_hint: Option<String>,
         bytes: usize,
         call: Call,
     ) -> LocalFuture<'static, Result<Reply, Error>> {
+        let bound = RemoteBinding::of(binding);
         Box::pin(async move {
-            let message = ObjectCall {
+            if let Some(e) = bound.broken.borrow().clone() {
+                return Err(e);
+            }
+            let mut message = ObjectCall {
                 namespace: class.namespace.uid.to_string(),
                 id: WireId::of(&id),
                 call: match call {
@@ -165,10 +193,14 @@ impl HostInner {
                     Call::Rpc { method, args } => WireCall::Rpc { method, args },
                 },
                 bytes: bytes as u64,
+                bound: None,
             };
-            let body = wire::encode(&message);
             let key: AlarmKey = (class.namespace.uid.clone(), *id.as_bytes());
-            let mut target = self.cluster().owners.borrow().get(&key).cloned();
+            let at = bound.at.borrow().clone();
+            let mut target = match &at {
+                Some((host, _)) => Some(host.clone()),
+                None => self.cluster().owners.borrow().get(&key).cloned(),
+            };
             for _ in 0..ROUTE_HOPS_MAX {
                 let to = match target.take() {
                     Some(t) => t,
@@ -180,10 +212,12 @@ impl HostInner {
                         }
                     },
                 };
+                message.bound = at.as_ref().filter(|(host, _)| *host == to).map(|(_, serial)| *serial);
+                let body = wire::encode(&message);
                 let reply = if to == self.cluster().me() && self.cluster().role == ClusterRole::Host {
-                    self.clone().serve(body.clone()).await
+                    self.clone().serve(body).await
                 } else {
-                    let answer = match self.cluster().rpc.call(&to, body.clone(), REMOTE_CALL_TIMEOUT).await {
+                    let answer = match self.cluster().rpc.call(&to, body, REMOTE_CALL_TIMEOUT).await {
                         Ok(answer) => answer,
                         Err(e) => {
                             // The call may have run: it is not resent. The next call asks the directory.
@@ -194,15 +228,27 @@ impl HostInner {
                     wire::decode::<ObjectReply>(&answer, "object reply")?
                 };
                 match reply {
-                    ObjectReply::Response(r) => {
-                        self.cluster().remember_owner(key, to);
-                        return Ok(Reply::Response(r));
+                    ObjectReply::Done { container, outcome } => {
+                        *bound.at.borrow_mut() = Some((to.clone(), container));
+                        return match outcome {
+                            Outcome::Response(r) => {
+                                self.cluster().remember_owner(key, to);
+                                Ok(Reply::Response(r))
+                            }
+                            Outcome::Rpc(r) => {
+                                self.cluster().remember_owner(key, to);
+                                Ok(Reply::Rpc(r))
+                            }
+                            Outcome::Error(e) => {
+                                let e = e.error();
+                                if e.durable_object_reset() {
+                                    *bound.broken.borrow_mut() = Some(e.clone());
+                                }
+                                Err(e)
+                            }
+                        };
                     }
-                    ObjectReply::Rpc(r) => {
-                        self.cluster().remember_owner(key, to);
-                        return Ok(Reply::Rpc(r));
-                    }
-                    ObjectReply::Error(e) => return Err(e.error()),
+                    ObjectReply::Failed(e) => return Err(e.error()),
                     ObjectReply::NotOwner { owner } => {
                         self.cluster().owners.borrow_mut().remove(&key);
                         tracing::debug!(target: "dosim::runtime", "{to} does not own {id}; owner {owner:?}");
@@ -238,7 +284,7 @@ impl HostInner {
         Box::pin(async move {
             match self.serve_call(body).await {
                 Ok(reply) => reply,
-                Err(e) => ObjectReply::Error(WireError::of(&e)),
+                Err(e) => ObjectReply::Failed(WireError::of(&e)),
             }
         })
     }
@@ -252,38 +298,47 @@ impl HostInner {
             )))
         })?;
         let id = call.id.id(&class.namespace.key)?;
-        let cluster = self.cluster();
-        if cluster.role != ClusterRole::Host || self.closed.get() {
-            return Ok(ObjectReply::NotOwner { owner: None });
+        // A stub bound to a container that broke keeps getting its error (spec §6.2).
+        if let Some(serial) = call.bound {
+            if let Some(e) = self.broken_containers.borrow().get(&serial) {
+                return Ok(ObjectReply::Done {
+                    container: serial,
+                    outcome: Outcome::Error(WireError::of(e)),
+                });
+            }
         }
-        let instance = match self.activate(&class, &id).await? {
-            Ok(instance) => instance,
+        let (instance, container) = match self.activate(&class, &id).await? {
+            Ok(activated) => activated,
             Err(owner) => return Ok(ObjectReply::NotOwner { owner }),
         };
-        instance.admit(call.bytes as usize)?;
+        let done = |outcome| ObjectReply::Done { container, outcome };
+        if let Err(e) = instance.admit(call.bytes as usize) {
+            return Ok(done(Outcome::Error(WireError::of(&e))));
+        }
         let reply =
             instance.deliver(EventKind::Request, call.bytes as usize, move |object| match call.call {
                 WireCall::Fetch(request) => {
                     let reply = object.fetch(request);
-                    Box::pin(async move { reply.await.map(ObjectReply::Response) })
+                    Box::pin(async move { reply.await.map(Outcome::Response) })
                 }
                 WireCall::Rpc { method, args } => {
                     let reply = object.call(&method, args);
-                    Box::pin(async move { reply.await.map(ObjectReply::Rpc) })
+                    Box::pin(async move { reply.await.map(Outcome::Rpc) })
                 }
             });
-        reply.await
+        Ok(done(reply.await.unwrap_or_else(|e| Outcome::Error(WireError::of(&e)))))
     }
 
     /// Makes this host the object's active owner: claims it (unless it owns it under its current lease),
     /// rebuilds its replica and starts its instance (once at a time), and notes the alarm stored with the
     /// object in this host's index (an object that moved here brings its alarm). `Err(owner)`: this host may
-    /// not run it now; another host owns it (its address, if known).
+    /// not run it now; another host owns it (its address, if known). With the instance: its container's
+    /// serial, which a remote stub binds to.
     pub(super) async fn activate(
         self: &Rc<Self>,
         class: &Rc<ClassEntry>,
         id: &ObjectId,
-    ) -> Result<Result<Rc<Instance>, Option<String>>, Error> {
+    ) -> Result<Result<(Rc<Instance>, u64), Option<String>>, Error> {
         let cluster = self.cluster();
         if cluster.role != ClusterRole::Host || self.closed.get() {
             return Ok(Err(None));
@@ -320,7 +375,7 @@ impl HostInner {
                 self.alarms.note(&container.key, t)?;
             }
         }
-        Ok(Ok(instance))
+        Ok(Ok((instance, container.serial)))
     }
 
     /// Opens the object at its storage node under `epoch` (which fences older owners there), for the
@@ -429,7 +484,7 @@ pub(super) fn handler(host: Weak<HostInner>) -> crate::rpc::Handler {
         Box::pin(async move {
             let reply = match host.upgrade() {
                 Some(inner) => inner.serve(body).await,
-                None => ObjectReply::Error(WireError::of(
+                None => ObjectReply::Failed(WireError::of(
                     &Error::new(messages::INSTANCE_NO_LONGER_ACTIVE).with_retryable(),
                 )),
             };

@@ -58,6 +58,8 @@ pub(crate) struct ClassEntry {
 /// An object's place on the host: stubs bind to it; it holds the live instance, if any.
 pub(crate) struct Container {
     key: AlarmKey,
+    /// Unique on this host: what a remote stub binds to (spec §6.2).
+    serial: u64,
     id: ObjectId,
     class: Rc<ClassEntry>,
     host: Weak<HostInner>,
@@ -79,6 +81,7 @@ impl InstanceOwner for Container {
         *self.broken.borrow_mut() = Some(error.clone());
         self.drop_instance(instance);
         if let Some(host) = self.host.upgrade() {
+            host.remember_broken(self.serial, error);
             host.detach(&self.key, self);
             // The alarm outlives the instance: a run that was cut off is retried by its run loop; an alarm
             // set but not yet run stays in the index.
@@ -148,6 +151,30 @@ pub(crate) struct HostInner {
     cluster: Option<cluster::Cluster>,
     /// Shut down ([`Host::shut_down`]): no new calls are taken.
     closed: Cell<bool>,
+    /// The serial the next container gets.
+    next_container: Cell<u64>,
+    /// The errors of the most recent broken containers, by serial: what remote stubs bound to them get.
+    broken_containers: RefCell<BTreeMap<u64, Error>>,
+}
+
+/// How many broken containers a host remembers for the remote stubs bound to them; a stub bound to one it
+/// forgot reaches the object's current instance, as after an eviction.
+pub(crate) const BROKEN_CONTAINERS_REMEMBERED: usize = 4_096;
+
+impl HostInner {
+    fn remember_broken(&self, serial: u64, error: &Error) {
+        let mut broken = self.broken_containers.borrow_mut();
+        broken.insert(serial, error.clone());
+        while broken.len() > BROKEN_CONTAINERS_REMEMBERED {
+            broken.pop_first();
+        }
+    }
+
+    fn next_container_serial(&self) -> u64 {
+        let serial = self.next_container.get() + 1;
+        self.next_container.set(serial);
+        serial
+    }
 }
 
 impl HostInner {

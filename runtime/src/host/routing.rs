@@ -54,6 +54,7 @@ impl HostInner {
             .or_insert_with(|| {
                 Rc::new(Container {
                     key,
+                    serial: self.next_container_serial(),
                     id: id.clone(),
                     class: class.clone(),
                     host: Rc::downgrade(self),
@@ -94,7 +95,14 @@ impl Router for HostInner {
         let class =
             self.classes.get(&namespace.uid).cloned().expect("a namespace's class is deployed on its host");
         if self.cluster.is_some() {
-            return self.send_remote(class, id.clone(), location_hint.map(str::to_string), bytes, call);
+            return self.send_remote(
+                class,
+                id.clone(),
+                binding,
+                location_hint.map(str::to_string),
+                bytes,
+                call,
+            );
         }
         let instance = match self.route(&class, id, Some(binding)).and_then(|c| c.instance()) {
             Ok(i) => i,

@@ -16,7 +16,7 @@ use dosim_runtime::prelude::*;
 use dosim_scenarios::cluster::cluster_node;
 use dosim_scenarios::cluster::etcd::{etcd_addr, etcd_node, EtcdCoordinator};
 use dosim_scenarios::cluster::transport::{addr_of, CLUSTER_PORT};
-use dosim_scenarios::objects::Counter;
+use dosim_scenarios::objects::{Counter, Probe};
 use dosim_scenarios::sim_host::{host_builder, HostNode};
 use dosim_sim::{ensure, sim_test, Direction, FaultKind, NodeId, Sim};
 
@@ -213,4 +213,87 @@ sim_test!(fn a_host_with_an_unknown_location_is_a_clear_error(seed) {
         ensure!(e.message() == messages::unknown_location_hint("mars"), "{e:?}");
         Ok(())
     })
+});
+
+fn probe_script() -> HostBuilder {
+    host_builder("worker")
+        .class::<Probe>("Probe")
+        .binding("PROBE", "Probe")
+        .migration(sqlite_class("v1", "Probe"))
+}
+
+// A stub in a cluster keeps its instance (spec §6.2): after `abort()` resets the object, the same stub keeps
+// failing with the reset's error, and a new stub reaches a new instance with the committed data. Across the
+// front → host hop, as on a lone host (`runtime::resets`).
+sim_test!(fn a_reset_leaves_a_remote_stub_broken_and_a_new_stub_reaches_a_new_instance(seed) {
+    let mut b = Sim::builder().seed(seed).node(etcd_node(ETCD, "etcd"));
+    let (config, front) = cluster_node(FRONT, "front", ETCD, &[], ClusterRole::Front, probe_script);
+    b = b.node(config);
+    let mut hosts = Vec::new();
+    for (i, node) in HOSTS.iter().enumerate() {
+        let (config, host) =
+            cluster_node(*node, &format!("host-{}", i + 1), ETCD, &[], ClusterRole::Host, probe_script);
+        b = b.node(config);
+        hosts.push(host);
+    }
+    b.build()?.run(move |_world| async move {
+        let _hosts = hosts;
+        madsim::time::sleep(Duration::from_secs(3)).await;
+        let (first, again, fresh) = front
+            .run(|env| async move {
+                let ns = env.durable_object("PROBE").unwrap();
+                let stub = ns.get_by_name("p");
+                stub.call::<_, ()>("put", &("before".to_string(), 1i64, false)).await.unwrap();
+                let first = stub.call::<_, ()>("write_then_abort", &Option::<String>::None).await.unwrap_err();
+                let again = stub.call::<_, Option<i64>>("get", &"before".to_string()).await.unwrap_err();
+                let fresh = ns.get_by_name("p").call::<_, Option<i64>>("get", &"before".to_string()).await;
+                (first, again, fresh)
+            })
+            .await?;
+        ensure!(first.message() == messages::ABORTED && first.durable_object_reset(), "abort's error: {first:?}");
+        ensure!(again == first, "the stub stays broken with the same error: {again:?}");
+        ensure!(fresh == Ok(Some(1)), "a new stub reaches a new instance, with the committed data: {fresh:?}");
+        Ok(())
+    })
+});
+
+// A reset the stub never saw (its host's lease lapsed while no call was in flight) still breaks it: its next
+// call gets the reset's error from the host, while a new stub reaches the object on its new host.
+sim_test!(fn a_stub_bound_to_a_superseded_instance_gets_its_reset_error(seed) {
+    let Cluster { sim, front, hosts } = cluster(seed)?;
+    let report = sim.run(move |world| async move {
+        madsim::time::sleep(Duration::from_secs(3)).await;
+        let (tx, rx) = madsim_tokio::sync::oneshot::channel::<()>();
+        let (go, gone) = madsim_tokio::sync::oneshot::channel::<()>();
+        let runner = front.clone();
+        let bound = async move { runner.run(move |env| async move {
+            let stub = env.durable_object("COUNTER").unwrap().get_by_name("c0");
+            let first = stub.fetch(Request::get("/increment")).await.map(|_| ());
+            let _ = tx.send(());
+            let _ = gone.await;
+            let after = stub.fetch(Request::get("/increment")).await.map(|_| ());
+            let fresh = env.durable_object("COUNTER").unwrap().get_by_name("c0").fetch(Request::get("/")).await;
+            (first, after, fresh.map(|r| r.status()))
+        }).await };
+        let bound = madsim::task::spawn(bound);
+        let _ = rx.await;
+        let (owner, _) = owner_of(&hosts[0], "c0").await?.expect("owned");
+        let owner_node = *HOSTS.iter().find(|n| addr_of(**n, CLUSTER_PORT) == owner).expect("a host");
+        world.partition(&[owner_node], &[ETCD], Direction::Both)?;
+        madsim::time::sleep(Duration::from_secs(LEASE_TTL_S as u64 + 2)).await;
+        let _ = go.send(());
+        let (first, after, fresh) = bound.await.map_err(|e| dosim_sim::Failure::new(format!("{e}")))??;
+        ensure!(first.is_ok(), "the first call: {first:?}");
+        match after {
+            Err(e) => ensure!(
+                e.message() == messages::STORAGE_NO_LONGER_ACCESSIBLE && e.durable_object_reset(),
+                "the bound stub gets its instance's reset: {e:?}"
+            ),
+            Ok(()) => return Err(dosim_sim::Failure::new("a stub bound to a reset instance reached another")),
+        }
+        ensure!(fresh == Ok(200), "a new stub reaches the object: {fresh:?}");
+        Ok(())
+    })?;
+    assert_eq!(report.faults.get(FaultKind::Partition), 1, "one partition: the owner from the directory ({seed})");
+    Ok(report)
 });
