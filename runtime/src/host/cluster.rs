@@ -237,7 +237,11 @@ impl HostInner {
             // One activation at a time: the replica is rebuilt from the storage node, then the instance
             // starts on it.
             let _activating = container.activating.lock().await;
-            let (_, epoch) = container.ownership.get().expect("owned: claimed above");
+            // Waiting for the lock took time: the lease may have lapsed meanwhile, and the host given up its
+            // ownerships. Then the call has not run, and "not the owner" is safe to resend.
+            let Some((_, epoch)) = container.ownership.get().filter(|(l, _)| *l == lease.lease()) else {
+                return Ok(ObjectReply::NotOwner { owner: None });
+            };
             if !container.has_live_instance() {
                 self.prepare_replica(&class, &id, &container, epoch).await?;
             }
