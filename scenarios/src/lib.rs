@@ -12,6 +12,8 @@ pub mod cluster;
 #[cfg(madsim)]
 mod counter;
 #[cfg(madsim)]
+pub mod object_cluster;
+#[cfg(madsim)]
 pub mod object_counters;
 pub mod objects;
 #[cfg(madsim)]
@@ -102,6 +104,19 @@ pub fn all() -> Vec<Scenario> {
             options: object_counters::options,
             #[cfg(madsim)]
             negative_control: Some(object_counters::run_negative_control),
+        },
+        Scenario {
+            name: "object-cluster",
+            summary: "Durable Objects (counters, registers) on a cluster of 3 hosts, a directory and a storage \
+                      node, under message loss, duplication and reordering, crashes, power cuts and pauses, \
+                      partitions of each hop, and superseded owners; checks each object's history, single \
+                      activation over the storage node's commits, and that every object answers after the faults",
+            #[cfg(madsim)]
+            run: object_cluster::run,
+            #[cfg(madsim)]
+            options: object_cluster::options,
+            #[cfg(madsim)]
+            negative_control: Some(object_cluster::run_negative_control),
         },
     ]
 }

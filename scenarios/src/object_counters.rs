@@ -150,26 +150,27 @@ pub(crate) fn options(seed: Seed) -> RunOptions {
 
 /// An acknowledged increment: the value it returned, and when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Ack {
+pub(crate) struct Ack {
     /// The wave it was sent in.
-    wave: u32,
+    pub(crate) wave: u32,
     /// The increments attempted on its counter by the end of that wave.
-    attempts_by_then: u64,
+    pub(crate) attempts_by_then: u64,
     /// The counter's value the increment answered.
-    value: i64,
+    pub(crate) value: i64,
 }
 
 /// What the controller saw of one counter.
 #[derive(Default, Debug)]
-struct History {
-    attempts: u64,
+pub(crate) struct History {
+    /// The increments sent.
+    pub(crate) attempts: u64,
     /// In wave order.
-    acked: Vec<Ack>,
+    pub(crate) acked: Vec<Ack>,
 }
 
 /// Checks one counter's history against its final value. Unacknowledged increments may or may not have
 /// applied, so nothing is asked of them but that the counter stays within the attempts.
-fn check_history(name: &str, h: &History, value: i64) -> Result<(), Failure> {
+pub(crate) fn check_history(name: &str, h: &History, value: i64) -> Result<(), Failure> {
     let mut seen: BTreeMap<i64, u32> = BTreeMap::new();
     // The largest value acknowledged in the waves before the current one, and the largest so far.
     let (mut earlier_max, mut wave, mut running_max) = (0i64, 0u32, 0i64);

@@ -297,6 +297,30 @@ fn nest(state: &State, remaining: u32, level: u32) -> NestFuture<'_> {
     })
 }
 
+/// A key-value register whose every key carries a version: `put(key, value)` stores the value under the
+/// key's next version and answers that version; `get(key)` answers `(version, value)`, or `None` for a key
+/// never written. Versions count the writes that applied, so a lost write shows as a version handed out
+/// twice, a stale read as a version going back.
+pub struct Register {
+    state: State,
+}
+
+impl DurableObject for Register {
+    async fn new(state: State, _env: Env) -> Result<Self, Error> {
+        Ok(Register { state })
+    }
+
+    fn handlers(h: &mut Handlers<Self>) {
+        h.rpc("put", async |r: &Register, (key, value): (String, i64)| {
+            let storage = r.state.storage();
+            let version = storage.get::<(u64, i64)>(&key).await?.map_or(0, |(v, _)| v) + 1;
+            storage.put(&key, &(version, value)).await?;
+            Ok(version)
+        });
+        h.rpc("get", async |r: &Register, key: String| r.state.storage().get::<(u64, i64)>(&key).await);
+    }
+}
+
 /// A counter that acknowledges an increment before it is durable (`allow_unconfirmed`): the negative control
 /// of the no-lost-write check. On the KV backend a crash between the reply and the flush loses an
 /// acknowledged increment.

@@ -6,6 +6,8 @@ use std::time::Duration;
 use dosim_sim::{determinism, FailureClass, FailureKind, FaultKind, Ratio, Seed};
 
 const SEEDS: u64 = 4;
+/// Seeds the object-cluster negative control gets to be caught in.
+const NEGATIVE_SEEDS: u64 = 16;
 /// Seeds per scenario of the campaign test when the environment names no count: a smoke test. `cargo xtask
 /// test` sets a small campaign; a nightly run may set hundreds.
 const CAMPAIGN_SEEDS_DEFAULT: u64 = 1;
@@ -151,4 +153,83 @@ fn object_counters_regression_alarm_index_settled_before_its_commit() {
     if let Err(f) = dosim_scenarios::object_counters::run_with_options(seed, &options) {
         panic!("{f}");
     }
+}
+
+#[test]
+fn object_cluster_passes_and_faults_every_hop() {
+    // Its checks pass on every seed, and its faults fire: the network's, the nodes', the scripted partitions'
+    // and the superseded writes' pauses (fencing refuses some superseded write).
+    let s = scenario("object-cluster");
+    let mut totals = dosim_sim::FaultCounts::default();
+    let mut marks = std::collections::BTreeMap::<String, u64>::new();
+    let seeds = campaign_seeds().max(SEEDS);
+    for i in 0..seeds {
+        let seed = Seed(6).nth(i);
+        let r = match (s.run)(seed) {
+            Ok(r) => r,
+            Err(e) => panic!("object-cluster failed on seed {seed}:\n{e}\nreplay: cargo dosim run object-cluster --seed {seed}"),
+        };
+        eprintln!("object-cluster {seed}: {:?} simulated, {:?} wall", r.sim_time, r.wall_time);
+        totals.merge(&r.faults);
+        for (k, v) in r.sometimes {
+            *marks.entry(k).or_default() += v;
+        }
+    }
+    eprintln!("object-cluster over {seeds} seeds: {totals}\n{marks:?}");
+    let net: u64 = [FaultKind::MessageLoss, FaultKind::MessageDuplicate, FaultKind::MessageReorder]
+        .iter()
+        .map(|k| totals.get(*k))
+        .sum();
+    let node: u64 = [FaultKind::Crash, FaultKind::PowerCut].iter().map(|k| totals.get(*k)).sum();
+    assert!(net > 0, "no network fault fired: {totals}");
+    assert!(node > 0, "no crash or power cut fired: {totals}");
+    assert!(totals.get(FaultKind::Pause) > 0, "no pause fired: {totals}");
+    assert!(totals.get(FaultKind::Partition) > 0, "no partition fired: {totals}");
+    assert!(
+        marks.get("a superseded write failed").copied().unwrap_or(0) > 0,
+        "no superseded write was ever refused: {marks:?}"
+    );
+}
+
+#[test]
+#[ignore = "object-cluster does not replay exactly yet: a seed gives one trace in a fresh process, but a second \
+            run in the same process can differ (tasks of the storage node whose durability waits end at the same \
+            instant run in another order), with or without the check's perturbation; see the object-cluster report"]
+fn object_cluster_replays_exactly() {
+    let s = scenario("object-cluster");
+    for i in 0..SEEDS {
+        let seed = Seed(6).nth(i);
+        if let Err(e) = determinism::check(seed, s.run) {
+            panic!(
+                "object-cluster on seed {seed}:\n{e}\nreplay: cargo dosim run object-cluster --seed {seed}"
+            );
+        }
+    }
+}
+
+#[test]
+fn object_cluster_catches_superseded_writes_without_fencing() {
+    // Negative control: a storage node that does not fence older epochs. A superseded owner's held batch
+    // applies after another host opened its object under a newer epoch: the single-activation check (or the
+    // register check, a read going back) must say so, in at least a quarter of the seeds (it is most).
+    let caught: Vec<_> = (0..NEGATIVE_SEEDS)
+        .map(|i| Seed(7).nth(i))
+        .filter_map(|seed| {
+            dosim_scenarios::object_cluster::run_negative_control(seed).err().map(|f| (seed, f))
+        })
+        .collect();
+    eprintln!("object-cluster without fencing: {} of {NEGATIVE_SEEDS} seeds caught", caught.len());
+    for (seed, failure) in &caught {
+        assert_eq!(failure.kind.class(), FailureClass::Invariant, "seed {seed} failed otherwise:\n{failure}");
+        let FailureKind::Check(message) = &failure.kind else { unreachable!() };
+        assert!(
+            message.starts_with("register ") || message.starts_with("single activation: "),
+            "seed {seed} failed another check:\n{failure}"
+        );
+    }
+    assert!(
+        caught.len() as u64 * 4 >= NEGATIVE_SEEDS,
+        "without fencing, only {} of {NEGATIVE_SEEDS} seeds caught a superseded write",
+        caught.len()
+    );
 }

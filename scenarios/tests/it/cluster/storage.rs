@@ -10,12 +10,12 @@
 //!   owning its object; its late write gets `Durable Object storage is no longer accessible.`, its reply is
 //!   never released as a success, and the write never applies. Negative control: a storage node without
 //!   fencing lets the late write apply, which the same check catches under some seeds.
-//! - Single activation, as a history check over every commit the storage node applied: per object, epochs
-//!   never go back.
+//! - Single activation, as a history check over the storage node's opens and applied commits
+//!   (`object_cluster::check_commit_history`): per object, no commit applies under an epoch older than one
+//!   that had opened the object or committed to it.
 //!
 //! Nodes: 0 the directory, 1 the front, 2..=4 hosts, 5 the storage node.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use dosim_runtime::embed::{ClusterRole, HostBuilder, LEASE_TTL_S};
@@ -23,9 +23,10 @@ use dosim_runtime::error::messages;
 use dosim_runtime::prelude::*;
 use dosim_scenarios::cluster::etcd::etcd_node;
 use dosim_scenarios::cluster::{cluster_node, storage_node};
+use dosim_scenarios::object_cluster::check_commit_history;
 use dosim_scenarios::objects::{Counter, Probe};
 use dosim_scenarios::sim_host::{host_builder, HostNode};
-use dosim_sim::{ensure, sim_test, Direction, EventKind, FaultKind, NodeId, RunReport, Sim, Trace};
+use dosim_sim::{ensure, sim_test, Direction, FaultKind, NodeId, RunReport, Sim};
 
 use crate::sqlite_class;
 
@@ -92,37 +93,6 @@ async fn live_on(hosts: &[HostNode]) -> Result<Vec<NodeId>, dosim_sim::Failure> 
         }
     }
     Ok(on)
-}
-
-/// The single-activation check over the storage node's history: per object, the epochs of applied commits
-/// never go back (a commit of an older owner after a newer one's is two activations writing).
-fn check_commit_history(trace: &Trace) -> Result<usize, String> {
-    let mut last: BTreeMap<String, (i64, u64)> = BTreeMap::new();
-    let mut commits = 0;
-    for e in trace.events() {
-        let EventKind::Log { target, text } = &e.kind else { continue };
-        if target != "dosim::storage_node" || !text.starts_with("applied ") {
-            continue;
-        }
-        let mut words = text.split(' ');
-        let _ = words.next();
-        let object = words.next().unwrap_or_default().to_string();
-        let field = |w: Option<&str>, name: &str| -> i64 {
-            w.and_then(|w| w.strip_prefix(name)).and_then(|v| v.parse().ok()).expect("a field")
-        };
-        let epoch = field(words.next(), "epoch=");
-        let version = field(words.next(), "version=") as u64;
-        if let Some((e0, v0)) = last.get(&object) {
-            if epoch < *e0 {
-                return Err(format!(
-                    "{object}: a commit of epoch {epoch} (version {version}) after epoch {e0} (version {v0})"
-                ));
-            }
-        }
-        last.insert(object, (epoch, version));
-        commits += 1;
-    }
-    Ok(commits)
 }
 
 sim_test!(fn data_follows_its_object_when_the_owner_is_cut_off(seed) {
