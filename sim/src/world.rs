@@ -12,6 +12,7 @@ use crate::context::{self, NodeInfo, RunCtx};
 use crate::disk::{self, DiskConfig};
 use crate::fault::{node_out_of_range, Direction, Fault, FaultKind, FaultPlan, PlanError, RandomFaults};
 use crate::net::{self, NetConfig};
+use crate::ratio::Ratio;
 use crate::report::{Failure, FailureKind, RunFailure, RunOptions, RunReport};
 use crate::rng::Purpose;
 use crate::seed::Seed;
@@ -481,13 +482,20 @@ impl World {
         }
     }
 
-    /// Ends the safety phase: random faults stop, disk faults are disarmed and their rates drop to zero,
-    /// partitions heal, clogs lift, paused nodes resume and downed nodes restart. What the scenario checks
-    /// afterwards is liveness.
+    /// Ends the safety phase: random faults stop, disk faults are disarmed and their rates drop to zero, the
+    /// network stops losing, duplicating and reordering messages (messages already on the wire arrive as
+    /// they were sent), partitions heal, clogs lift, paused nodes resume and downed nodes restart. What the
+    /// scenario checks afterwards is liveness.
     pub fn stop_faults(&self) {
         let ctx = context::current();
         ctx.world.borrow_mut().faults_stopped = true;
         ctx.disks.borrow_mut().quiesce();
+        {
+            let mut net = ctx.net.borrow_mut();
+            net.config.loss = Ratio::NEVER;
+            net.config.duplicate = Ratio::NEVER;
+            net.config.reorder = Ratio::NEVER;
+        }
         ctx.record(None, EventKind::Note { key: "phase".into(), value: "liveness".into() });
         drop(ctx);
         self.heal();
