@@ -184,6 +184,8 @@ async fn serve_jobs(rpc: Rc<RpcNode>, node: String, mut queue: mpsc::UnboundedRe
     while let Some(Job { call, timeout, reply }) = queue.recv().await {
         let rpc = rpc.clone();
         let node = node.clone();
+        // Detached on purpose: the call ends by its timeout at the latest, and its caller may have stopped
+        // waiting (a read given up): the answer then goes nowhere.
         drop(madsim_tokio::task::spawn_local(async move {
             let answer = match rpc.call(&node, wire::encode(&call), timeout).await {
                 Ok(body) => wire::decode::<StorageReply>(&body, "storage reply"),
