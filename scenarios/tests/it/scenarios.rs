@@ -210,7 +210,8 @@ fn object_cluster_passes_and_faults_every_hop() {
             instant wake in another order. madsim's Sleep pushes a timer at every poll and its heap breaks ties \
             by insertion history, so some state differing between runs changes that history. Four runs of seed \
             0x05dda4982af0e4ba in one process give four hashes (so the state accumulates); std's hash keys are \
-            the same in each run (checked); not found yet"]
+            the same in each run (checked). Its runs become stable without any one of: the network faults, the \
+            pauses, the superseded-write staging, the storage node's armed power cuts; not found yet"]
 fn object_cluster_replays_exactly() {
     let s = scenario("object-cluster");
     for i in 0..SEEDS {
