@@ -189,6 +189,9 @@ impl Instance {
         let me = self.clone();
         let monitor = madsim_tokio::task::spawn_local(async move {
             let error = madsim_tokio::select! {
+                // Biased: an unbiased select draws from tokio's thread RNG, seeded from a process-wide counter,
+                // so a second run of a seed in one process would poll the branches in another order.
+                biased;
                 e = me.input.on_broken() => e,
                 e = me.output.on_broken() => e,
             };
@@ -436,6 +439,9 @@ async fn eviction_timer(instance: Weak<Instance>) {
                 let Some(i) = instance.upgrade() else { return };
                 // An event ending moves the deadline (a `wait_until` task finishing shortens it): look again.
                 madsim_tokio::select! {
+                    // Biased: an unbiased select draws from tokio's thread RNG, seeded from a process-wide counter,
+                    // so a second run of a seed in one process would poll the branches in another order.
+                    biased;
                     _ = madsim_tokio::time::sleep_until(at) => {}
                     _ = i.activity.notified() => continue,
                 }

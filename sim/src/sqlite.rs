@@ -224,6 +224,24 @@ struct SimFile {
     base: ffi::sqlite3_file,
     handle: FileHandle,
     delete_on_close: bool,
+    /// Who holds this file's locks: a number unique in the run. Not the file's address: SQLite reuses the
+    /// memory of a closed file for the next one, and which address comes back depends on the allocator's
+    /// history, which differs between runs in one process; an identity taken from it made a lock held under
+    /// a stale holder's entry (and so the outcome of a second connection's lock) differ from run to run.
+    owner: u64,
+}
+
+thread_local! {
+    /// The next lock owner number. A run has its own thread, so numbering starts afresh in every run.
+    static NEXT_OWNER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn next_owner() -> u64 {
+    NEXT_OWNER.with(|n| {
+        let v = n.get() + 1;
+        n.set(v);
+        v
+    })
 }
 
 // SQLite places each `sqlite3_file` at an 8-byte boundary inside its own allocations.
@@ -312,8 +330,8 @@ unsafe extern "C" fn x_close(p: *mut ffi::sqlite3_file) -> c_int {
     guarded("xClose", ffi::SQLITE_IOERR_CLOSE, || {
         // SAFETY: SQLite calls xClose once per file that xOpen initialised; after it, SQLite clears
         // pMethods and never touches the file again, so moving the fields out leaves nothing to drop twice.
-        let SimFile { handle, delete_on_close, .. } = unsafe { ptr::read(p.cast::<SimFile>()) };
-        locks::unlock(&handle, p as usize, ffi::SQLITE_LOCK_NONE);
+        let SimFile { handle, delete_on_close, owner, .. } = unsafe { ptr::read(p.cast::<SimFile>()) };
+        locks::unlock(&handle, owner, ffi::SQLITE_LOCK_NONE);
         // SAFETY: `p` is still valid memory; clearing pMethods guards against a second close.
         unsafe { (*p).pMethods = ptr::null() };
         if delete_on_close {
@@ -437,7 +455,7 @@ unsafe extern "C" fn x_lock(p: *mut ffi::sqlite3_file, level: c_int) -> c_int {
     guarded("xLock", ffi::SQLITE_IOERR_LOCK, || {
         // SAFETY: an io method on an open file.
         let file = unsafe { &*p.cast::<SimFile>() };
-        locks::lock(&file.handle, p as usize, level)
+        locks::lock(&file.handle, file.owner, level)
     })
 }
 
@@ -445,7 +463,7 @@ unsafe extern "C" fn x_unlock(p: *mut ffi::sqlite3_file, level: c_int) -> c_int 
     guarded("xUnlock", ffi::SQLITE_IOERR_UNLOCK, || {
         // SAFETY: an io method on an open file.
         let file = unsafe { &*p.cast::<SimFile>() };
-        locks::unlock(&file.handle, p as usize, level);
+        locks::unlock(&file.handle, file.owner, level);
         ffi::SQLITE_OK
     })
 }
@@ -454,7 +472,7 @@ unsafe extern "C" fn x_check_reserved_lock(p: *mut ffi::sqlite3_file, out: *mut 
     guarded("xCheckReservedLock", ffi::SQLITE_IOERR_CHECKRESERVEDLOCK, || {
         // SAFETY: an io method on an open file.
         let file = unsafe { &*p.cast::<SimFile>() };
-        let reserved = locks::reserved_by_other(&file.handle, p as usize);
+        let reserved = locks::reserved_by_other(&file.handle, file.owner);
         // SAFETY: SQLite passes a valid out pointer.
         unsafe { *out = c_int::from(reserved) };
         ffi::SQLITE_OK
@@ -477,9 +495,9 @@ mod locks {
     use crate::disk::{self, FileHandle};
     use crate::trace::NodeId;
 
-    /// One holder of a lock on a file: the connection's file object (its address while open) and its level.
+    /// One holder of a lock on a file: the connection's file object (its owner number) and its level.
     struct Holder {
-        owner: usize,
+        owner: u64,
         handle: FileHandle,
         level: i32,
     }
@@ -490,13 +508,13 @@ mod locks {
     }
 
     /// The highest level another live connection holds on `handle`'s file.
-    fn others_max(holders: &mut Vec<Holder>, owner: usize) -> i32 {
+    fn others_max(holders: &mut Vec<Holder>, owner: u64) -> i32 {
         holders.retain(|h| h.owner == owner || disk::is_current(&h.handle));
         holders.iter().filter(|h| h.owner != owner).map(|h| h.level).max().unwrap_or(ffi::SQLITE_LOCK_NONE)
     }
 
     /// Takes `level` on the file (SQLite's rules: many SHARED, one RESERVED beside them, EXCLUSIVE alone).
-    pub(super) fn lock(handle: &FileHandle, owner: usize, level: i32) -> i32 {
+    pub(super) fn lock(handle: &FileHandle, owner: u64, level: i32) -> i32 {
         LOCKS.with(|l| {
             let mut l = l.borrow_mut();
             let holders = l.entry((handle.node(), handle.path().to_string())).or_default();
@@ -519,7 +537,7 @@ mod locks {
     }
 
     /// Lowers the connection's lock to `level` (NONE releases it).
-    pub(super) fn unlock(handle: &FileHandle, owner: usize, level: i32) {
+    pub(super) fn unlock(handle: &FileHandle, owner: u64, level: i32) {
         LOCKS.with(|l| {
             let mut l = l.borrow_mut();
             let key = (handle.node(), handle.path().to_string());
@@ -536,7 +554,7 @@ mod locks {
     }
 
     /// True if another live connection holds RESERVED or more on the file.
-    pub(super) fn reserved_by_other(handle: &FileHandle, owner: usize) -> bool {
+    pub(super) fn reserved_by_other(handle: &FileHandle, owner: u64) -> bool {
         LOCKS.with(|l| {
             let mut l = l.borrow_mut();
             let Some(holders) = l.get_mut(&(handle.node(), handle.path().to_string())) else { return false };
@@ -606,6 +624,7 @@ unsafe extern "C" fn x_open(
                     base: ffi::sqlite3_file { pMethods: &IO_METHODS },
                     handle,
                     delete_on_close: flags & ffi::SQLITE_OPEN_DELETEONCLOSE != 0,
+                    owner: next_owner(),
                 };
                 // SAFETY: `file` has room for a SimFile (szOsFile) with SQLite's 8-byte alignment; it is
                 // uninitialised, so it is written without dropping the old contents.

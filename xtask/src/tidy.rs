@@ -7,6 +7,9 @@
 //!   lost or outlives what it belongs to.
 //! - No `Default` for a type that holds a seed: a default seed would make runs that never chose one look
 //!   chosen, and hide which seed they ran.
+//! - Every `select!` is `biased;`: an unbiased one picks its branch order from tokio's thread RNG, which is
+//!   seeded from a process-wide counter, so a second run of a seed in one process polled its branches in
+//!   another order (the object-cluster scenario diverged so).
 //!
 //! Rules that clippy can check (unordered maps, wall time, threads) are in `clippy.toml`, not here.
 
@@ -78,6 +81,26 @@ fn uncommented_detached_spawns(text: &str) -> Vec<usize> {
             .iter()
             .any(|l| l.trim_start().starts_with("//"));
         if !same_line && !above {
+            out.push(i + 1);
+        }
+    }
+    out
+}
+
+/// How many lines after a `select!` its `biased;` may come.
+const BIASED_LINES_BELOW: usize = 3;
+
+/// The lines (from 1) of `text` that open a `select!` without `biased;` in the next lines.
+fn unbiased_selects(text: &str) -> Vec<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        if !code.contains("select!") || code.contains("select_biased!") {
+            continue;
+        }
+        let end = (i + 1 + BIASED_LINES_BELOW).min(lines.len());
+        if !lines[i..end].iter().any(|l| l.split("//").next().unwrap_or("").contains("biased;")) {
             out.push(i + 1);
         }
     }
@@ -167,6 +190,38 @@ fn every_detached_spawn_says_why_it_may_outlive_its_caller() {
          it may outlive its caller:\n{}",
         bad.join("\n")
     );
+}
+
+#[test]
+fn every_select_is_biased() {
+    let mut bad = Vec::new();
+    for p in rust_files() {
+        if relative(&p).ends_with("tidy.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).expect("readable source");
+        for line in unbiased_selects(&text) {
+            bad.push(format!("{}:{line}", relative(&p)));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "a `select!` must start with `biased;` (within {BIASED_LINES_BELOW} lines): an unbiased one draws its \
+         branch order from tokio's thread RNG, which differs between runs of a seed in one process:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn the_biased_select_rule_finds_an_unbiased_select() {
+    let unbiased =
+        "async fn f() {\n    tokio::select! {\n        _ = a() => {}\n        _ = b() => {}\n    }\n}\n";
+    assert_eq!(unbiased_selects(unbiased), vec![2]);
+    let biased =
+        "    madsim_tokio::select! {\n        // why\n        biased;\n        _ = a() => {}\n    }\n";
+    assert!(unbiased_selects(biased).is_empty());
+    let futures = "    futures::select_biased! {\n        _ = a() => {}\n    }\n";
+    assert!(unbiased_selects(futures).is_empty());
 }
 
 #[test]

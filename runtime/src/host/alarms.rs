@@ -255,6 +255,9 @@ pub(super) async fn alarm_timer(host: Weak<HostInner>) {
                     Some(t) => {
                         let wait = std::time::Duration::from_millis(u64::try_from(t - now).unwrap_or(0));
                         madsim_tokio::select! {
+                            // Biased: an unbiased select draws from tokio's thread RNG, seeded from a process-wide counter,
+                            // so a second run of a seed in one process would poll the branches in another order.
+                            biased;
                             _ = madsim_tokio::time::sleep(wait) => {}
                             _ = alarms.wake.notified() => {}
                         }
