@@ -39,6 +39,9 @@ pub(crate) enum WireCall {
         #[serde(with = "serde_bytes")]
         args: Vec<u8>,
     },
+    /// No event: only activate the object on its owner (which notes the alarm stored with it). A host that
+    /// holds an alarm of an object another host owns hands the alarm over so.
+    Activate,
 }
 
 /// A call to object `id` of the namespace `namespace` (its uid).

@@ -34,8 +34,20 @@ impl HostInner {
             // In a cluster the alarm runs only where the object is owned, activated as a call would be.
             match self.activate(&class, &id).await {
                 Ok(Ok((i, _))) => i,
-                Ok(Err(owner)) => {
-                    tracing::debug!(target: "dosim::runtime", "alarm of {id}: owned by {owner:?}, not run here");
+                Ok(Err(Some(owner))) => {
+                    // Another host owns the object: hand the alarm over (its activation there notes the alarm
+                    // stored with the object), then forget it here.
+                    tracing::debug!(target: "dosim::runtime", "alarm of {id}: owned by {owner}, handed over");
+                    return match self.hand_off_alarm(&class, &id, &owner).await {
+                        Ok(()) => match self.alarms.forget(key) {
+                            Ok(()) => RunOutcome::Settled,
+                            Err(e) => RunOutcome::Interrupted(e),
+                        },
+                        Err(e) => RunOutcome::Interrupted(e),
+                    };
+                }
+                Ok(Err(None)) => {
+                    tracing::debug!(target: "dosim::runtime", "alarm of {id}: this host cannot run it now");
                     return RunOutcome::Interrupted(
                         Error::new(messages::NETWORK_CONNECTION_LOST).with_retryable(),
                     );

@@ -312,6 +312,9 @@ impl HostInner {
             Err(owner) => return Ok(ObjectReply::NotOwner { owner }),
         };
         let done = |outcome| ObjectReply::Done { container, outcome };
+        if matches!(call.call, WireCall::Activate) {
+            return Ok(done(Outcome::Rpc(Vec::new())));
+        }
         if let Err(e) = instance.admit(call.bytes as usize) {
             return Ok(done(Outcome::Error(WireError::of(&e))));
         }
@@ -325,8 +328,34 @@ impl HostInner {
                     let reply = object.call(&method, args);
                     Box::pin(async move { reply.await.map(Outcome::Rpc) })
                 }
+                WireCall::Activate => unreachable!("answered before delivery"),
             });
         Ok(done(reply.await.unwrap_or_else(|e| Outcome::Error(WireError::of(&e)))))
+    }
+
+    /// Hands the alarm of an object that `owner` owns over to it: activates the object there (its activation
+    /// notes the alarm stored with the object in the owner's index). Ok once the owner answered.
+    pub(super) async fn hand_off_alarm(
+        &self,
+        class: &ClassEntry,
+        id: &ObjectId,
+        owner: &str,
+    ) -> Result<(), Error> {
+        let message = ObjectCall {
+            namespace: class.namespace.uid.to_string(),
+            id: WireId::of(id),
+            call: WireCall::Activate,
+            bytes: 0,
+            bound: None,
+        };
+        let answer = self.cluster().rpc.call(owner, wire::encode(&message), REMOTE_CALL_TIMEOUT).await?;
+        match wire::decode::<ObjectReply>(&answer, "object reply")? {
+            ObjectReply::Done { .. } => Ok(()),
+            ObjectReply::Failed(e) => Err(e.error()),
+            ObjectReply::NotOwner { .. } => {
+                Err(Error::new(messages::NETWORK_CONNECTION_LOST).with_retryable())
+            }
+        }
     }
 
     /// Makes this host the object's active owner: claims it (unless it owns it under its current lease),

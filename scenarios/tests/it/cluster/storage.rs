@@ -433,6 +433,31 @@ sim_test!(fn an_alarm_follows_its_object_to_its_new_host(seed) {
             .map_err(|e| dosim_sim::Failure::new(format!("reading the runs: {e:?}")))?;
         ensure!(!runs.is_empty(), "the alarm due at {due} never ran after its object moved");
         ensure!(runs[0].info.scheduled_time == due, "it ran for its time: {runs:?}");
+        // Once the old host is back in touch with the directory, its own index hands the alarm over (the owner
+        // activates the object) and forgets it: it does not retry forever an alarm it may not run.
+        world.heal();
+        let old_host = hosts.iter().find(|h| h.node() == old).expect("a host").clone();
+        let start = madsim::time::Instant::now();
+        loop {
+            let left = old_host.run_on_host(|host| async move { host.scheduled_alarms() }).await?;
+            if left == 0 {
+                break;
+            }
+            // Its uncounted retries back off up to 2 s × 2^9.
+            ensure!(start.elapsed() < Duration::from_secs(1_500), "the old host still holds {left} alarms");
+            madsim::time::sleep(Duration::from_secs(5)).await;
+        }
+        let runs_after = front
+            .run(|env| async move {
+                env.durable_object("PROBE")
+                    .unwrap()
+                    .get_by_name("p")
+                    .call::<_, Vec<dosim_scenarios::objects::AlarmRun>>("alarm_runs", &())
+                    .await
+            })
+            .await?
+            .map_err(|e| dosim_sim::Failure::new(format!("reading the runs: {e:?}")))?;
+        ensure!(runs_after.len() == runs.len(), "the hand-over ran nothing again: {runs_after:?}");
         Ok(())
     })?;
     if let Err(e) = check_commit_history(&report.trace) {
