@@ -22,7 +22,8 @@
 //!   docs);
 //! - **node faults at random times** (`faults`): crashes, power cuts and pauses of the hosts and the storage
 //!   node (the directory and the front are spared); power cuts of the storage node armed at its disk
-//!   operations (`storage_power_cuts_at_disk_ops`: they land inside its commits);
+//!   operations (`storage_power_cuts_at_disk_ops`: they land inside its commits); I/O errors of every disk
+//!   (`disk_io_error_rate`: the storage node's pages, the hosts' replicas and alarm indexes);
 //! - **partitions at seed-derived times** (`partitions`, scripted): a host from the directory (the host →
 //!   directory hop: its lease lapses and its objects move), the front from a host (the front → host hop: calls
 //!   to that host's objects are lost), a host from the storage node (the host → storage hop: its commits and
@@ -57,9 +58,9 @@ use dosim_runtime::embed::{ClusterRole, Directory, HostBuilder, Migration, LEASE
 use dosim_runtime::error::{messages, Error};
 use dosim_sim::net::NetConfig;
 use dosim_sim::{
-    ensure, ensure_live, Direction, DiskFaultKind, EventKind, Failure, Fault, FaultKind, FaultPlan,
-    NodeAction, NodeId, Purpose, RandomFaults, Ratio, RunFailure, RunOptions, RunReport, Seed, Sim, SimRng,
-    Trace, World,
+    ensure, ensure_live, Direction, DiskConfig, DiskFaultKind, EventKind, Failure, Fault, FaultKind,
+    FaultPlan, NodeAction, NodeId, Purpose, RandomFaults, Ratio, RunFailure, RunOptions, RunReport, Seed,
+    Sim, SimRng, Trace, World,
 };
 
 use crate::cluster::etcd::{etcd_addr, etcd_node, EtcdCoordinator};
@@ -201,6 +202,9 @@ pub struct Options {
     pub waves: u32,
     /// The most calls in one wave (each wave sends 1 to this many).
     pub wave_max: u64,
+    /// The rate of I/O errors of every node's disk (the storage node's, the hosts' replicas) until the faults
+    /// stop: never, or 1 in 500 operations (a third of the seeds).
+    pub disk_io_error_rate: Ratio,
 }
 
 /// A rate in thousandths from `lo` to `hi`, or never (half the seeds): one swarm choice.
@@ -248,6 +252,8 @@ impl Options {
             .collect();
         superseded_writes.sort_unstable();
         superseded_writes.dedup();
+        let mut disk = SimRng::substream(seed, "disk");
+        let disk_io_error_rate = if disk.below(3) == 0 { Ratio::new(1, 500) } else { Ratio::NEVER };
         Options {
             net_loss,
             net_duplicate,
@@ -261,6 +267,7 @@ impl Options {
             superseded_writes,
             waves,
             wave_max,
+            disk_io_error_rate,
         }
     }
 
@@ -279,6 +286,7 @@ impl Options {
             .with("superseded_writes_after_waves", list(&self.superseded_writes))
             .with("waves", self.waves)
             .with("wave_max", self.wave_max)
+            .with("disk_io_error_rate", self.disk_io_error_rate)
     }
 
     fn network(&self) -> NetConfig {
@@ -680,7 +688,13 @@ fn run_with(seed: Seed, options: &Options, fencing: bool) -> Result<RunReport, R
         hosts.push(host);
     }
     b = b.node(storage_node("storage", fencing));
-    let sim = b.network(options.network()).faults(options.plan()).options(options.describe(seed)).build()?;
+    let disk = DiskConfig { io_error_rate: options.disk_io_error_rate, ..DiskConfig::default() };
+    let sim = b
+        .network(options.network())
+        .disk(disk)
+        .faults(options.plan())
+        .options(options.describe(seed))
+        .build()?;
     let (waves, wave_max, superseded) = (options.waves, options.wave_max, options.superseded_writes.clone());
     let report = sim.run(move |world| async move {
         let mut rng = SimRng::new(seed, Purpose::Workload);
