@@ -969,7 +969,8 @@ mod tests {
                 "partitions",
                 "superseded_writes_after_waves",
                 "waves",
-                "wave_max"
+                "wave_max",
+                "disk_io_error_rate"
             ]
         );
         assert_eq!(options(seed), o, "the same seed gives the same options");
@@ -981,5 +982,9 @@ mod tests {
             assert!(all.iter().any(|o| o.partitions.iter().any(|c| c.hop == hop)), "{hop:?} never drawn");
         }
         assert!(all.iter().all(|o| !o.superseded_writes.is_empty()));
+        assert!(
+            all.iter().any(|o| o.disk_io_error_rate.is_never())
+                && all.iter().any(|o| !o.disk_io_error_rate.is_never())
+        );
     }
 }
