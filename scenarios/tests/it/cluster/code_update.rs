@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use super::{ETCD, FRONT, HOSTS, STORAGE};
 use dosim_runtime::embed::{ClusterRole, HostBuilder, Migration};
 use dosim_runtime::error::messages;
 use dosim_runtime::prelude::*;
@@ -16,10 +17,6 @@ use dosim_scenarios::objects::{Counter, Probe};
 use dosim_scenarios::sim_host::{host_builder, HostNode};
 use dosim_sim::{ensure, sim_test, NodeId, Sim};
 
-const ETCD: NodeId = NodeId(0);
-const FRONT: NodeId = NodeId(1);
-const HOSTS: [NodeId; 3] = [NodeId(2), NodeId(3), NodeId(4)];
-const STORAGE: NodeId = NodeId(5);
 const COUNTERS: [&str; 6] = ["c0", "c1", "c2", "c3", "c4", "c5"];
 
 /// Version 2 of the `Counter` class: the same storage, and answers that say which code ran.

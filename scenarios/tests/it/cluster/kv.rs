@@ -20,24 +20,20 @@
 //!
 //! Nodes: 0 the directory, 1 the front, 2..=4 hosts, 5 the storage node.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::{increment, live_on, ETCD, FRONT, HOSTS, STORAGE};
 use dosim_runtime::embed::{ActorCacheOptions, ClusterRole, HostBuilder, HostConfig, Migration, LEASE_TTL_S};
 use dosim_runtime::error::messages;
 use dosim_runtime::prelude::*;
 use dosim_scenarios::cluster::etcd::etcd_node;
 use dosim_scenarios::cluster::{cluster_node, storage_node_with, SendFilter, StorageNodeKind};
+use dosim_scenarios::object_cluster::check_commit_history;
 use dosim_scenarios::objects::{Counter, Probe};
 use dosim_scenarios::sim_host::{host_builder, HostNode};
-use dosim_sim::{ensure, sim_test, Direction, EventKind, FaultKind, NodeId, RunReport, Sim, Trace};
-
-const ETCD: NodeId = NodeId(0);
-const FRONT: NodeId = NodeId(1);
-const HOSTS: [NodeId; 3] = [NodeId(2), NodeId(3), NodeId(4)];
-const STORAGE: NodeId = NodeId(5);
+use dosim_sim::{ensure, sim_test, Direction, EventKind, FaultKind, RunReport, Sim, Trace};
 
 /// An object for the statements: multi-key operations in one turn.
 pub(super) struct KvBox {
@@ -180,20 +176,6 @@ fn cluster(seed: dosim_sim::Seed, fencing: bool) -> Result<Cluster, dosim_sim::R
     cluster_with(seed, StorageNodeKind { fencing, retries: true }, script, None)
 }
 
-async fn increment(front: &HostNode, name: &'static str) -> Result<Result<i64, Error>, dosim_sim::Failure> {
-    front
-        .run(move |env| async move {
-            let r = env
-                .durable_object("COUNTER")
-                .unwrap()
-                .get_by_name(name)
-                .fetch(Request::get("/increment"))
-                .await?;
-            Ok(r.text()?.parse::<i64>().expect("a number"))
-        })
-        .await
-}
-
 /// Increments until one is acknowledged (errors on the way must be retryable or resets).
 async fn increment_until_ok(front: &HostNode, name: &'static str) -> Result<i64, dosim_sim::Failure> {
     let start = madsim::time::Instant::now();
@@ -207,16 +189,6 @@ async fn increment_until_ok(front: &HostNode, name: &'static str) -> Result<i64,
             }
         }
     }
-}
-
-async fn live_on(hosts: &[HostNode]) -> Result<Vec<NodeId>, dosim_sim::Failure> {
-    let mut on = Vec::new();
-    for h in hosts {
-        if h.run_on_host(|host| async move { host.live_instances() }).await? > 0 {
-            on.push(h.node());
-        }
-    }
-    Ok(on)
 }
 
 /// The storage node's trace lines beginning with `prefix`, in order.
@@ -238,25 +210,6 @@ fn node_lines(trace: &Trace, prefix: &str) -> Vec<String> {
 /// A field `name=value` of a trace line.
 fn field<'a>(line: &'a str, name: &str) -> &'a str {
     line.split(' ').find_map(|w| w.strip_prefix(name).and_then(|w| w.strip_prefix('='))).unwrap_or("")
-}
-
-/// The single-activation check over the storage node's history (as storage.rs): per object, the epochs of
-/// applied commits never go back.
-fn check_commit_history(trace: &Trace) -> Result<usize, String> {
-    let mut last: BTreeMap<String, i64> = BTreeMap::new();
-    let mut commits = 0;
-    for line in node_lines(trace, "applied ") {
-        let object = line.split(' ').nth(1).unwrap_or_default().to_string();
-        let epoch: i64 = field(&line, "epoch").parse().expect("an epoch");
-        if let Some(e0) = last.get(&object) {
-            if epoch < *e0 {
-                return Err(format!("{object}: a commit of epoch {epoch} after epoch {e0}"));
-            }
-        }
-        last.insert(object, epoch);
-        commits += 1;
-    }
-    Ok(commits)
 }
 
 // ----- safety --------------------------------------------------------------------------------------------

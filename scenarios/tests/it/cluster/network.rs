@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use super::{ETCD, FRONT, HOSTS, STORAGE};
 use dosim_runtime::embed::{ClusterRole, HostBuilder, Migration};
 use dosim_runtime::prelude::*;
 use dosim_scenarios::cluster::etcd::etcd_node;
@@ -15,12 +16,8 @@ use dosim_scenarios::cluster::{cluster_node, cluster_node_without_dedup, storage
 use dosim_scenarios::objects::Counter;
 use dosim_scenarios::sim_host::{host_builder, HostNode};
 use dosim_sim::net::NetConfig;
-use dosim_sim::{ensure, sim_test, FaultKind, LatencyRange, NodeId, Ratio, RunReport, Sim};
+use dosim_sim::{ensure, sim_test, FaultKind, LatencyRange, Ratio, RunReport, Sim};
 
-const ETCD: NodeId = NodeId(0);
-const FRONT: NodeId = NodeId(1);
-const HOSTS: [NodeId; 3] = [NodeId(2), NodeId(3), NodeId(4)];
-const STORAGE: NodeId = NodeId(5);
 const CALLS: i64 = 40;
 
 fn script() -> HostBuilder {

@@ -20,11 +20,9 @@ use dosim_scenarios::objects::{Counter, Probe};
 use dosim_scenarios::sim_host::{host_builder, HostNode};
 use dosim_sim::{ensure, sim_test, Direction, FaultKind, NodeId, Sim};
 
+use super::{increment, ETCD, FRONT, HOSTS};
 use crate::sqlite_class;
 
-const ETCD: NodeId = NodeId(0);
-const FRONT: NodeId = NodeId(1);
-const HOSTS: [NodeId; 3] = [NodeId(2), NodeId(3), NodeId(4)];
 const OBJECTS: usize = 8;
 /// The namespace uid of the `Counter` class of script `worker`, created by migration tag `v1`: the key of
 /// its objects' directory records.
@@ -69,17 +67,6 @@ async fn owner_of(host: &HostNode, name: &'static str) -> Result<Option<(String,
 
 fn name(i: usize) -> &'static str {
     ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"][i]
-}
-
-/// Increments counter `name` from the front; the value it answered.
-async fn increment(front: &HostNode, name: &'static str) -> Result<Result<i64, Error>, dosim_sim::Failure> {
-    front
-        .run(move |env| async move {
-            let stub = env.durable_object("COUNTER").unwrap().get_by_name(name);
-            let r = stub.fetch(Request::get("/increment")).await?;
-            Ok(r.text()?.parse::<i64>().expect("a number"))
-        })
-        .await
 }
 
 sim_test!(fn a_fronts_calls_reach_each_object_on_its_one_owner(seed) {

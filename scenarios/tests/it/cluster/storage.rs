@@ -26,14 +26,10 @@ use dosim_scenarios::cluster::{cluster_node, storage_node};
 use dosim_scenarios::object_cluster::check_commit_history;
 use dosim_scenarios::objects::{Counter, Probe};
 use dosim_scenarios::sim_host::{host_builder, HostNode};
-use dosim_sim::{ensure, sim_test, Direction, FaultKind, NodeId, RunReport, Sim};
+use dosim_sim::{ensure, sim_test, Direction, FaultKind, RunReport, Sim};
 
+use super::{increment, live_on, ETCD, FRONT, HOSTS, STORAGE};
 use crate::sqlite_class;
-
-const ETCD: NodeId = NodeId(0);
-const FRONT: NodeId = NodeId(1);
-const HOSTS: [NodeId; 3] = [NodeId(2), NodeId(3), NodeId(4)];
-const STORAGE: NodeId = NodeId(5);
 
 fn script() -> HostBuilder {
     host_builder("worker")
@@ -68,31 +64,6 @@ fn cluster(seed: dosim_sim::Seed, fencing: bool) -> Result<Cluster, dosim_sim::R
     }
     b = b.node(storage_node("storage", fencing));
     Ok(Cluster { sim: b.build()?, front, hosts })
-}
-
-async fn increment(front: &HostNode, name: &'static str) -> Result<Result<i64, Error>, dosim_sim::Failure> {
-    front
-        .run(move |env| async move {
-            let r = env
-                .durable_object("COUNTER")
-                .unwrap()
-                .get_by_name(name)
-                .fetch(Request::get("/increment"))
-                .await?;
-            Ok(r.text()?.parse::<i64>().expect("a number"))
-        })
-        .await
-}
-
-/// The host node that has a live instance of an object right now (each object has at most one).
-async fn live_on(hosts: &[HostNode]) -> Result<Vec<NodeId>, dosim_sim::Failure> {
-    let mut on = Vec::new();
-    for h in hosts {
-        if h.run_on_host(|host| async move { host.live_instances() }).await? > 0 {
-            on.push(h.node());
-        }
-    }
-    Ok(on)
 }
 
 sim_test!(fn data_follows_its_object_when_the_owner_is_cut_off(seed) {
