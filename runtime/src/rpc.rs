@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{messages, Error};
 use crate::future::LocalFuture;
+use crate::wire::encode;
 use crate::world::Transport;
 
 /// How many calls per client incarnation a server remembers, for deduplication.
@@ -46,12 +47,6 @@ enum Envelope {
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
-}
-
-fn encode(e: &Envelope) -> Vec<u8> {
-    let mut out = Vec::new();
-    ciborium::into_writer(e, &mut out).expect("an envelope encodes into memory");
-    out
 }
 
 /// What a server knows of one client incarnation's calls.
