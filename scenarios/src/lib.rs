@@ -11,6 +11,7 @@ mod campaign;
 pub mod cluster;
 #[cfg(madsim)]
 mod counter;
+pub mod history;
 #[cfg(madsim)]
 pub mod object_cluster;
 #[cfg(madsim)]
