@@ -6,8 +6,11 @@
 //! - `DOSIM_SEEDS=N` runs N seeds (starting from `DOSIM_SEED` if set);
 //! - `DOSIM_CHECK_DETERMINISM=1` runs every seed twice and compares the traces event by event.
 //!
-//! On failure it prints the seed, the trace hash, the last events and a one-line replay command, then panics,
-//! so it works the same in `cargo test` and in nextest.
+//! On failure it prints the seed, the trace hash, the report (what the check names behind the violation, the
+//! faults before it) and a one-line replay command, then panics, so it works the same in `cargo test` and in
+//! nextest. On success it prints one line (seeds, events, the faults that fired, the `sometimes` points
+//! reached) past libtest's capture. A test can ask for a seed count (`seeds = N`), or state that it must fail
+//! within N seeds (`must_fail_within = N`: a planted bug its checks must find).
 
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -63,21 +66,44 @@ impl TestId {
     }
 }
 
+/// What a test asks of its seeds, besides what the environment says (see [`crate::sim_test!`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeedPlan {
+    /// How many seeds it runs when `DOSIM_SEEDS` is unset (1 if `None`).
+    pub seeds: Option<u64>,
+    /// The test expects a failure: it passes when one of its first N seeds fails (a planted bug that the
+    /// checks must find), and fails if none does.
+    pub must_fail_within: Option<u64>,
+}
+
 /// The seeds the environment asks for, or the test's default seed.
 ///
 /// # Panics
 /// With a message naming the value, if `DOSIM_SEED` or `DOSIM_SEEDS` is malformed.
 pub fn seeds_from_env(id: &TestId) -> Vec<Seed> {
-    let base = match std::env::var(ENV_SEED) {
-        Ok(s) => s.parse::<Seed>().unwrap_or_else(|e| panic!("{ENV_SEED}: {e}")),
-        Err(_) => id.default_seed(),
+    seeds_for(id, SeedPlan::default())
+}
+
+/// The seeds of a test with `plan`: `DOSIM_SEED` picks the first (else the test's default seed); `DOSIM_SEEDS`
+/// the count (else the plan's, else 1). A test that must fail runs its `must_fail_within` seeds, unless
+/// `DOSIM_SEED` names one to replay.
+fn seeds_for(id: &TestId, plan: SeedPlan) -> Vec<Seed> {
+    let replay = std::env::var(ENV_SEED).ok();
+    let base = match &replay {
+        Some(s) => s.parse::<Seed>().unwrap_or_else(|e| panic!("{ENV_SEED}: {e}")),
+        None => id.default_seed(),
     };
-    let count = match std::env::var(ENV_SEEDS) {
+    let from_env = match std::env::var(ENV_SEEDS) {
         Ok(s) => match s.trim().parse::<u64>() {
-            Ok(n) if n > 0 => n,
+            Ok(n) if n > 0 => Some(n),
             _ => panic!("{ENV_SEEDS}: invalid seed count {s:?}: expected a positive integer"),
         },
-        Err(_) => 1,
+        Err(_) => None,
+    };
+    let count = match plan.must_fail_within {
+        Some(_) if replay.is_some() => from_env.unwrap_or(1),
+        Some(n) => n,
+        None => from_env.or(plan.seeds).unwrap_or(1),
     };
     (0..count).map(|i| base.nth(i)).collect()
 }
@@ -93,37 +119,140 @@ fn check_determinism_from_env() -> bool {
     }
 }
 
+/// What the passing seeds of a test did, summed: printed when the test passes, so that a test whose faults
+/// never fired does not look like one whose faults did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Seeds that ran.
+    pub seeds: u64,
+    /// Faults injected over all seeds.
+    pub faults: crate::fault::FaultCounts,
+    /// `sometimes` points reached, with the number of seeds that reached each.
+    pub sometimes: std::collections::BTreeMap<String, u64>,
+    /// Events over all seeds.
+    pub events: u64,
+    /// Simulated time over all seeds.
+    pub sim_time: std::time::Duration,
+}
+
+impl Summary {
+    /// Adds a passing seed's report.
+    pub fn add(&mut self, report: &RunReport) {
+        self.seeds += 1;
+        self.faults.merge(&report.faults);
+        for name in report.sometimes.keys() {
+            *self.sometimes.entry(name.clone()).or_default() += 1;
+        }
+        self.events += report.trace.len();
+        self.sim_time += report.sim_time;
+    }
+
+    /// One line: seeds, events, simulated time, the faults that fired, how many `sometimes` points were
+    /// reached.
+    pub fn line(&self) -> String {
+        let fired: Vec<String> =
+            self.faults.iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+        let faults = if fired.is_empty() { "none fired".to_string() } else { fired.join(", ") };
+        format!(
+            "{} seed{}, {} events, {:.1}s simulated; faults: {faults}; sometimes: {} point{} reached",
+            self.seeds,
+            if self.seeds == 1 { "" } else { "s" },
+            self.events,
+            self.sim_time.as_secs_f64(),
+            self.sometimes.len(),
+            if self.sometimes.len() == 1 { "" } else { "s" },
+        )
+    }
+}
+
+/// Writes `text` to the process's stderr directly: libtest captures `eprintln!` of passing tests, not this,
+/// so a test's one-line summary shows in every `cargo test` run.
+fn say(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
+/// Runs one seed, twice if `check` (the determinism check), with the failure's seed filled in.
+fn run_one(
+    seed: Seed,
+    check: bool,
+    body: &impl Fn(Seed) -> Result<RunReport, RunFailure>,
+) -> Result<RunReport, CheckError> {
+    let outcome = if check {
+        determinism::check(seed, body)
+    } else {
+        body(seed).map_err(|f| CheckError::Failed(Box::new(f)))
+    };
+    outcome.map_err(|e| match e {
+        // A run that failed before it started does not know its seed.
+        CheckError::Failed(mut f) => {
+            f.seed = seed;
+            CheckError::Failed(f)
+        }
+        other => other,
+    })
+}
+
 /// Runs a simulation test over the seeds the environment asks for; panics with a replayable report on the
 /// first failing seed.
 pub fn run_test(id: TestId, body: impl Fn(Seed) -> Result<RunReport, RunFailure>) {
+    run_planned(id, SeedPlan::default(), body)
+}
+
+/// Runs a simulation test under `plan` (see [`SeedPlan`]). A test that must pass panics with a replayable
+/// report on its first failing seed, and prints a one-line [`Summary`] when every seed passed. A test that
+/// must fail passes on its first failing seed (printing the seed, how many seeds and how much wall time it
+/// took, and the replay command), and panics if none of its seeds fails.
+pub fn run_planned(id: TestId, plan: SeedPlan, body: impl Fn(Seed) -> Result<RunReport, RunFailure>) {
     let check = check_determinism_from_env();
-    for seed in seeds_from_env(&id) {
-        let outcome = if check {
-            determinism::check(seed, &body)
-        } else {
-            body(seed).map_err(|f| CheckError::Failed(Box::new(f)))
-        };
-        let outcome = outcome.map_err(|e| match e {
-            // A run that failed before it started does not know its seed.
-            CheckError::Failed(mut f) => {
-                f.seed = seed;
-                CheckError::Failed(f)
+    let seeds = seeds_for(&id, plan);
+    let started = std::time::Instant::now();
+    let mut summary = Summary::default();
+    for (i, seed) in seeds.iter().copied().enumerate() {
+        match run_one(seed, check, &body) {
+            Ok(report) => summary.add(&report),
+            Err(CheckError::Failed(f)) if plan.must_fail_within.is_some() => {
+                say(&format!(
+                    "dosim: {} found its bug at seed {seed} ({} of {} seeds, {:.2}s wall): {}\nreplay: {}\n",
+                    id.filter(),
+                    i + 1,
+                    seeds.len(),
+                    started.elapsed().as_secs_f64(),
+                    f.kind,
+                    id.replay_command(seed)
+                ));
+                eprintln!("{f}");
+                return;
             }
-            other => other,
-        });
-        if let Err(e) = outcome {
-            let hash = match &e {
-                CheckError::Failed(f) => format!("{:016x}", f.trace_hash()),
-                CheckError::Diverged { hashes, .. } => format!("{:016x} / {:016x}", hashes.0, hashes.1),
-            };
-            eprintln!("{e}");
-            eprintln!("dosim: seed {seed} failed (trace hash {hash})");
-            eprintln!("replay: {}", id.replay_command(seed));
-            let what = match &e {
-                CheckError::Failed(f) => f.kind.to_string(),
-                CheckError::Diverged { .. } => "nondeterminism".to_string(),
-            };
-            panic!("dosim: seed {seed} failed: {what}\nreplay: {}", id.replay_command(seed));
+            Err(e) => {
+                let hash = match &e {
+                    CheckError::Failed(f) => format!("{:016x}", f.trace_hash()),
+                    CheckError::Diverged { hashes, .. } => format!("{:016x} / {:016x}", hashes.0, hashes.1),
+                };
+                eprintln!("{e}");
+                eprintln!("dosim: seed {seed} failed (trace hash {hash})");
+                eprintln!("replay: {}", id.replay_command(seed));
+                let what = match &e {
+                    CheckError::Failed(f) => f.kind.to_string(),
+                    CheckError::Diverged { .. } => "nondeterminism".to_string(),
+                };
+                panic!("dosim: seed {seed} failed: {what}\nreplay: {}", id.replay_command(seed));
+            }
+        }
+    }
+    if let Some(n) = plan.must_fail_within {
+        panic!(
+            "dosim: {} must fail within {n} seeds, but all {} passed ({}): the checks did not find the bug",
+            id.filter(),
+            seeds.len(),
+            summary.line()
+        );
+    }
+    say(&format!("dosim: {} passed: {}\n", id.filter(), summary.line()));
+    if !summary.sometimes.is_empty() {
+        eprintln!("dosim: sometimes points reached (seeds reaching each):");
+        for (name, n) in &summary.sometimes {
+            eprintln!("  {n:>4}  {name}");
         }
     }
 }
@@ -134,14 +263,33 @@ pub fn run_test(id: TestId, body: impl Fn(Seed) -> Result<RunReport, RunFailure>
 /// sim_test!(fn crash_keeps_synced_data(seed) {
 ///     Sim::builder().seed(seed).nodes(1).build()?.run(|world| async move { Ok(()) })
 /// });
+/// // 20 seeds unless DOSIM_SEEDS says otherwise:
+/// sim_test!(seeds = 20, fn counter_survives_crashes(seed) { … });
+/// // A planted bug: passes when one of its first 50 seeds fails, fails if none does.
+/// sim_test!(must_fail_within = 50, fn racy_counter_is_caught(seed) { … });
 /// ```
 #[macro_export]
 macro_rules! sim_test {
     ($(#[$meta:meta])* fn $name:ident($seed:ident) $body:block) => {
+        $crate::sim_test!(@plan $crate::harness::SeedPlan::default(), $(#[$meta])* fn $name($seed) $body);
+    };
+    (seeds = $n:expr, $(#[$meta:meta])* fn $name:ident($seed:ident) $body:block) => {
+        $crate::sim_test!(
+            @plan $crate::harness::SeedPlan { seeds: Some($n), must_fail_within: None },
+            $(#[$meta])* fn $name($seed) $body
+        );
+    };
+    (must_fail_within = $n:expr, $(#[$meta:meta])* fn $name:ident($seed:ident) $body:block) => {
+        $crate::sim_test!(
+            @plan $crate::harness::SeedPlan { seeds: None, must_fail_within: Some($n) },
+            $(#[$meta])* fn $name($seed) $body
+        );
+    };
+    (@plan $plan:expr, $(#[$meta:meta])* fn $name:ident($seed:ident) $body:block) => {
         $(#[$meta])*
         #[test]
         fn $name() {
-            $crate::harness::run_test(
+            $crate::harness::run_planned(
                 $crate::harness::TestId {
                     module: module_path!(),
                     name: stringify!($name),
@@ -149,6 +297,7 @@ macro_rules! sim_test {
                     crate_name: env!("CARGO_CRATE_NAME"),
                     integration: option_env!("CARGO_TARGET_TMPDIR").is_some(),
                 },
+                $plan,
                 |$seed: $crate::Seed| -> ::std::result::Result<$crate::RunReport, $crate::RunFailure> {
                     $body
                 },
@@ -178,6 +327,47 @@ mod tests {
             "DOSIM_SEED=0x000000000000002a cargo simtest -p dosim-sim --test it -- world::partitions::heal_restores --exact --nocapture"
         );
         assert!(id(false).replay_command(Seed(1)).contains(" --lib -- "));
+    }
+
+    #[test]
+    fn a_plan_sets_the_seed_count_and_a_test_that_must_fail_runs_its_bound() {
+        // No DOSIM_SEED(S) in this test's environment (the test binary is run without them).
+        if std::env::var(ENV_SEED).is_ok() || std::env::var(ENV_SEEDS).is_ok() {
+            return;
+        }
+        let id = id(true);
+        assert_eq!(seeds_for(&id, SeedPlan::default()), vec![id.default_seed()]);
+        let twenty = seeds_for(&id, SeedPlan { seeds: Some(20), must_fail_within: None });
+        assert_eq!(twenty.len(), 20);
+        assert_eq!(twenty[0], id.default_seed());
+        assert_eq!(twenty[19], id.default_seed().nth(19));
+        assert_eq!(seeds_for(&id, SeedPlan { seeds: None, must_fail_within: Some(7) }).len(), 7);
+    }
+
+    #[test]
+    fn a_summary_counts_seeds_faults_and_the_seeds_reaching_each_sometimes_point() {
+        let report = |crashes: u64, points: &[&str]| {
+            let mut faults = crate::fault::FaultCounts::default();
+            faults.add(crate::fault::FaultKind::Crash, crashes);
+            RunReport {
+                seed: Seed(1),
+                trace: crate::trace::Trace::new(crate::trace::TraceMode::Full),
+                faults,
+                sometimes: points.iter().map(|p| (p.to_string(), 3)).collect(),
+                sim_time: std::time::Duration::from_secs(2),
+                wall_time: std::time::Duration::ZERO,
+            }
+        };
+        let mut s = Summary::default();
+        assert!(s.line().contains("faults: none fired"));
+        s.add(&report(2, &["a"]));
+        s.add(&report(1, &["a", "b"]));
+        assert_eq!(s.seeds, 2);
+        assert_eq!(s.sometimes.get("a"), Some(&2), "seeds reaching it, not times");
+        assert_eq!(
+            s.line(),
+            "2 seeds, 0 events, 4.0s simulated; faults: crash 3; sometimes: 2 points reached"
+        );
     }
 
     #[test]

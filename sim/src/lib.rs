@@ -46,8 +46,8 @@ pub use fault::{
 pub use local::LocalWorld;
 pub use ratio::{Ratio, RatioError};
 pub use report::{
-    Failure, FailureClass, FailureKind, RunFailure, RunOptions, RunReport, BROKEN_INVARIANT,
-    REPORT_TAIL_EVENTS,
+    Evidence, Failure, FailureClass, FailureKind, RunFailure, RunOptions, RunReport, BROKEN_INVARIANT,
+    REPORT_FAULTS_MAX, REPORT_TAIL_EVENTS,
 };
 pub use rng::{Purpose, SimRng};
 pub use seed::{Seed, SeedError};

@@ -10,6 +10,26 @@ use crate::trace::Trace;
 
 /// How many of the last events a failure report shows.
 pub const REPORT_TAIL_EVENTS: usize = 40;
+/// How many of the faults before a violation a failure report shows (the latest ones).
+pub const REPORT_FAULTS_MAX: usize = 20;
+
+/// What a check names behind a violation: the operations and values it rests on, and the stretch of simulated
+/// time it lies in. A failure report shows these first, then the faults injected before the stretch ended,
+/// then the events inside it (instead of the run's last events, which are the final checks' reads).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Evidence {
+    /// One line each: the operations (with their times and outcomes) and values behind the violation.
+    pub lines: Vec<String>,
+    /// The stretch of simulated time the violation lies in, from the first operation it names to the last.
+    pub window: Option<(Duration, Duration)>,
+}
+
+impl Evidence {
+    /// True if it names nothing.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.window.is_none()
+    }
+}
 
 /// A passed run.
 #[derive(Clone, Debug)]
@@ -210,12 +230,48 @@ pub struct RunFailure {
     pub sim_time: Duration,
     /// Wall-clock time until the failure.
     pub wall_time: Duration,
+    /// What the failed check names behind the violation (empty if it named nothing).
+    pub evidence: Evidence,
 }
 
 impl RunFailure {
     /// The trace hash up to the failure.
     pub fn trace_hash(&self) -> u64 {
         self.trace.hash()
+    }
+
+    /// A run that passed its own checks but failed one made afterwards, over its history or trace:
+    /// `failure` with the run's trace, faults and times, and `options` (what the seed chose).
+    pub fn after(report: RunReport, options: RunOptions, failure: Failure) -> RunFailure {
+        let evidence = failure.evidence.clone();
+        RunFailure {
+            seed: report.seed,
+            kind: failure.into_kind(),
+            options,
+            trace: report.trace,
+            faults: report.faults,
+            sim_time: report.sim_time,
+            wall_time: report.wall_time,
+            evidence,
+        }
+    }
+
+    /// The faults and node actions of the trace up to `until` (all of them if `None`), the latest
+    /// [`REPORT_FAULTS_MAX`] of them.
+    pub fn faults_before(&self, until: Option<Duration>) -> Vec<&crate::trace::Event> {
+        use crate::trace::{EventKind, NodeAction};
+        let faults: Vec<&crate::trace::Event> = self
+            .trace
+            .events()
+            .iter()
+            .filter(|e| until.is_none_or(|u| e.at <= u))
+            .filter(|e| match &e.kind {
+                EventKind::Fault { .. } | EventKind::DiskCrash(_) => true,
+                EventKind::Node(a) => !matches!(a, NodeAction::Start),
+                _ => false,
+            })
+            .collect();
+        faults[faults.len().saturating_sub(REPORT_FAULTS_MAX)..].to_vec()
     }
 }
 
@@ -233,11 +289,44 @@ impl fmt::Display for RunFailure {
                 writeln!(f, "    {k}={v}")?;
             }
         }
-        let tail = self.trace.tail(REPORT_TAIL_EVENTS);
-        if !tail.is_empty() {
-            writeln!(f, "  last {} events:", tail.len())?;
-            for e in tail {
+        if !self.evidence.lines.is_empty() {
+            writeln!(f, "  behind the violation:")?;
+            for line in &self.evidence.lines {
+                writeln!(f, "    {line}")?;
+            }
+        }
+        let until = self.evidence.window.map(|(_, end)| end);
+        let faults = self.faults_before(until);
+        if !faults.is_empty() {
+            let when = if until.is_some() { "before the violation" } else { "in the run" };
+            writeln!(f, "  faults {when} (the last {}):", faults.len())?;
+            for e in faults {
                 writeln!(f, "    {e}")?;
+            }
+        }
+        match self.evidence.window {
+            Some((start, end)) => {
+                let inside: Vec<&crate::trace::Event> =
+                    self.trace.events().iter().filter(|e| e.at >= start && e.at <= end).collect();
+                let shown = &inside[inside.len().saturating_sub(REPORT_TAIL_EVENTS)..];
+                writeln!(
+                    f,
+                    "  events from {start:?} to {end:?} (the last {} of {}):",
+                    shown.len(),
+                    inside.len()
+                )?;
+                for e in shown {
+                    writeln!(f, "    {e}")?;
+                }
+            }
+            None => {
+                let tail = self.trace.tail(REPORT_TAIL_EVENTS);
+                if !tail.is_empty() {
+                    writeln!(f, "  last {} events:", tail.len())?;
+                    for e in tail {
+                        writeln!(f, "    {e}")?;
+                    }
+                }
             }
         }
         Ok(())
@@ -300,6 +389,43 @@ mod tests {
     }
 
     #[test]
+    fn a_report_with_evidence_shows_the_operations_the_faults_before_and_the_events_of_the_window() {
+        use crate::trace::{EventKind, NodeAction, NodeId, TraceMode};
+        let mut trace = Trace::new(TraceMode::Full);
+        let at = Duration::from_millis;
+        trace.record(at(10), Some(NodeId(0)), EventKind::Node(NodeAction::Crash));
+        trace.record(at(20), Some(NodeId(0)), EventKind::Note { key: "inside".into(), value: "1".into() });
+        trace.record(at(90), Some(NodeId(0)), EventKind::Node(NodeAction::PowerCut));
+        trace.record(at(95), None, EventKind::Note { key: "final-read".into(), value: "2".into() });
+        let failure = Failure::new("lost").with_evidence(Evidence {
+            lines: vec!["op#3 client 1 on a: Add(1) -> ok 4".into()],
+            window: Some((at(15), at(30))),
+        });
+        let report = RunReport {
+            seed: Seed(1),
+            trace,
+            faults: FaultCounts::default(),
+            sometimes: BTreeMap::new(),
+            sim_time: at(100),
+            wall_time: Duration::ZERO,
+        };
+        let text = RunFailure::after(report, RunOptions::new(Seed(1)), failure).to_string();
+        assert!(text.contains("behind the violation:\n    op#3 client 1 on a: Add(1) -> ok 4"), "{text}");
+        assert!(text.contains("faults before the violation (the last 1):"), "{text}");
+        let faults =
+            text.split("faults before the violation").nth(1).and_then(|t| t.split("  events").next());
+        let faults = faults.unwrap_or_default();
+        assert!(
+            faults.contains("Crash") && !faults.contains("PowerCut"),
+            "only faults up to the window's end: {text}"
+        );
+        assert!(
+            text.contains("inside = 1") && !text.contains("final-read"),
+            "the window, not the tail: {text}"
+        );
+    }
+
+    #[test]
     fn options_print_as_key_value_lines_starting_with_the_seed() {
         let o = RunOptions::new(Seed(0x2a)).with("faults", "crash,pause").with("waves", 30);
         assert_eq!(o.to_string(), "seed=0x000000000000002a\nfaults=crash,pause\nwaves=30\n");
@@ -317,17 +443,29 @@ mod tests {
 pub struct Failure {
     message: String,
     pending: bool,
+    evidence: Evidence,
 }
 
 impl Failure {
     /// A violated safety property, or an error the scenario could not handle.
     pub fn new(msg: impl Into<String>) -> Failure {
-        Failure { message: msg.into(), pending: false }
+        Failure { message: msg.into(), pending: false, evidence: Evidence::default() }
     }
 
     /// Something that should have happened by the end of the liveness phase and did not.
     pub fn pending(msg: impl Into<String>) -> Failure {
-        Failure { message: msg.into(), pending: true }
+        Failure { message: msg.into(), pending: true, evidence: Evidence::default() }
+    }
+
+    /// The failure with what its check names behind it (see [`Evidence`]).
+    pub fn with_evidence(mut self, evidence: Evidence) -> Failure {
+        self.evidence = evidence;
+        self
+    }
+
+    /// What its check names behind it.
+    pub fn evidence(&self) -> &Evidence {
+        &self.evidence
     }
 
     /// The message.
@@ -412,6 +550,7 @@ impl From<crate::fault::PlanError> for RunFailure {
             faults: FaultCounts::default(),
             sim_time: Duration::ZERO,
             wall_time: Duration::ZERO,
+            evidence: Evidence::default(),
         }
     }
 }

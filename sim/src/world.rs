@@ -763,6 +763,7 @@ impl Sim {
         let trace = ctx.trace.into_inner();
         let faults = ctx.faults.into_inner();
         let deferred = ctx.deferred_panic.into_inner();
+        let mut evidence = crate::report::Evidence::default();
         let kind = match (outcome, deferred) {
             (Err(payload), _) => classify_panic(&*payload, c.time_limit),
             (Ok(_), Some(msg)) => FailureKind::of_panic(msg, c.time_limit),
@@ -776,9 +777,12 @@ impl Sim {
                     wall_time,
                 })
             }
-            (Ok(Err(f)), None) => f.into_kind(),
+            (Ok(Err(f)), None) => {
+                evidence = f.evidence().clone();
+                f.into_kind()
+            }
         };
-        Err(RunFailure { seed, kind, options: c.options, trace, faults, sim_time, wall_time })
+        Err(RunFailure { seed, kind, options: c.options, trace, faults, sim_time, wall_time, evidence })
     }
 }
 
