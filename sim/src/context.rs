@@ -37,6 +37,8 @@ pub(crate) struct RunCtx {
     pub(crate) trace: RefCell<Trace>,
     pub(crate) faults: RefCell<FaultCounts>,
     pub(crate) sometimes: RefCell<BTreeMap<String, u64>>,
+    /// Each `eventually` point's latest evaluation.
+    pub(crate) eventually: RefCell<BTreeMap<String, bool>>,
     rngs: Vec<RefCell<SimRng>>,
     pub(crate) disks: RefCell<DiskSet>,
     pub(crate) nodes: Vec<NodeInfo>,
@@ -76,6 +78,7 @@ impl RunCtx {
             trace: RefCell::new(Trace::new(mode)),
             faults: RefCell::new(FaultCounts::default()),
             sometimes: RefCell::new(BTreeMap::new()),
+            eventually: RefCell::new(BTreeMap::new()),
             rngs: Purpose::ALL.iter().map(|p| RefCell::new(SimRng::new(seed, *p))).collect(),
             disks: RefCell::new(DiskSet::new(disk, node_count)),
             nodes,
@@ -196,6 +199,40 @@ pub fn sometimes(name: &str) {
     }
 }
 
+/// Asserts that `cond` holds every time this point is reached (an "always" assertion in code under test).
+/// Inside a run a false `cond` fails the run as a broken invariant, with the seed; outside a run it does
+/// nothing, so the assertion can stay in production code.
+pub fn always(cond: bool, name: &str) {
+    if cond || try_current().is_none() {
+        return;
+    }
+    panic!("{}always: {name}", crate::report::BROKEN_INVARIANT);
+}
+
+/// Counts point `name` as reached if `cond` holds: [`sometimes`] with a condition.
+pub fn sometimes_if(cond: bool, name: &str) {
+    if cond {
+        sometimes(name);
+    }
+}
+
+/// Records the latest evaluation of an "eventually" property `name`: the property must hold by the end of
+/// the run (after the faults stopped), whatever it was before. A scenario checks the points with
+/// [`eventually_unmet`]. Outside a run it does nothing.
+pub fn eventually(cond: bool, name: &str) {
+    if let Some(ctx) = try_current() {
+        ctx.eventually.borrow_mut().insert(name.to_string(), cond);
+    }
+}
+
+/// The `eventually` points of the current run whose latest evaluation was false, in name order (empty
+/// outside a run).
+pub fn eventually_unmet() -> Vec<String> {
+    try_current().map_or_else(Vec::new, |ctx| {
+        ctx.eventually.borrow().iter().filter(|(_, ok)| !**ok).map(|(n, _)| n.clone()).collect()
+    })
+}
+
 /// How many times the current run has reached [`sometimes`] point `name` so far (0 outside a run). A test
 /// uses it to show that the path it claims to test was taken.
 pub fn sometimes_count(name: &str) -> u64 {
@@ -221,4 +258,29 @@ pub fn current_node() -> Option<NodeId> {
 /// Outside a run.
 pub fn current_seed() -> Seed {
     current().seed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn always_fails_a_run_and_nothing_outside_one_and_eventually_keeps_the_latest_evaluation() {
+        always(false, "outside a run: nothing");
+        eventually(false, "outside a run: nothing");
+        assert!(eventually_unmet().is_empty());
+        let world = crate::LocalWorld::new(Seed(1), crate::DiskConfig::instant()).unwrap();
+        always(true, "holds");
+        let broken = std::panic::catch_unwind(|| always(false, "balance is positive")).unwrap_err();
+        let message = broken.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert_eq!(message, format!("{}always: balance is positive", crate::report::BROKEN_INVARIANT));
+        eventually(false, "converged");
+        eventually(false, "drained");
+        eventually(true, "drained");
+        assert_eq!(eventually_unmet(), vec!["converged".to_string()]);
+        sometimes_if(false, "rare");
+        sometimes_if(true, "common");
+        assert_eq!((sometimes_count("rare"), sometimes_count("common")), (0, 1));
+        drop(world);
+    }
 }

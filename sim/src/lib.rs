@@ -37,7 +37,10 @@ mod trace;
 mod world;
 
 pub use clock::{true_unix_now, unix_now, LOCAL_EPOCH_UNIX_SECS};
-pub use context::{current_node, current_seed, note, random, sometimes, sometimes_count};
+pub use context::{
+    always, current_node, current_seed, eventually, eventually_unmet, note, random, sometimes,
+    sometimes_count, sometimes_if,
+};
 pub use disk::{CrashMode, DiskConfig, Durability, LatencyRange};
 pub use fault::{
     Direction, DiskFaultAt, DiskFaultKind, Fault, FaultCounts, FaultKind, FaultPlan, PlanError, RandomFaults,
