@@ -95,12 +95,14 @@ impl Host {
     ///
     /// Fails if `binding` is unknown, if `id` is not of that namespace, if the class bound to it is not `T`
     /// (the message names both types), or with the error the event ends with (a reset cuts it off).
-    pub async fn run_in_object<T, R, F>(&self, binding: &str, id: &ObjectId, f: F) -> Result<R, Error>
-    where
-        T: DurableObject,
-        R: 'static,
-        F: AsyncFnOnce(&T, &State) -> R + 'static,
-    {
+    ///
+    /// `T` is inferred from `f`'s first parameter, or named: `host.run_in_object::<Counter, _>(…)`.
+    pub async fn run_in_object<T: DurableObject, R: 'static>(
+        &self,
+        binding: &str,
+        id: &ObjectId,
+        f: impl AsyncFnOnce(&T, &State) -> R + 'static,
+    ) -> Result<R, Error> {
         let class = self.hook_class(binding, Some(id))?;
         let (type_id, type_name) = class.class.object_type();
         if type_id != TypeId::of::<T>() {

@@ -98,6 +98,12 @@ fn cache_list(options: &ListOptions) -> CacheListOptions {
     CacheListOptions { list: options.clone(), ..CacheListOptions::default() }
 }
 
+/// The trace line of a storage call of the object `label`: `op` and what it touches, at debug level.
+fn trace(label: &Option<Arc<str>>, op: &str, what: &str) {
+    let label = label.as_deref().unwrap_or("storage");
+    tracing::debug!(target: "dosim::storage", "{label} {op} {what}");
+}
+
 /// A list call's range, for its trace line: the options given, keys quoted and cut short.
 fn describe_list(options: &ListOptions) -> String {
     let mut parts = Vec::new();
@@ -172,8 +178,7 @@ impl Storage {
 
     /// The trace line of a call: `op` and what it touches (keys quoted, cut short), at debug level.
     fn trace(&self, op: &str, what: &str) {
-        let label = self.label.as_deref().unwrap_or("storage");
-        tracing::debug!(target: "dosim::storage", "{label} {op} {what}");
+        trace(&self.label, op, what);
     }
 
     /// The engine behind this storage, for what only the runtime does with it.
@@ -423,9 +428,15 @@ impl Storage {
             Backend::Sqlite(s) => s.clone(),
             Backend::Kv(c) => {
                 let hooks = self.hooks.clone();
+                let label = self.label.clone();
                 return c
                     .transaction(async |t| {
-                        f(&Transaction { handle: Handle::Kv(t.clone()), hooks: hooks.clone() }).await
+                        let txn = Transaction {
+                            handle: Handle::Kv(t.clone()),
+                            hooks: hooks.clone(),
+                            label: label.clone(),
+                        };
+                        f(&txn).await
                     })
                     .await;
             }
@@ -436,6 +447,7 @@ impl Storage {
                 let txn = Transaction {
                     handle: Handle::Sqlite { storage: storage.clone(), depth, state: outcome.clone() },
                     hooks: self.hooks.clone(),
+                    label: self.label.clone(),
                 };
                 f(&txn).await
             })
@@ -458,6 +470,8 @@ enum TxnState {
 pub struct Transaction {
     handle: Handle,
     hooks: Option<Arc<dyn ObjectHooks>>,
+    /// How trace lines name the object, as its storage's do.
+    label: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -481,6 +495,7 @@ impl Transaction {
 
     /// The value under `key`, as the transaction sees it.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        trace(&self.label, "txn get", &value::render_keys([key]));
         let raw = match &self.handle {
             Handle::Kv(t) => t.get(key, GetOptions::default()).await?,
             Handle::Sqlite { .. } => self.sqlite("get()")?.get(key)?,
@@ -490,6 +505,7 @@ impl Transaction {
 
     /// Stores `value` under `key` in the transaction.
     pub async fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), Error> {
+        trace(&self.label, "txn put", &value::render_keys([key]));
         match &self.handle {
             Handle::Kv(t) => {
                 // The handle's own check comes first, as an encoding error would otherwise hide it.
@@ -505,6 +521,7 @@ impl Transaction {
 
     /// Deletes `key` in the transaction; true if it existed.
     pub async fn delete(&self, key: &str) -> Result<bool, Error> {
+        trace(&self.label, "txn delete", &value::render_keys([key]));
         match &self.handle {
             Handle::Kv(t) => t.delete(key, PutOptions::default()).await,
             Handle::Sqlite { .. } => self.sqlite("delete()")?.delete(key, WriteOptions::default()),
@@ -513,6 +530,7 @@ impl Transaction {
 
     /// The pairs `options` selects, as the transaction sees them.
     pub async fn list<T: DeserializeOwned>(&self, options: &ListOptions) -> Result<Vec<(String, T)>, Error> {
+        trace(&self.label, "txn list", &describe_list(options));
         let raw = match &self.handle {
             Handle::Kv(t) => t.list(cache_list(options)).await?,
             Handle::Sqlite { .. } => self.sqlite("list()")?.list(options)?,

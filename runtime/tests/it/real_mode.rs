@@ -232,7 +232,7 @@ fn object_ids_and_run_in_object_on_files() {
         }
         expected.sort_by_key(|id| id.to_string());
         let id = ns.id_from_name("b");
-        host.run_in_object("COUNTER", &id, async |_c: &Counter, state: &State| {
+        host.run_in_object::<Counter, _>("COUNTER", &id, async |_c, state| {
             state.storage().put("value", &41i64).await
         })
         .await
