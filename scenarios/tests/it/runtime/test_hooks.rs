@@ -4,18 +4,21 @@
 //! section, and interleaves with a request at an ordinary await); a wrong type is refused naming both types;
 //! `run_alarm_now` runs a stored alarm once and deletes it, or says there was none, and a failure is retried
 //! as the scheduler retries; `object_ids` lists exactly the objects with storage, sorted; `overload_next`
-//! refuses exactly N calls with the runtime's own overload error, then serves; `reset` on demand.
+//! refuses exactly N calls with the runtime's own overload error, then serves; `reset` on demand; and in a
+//! cluster, the hooks run on the object's owner and are refused elsewhere.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-use dosim_runtime::embed::{Host, HostBuilder, HostConfig, OverloadLimits};
+use dosim_runtime::embed::{ClusterRole, Host, HostBuilder, HostConfig, OverloadLimits};
 use dosim_runtime::error::messages;
 use dosim_runtime::prelude::*;
-use dosim_scenarios::objects::{AlarmRun, Probe};
-use dosim_scenarios::sim_host::{host_builder, on_node};
-use dosim_sim::{sim_test, DiskConfig, Failure, Sim};
+use dosim_scenarios::cluster::cluster_node;
+use dosim_scenarios::cluster::etcd::etcd_node;
+use dosim_scenarios::objects::{AlarmRun, Counter, Probe};
+use dosim_scenarios::sim_host::{host_builder, on_node, HostNode};
+use dosim_sim::{ensure, sim_test, DiskConfig, Failure, NodeId, Sim};
 
 use crate::{kv_class, sqlite_class, HOST};
 
@@ -432,5 +435,97 @@ sim_test!(fn reset_on_demand_cuts_off_events_and_a_new_stub_reaches_a_new_instan
             Ok(())
         })
         .await
+    })
+});
+
+/// The counter `c`'s stored value, read by `run_in_object` on `host`.
+async fn stored_value_by_hook(host: &HostNode) -> Result<Result<Option<i64>, String>, Failure> {
+    host.run_on_host(|host| async move {
+        let id = host.env().durable_object("COUNTER").unwrap().id_from_name("c");
+        host.run_in_object("COUNTER", &id, async |_c: &Counter, state: &State| {
+            state.storage().get::<i64>("value").await
+        })
+        .await
+        .and_then(|read| read)
+        .map_err(|e| e.message().to_string())
+    })
+    .await
+}
+
+fn counter_script() -> HostBuilder {
+    host_builder("worker")
+        .class::<Counter>("Counter")
+        .binding("COUNTER", "Counter")
+        .migration(sqlite_class("v1", "Counter"))
+}
+
+// In a cluster a hook runs where the object is owned: on its owner `run_in_object` sees the object's storage
+// and `overload_next` refuses the front's next call (made where calls are admitted, so the refusal crosses the
+// network with its flags); on another host the hook is refused, naming the owner, and starts nothing there.
+sim_test!(fn in_a_cluster_hooks_run_on_the_owner(seed) {
+    const ETCD: NodeId = NodeId(0);
+    const FRONT: NodeId = NodeId(1);
+    const HOSTS: [NodeId; 2] = [NodeId(2), NodeId(3)];
+    let mut b = Sim::builder().seed(seed).node(etcd_node(ETCD, "etcd"));
+    let (config, front) = cluster_node(FRONT, "front", ETCD, &[], ClusterRole::Front, counter_script);
+    b = b.node(config);
+    let mut hosts = Vec::new();
+    for (i, node) in HOSTS.iter().enumerate() {
+        let (config, host) =
+            cluster_node(*node, &format!("host-{i}"), ETCD, &[], ClusterRole::Host, counter_script);
+        b = b.node(config);
+        hosts.push(host);
+    }
+    b.build()?.run(move |_world| async move {
+        madsim::time::sleep(Duration::from_secs(3)).await;
+        let call = |path: &'static str| {
+            let front = front.clone();
+            async move {
+                front
+                    .run(move |env| async move {
+                        let stub = env.durable_object("COUNTER").unwrap().get_by_name("c");
+                        stub.fetch(Request::get(path)).await.map(|r| r.text().unwrap()).map_err(|e| seen(&e))
+                    })
+                    .await
+            }
+        };
+        let first = call("/increment").await?;
+        ensure!(first == Ok("1".to_string()), "the object answers: {first:?}");
+        let mut owner = None;
+        for h in &hosts {
+            if h.run_on_host(|host| async move { host.live_instances() }).await? == 1 {
+                owner = Some(h.clone());
+            }
+        }
+        let owner = owner.ok_or_else(|| Failure::new("one host runs the object"))?;
+        let other = hosts.iter().find(|h| h.node() != owner.node()).expect("two hosts").clone();
+        let seen_there = stored_value_by_hook(&owner).await?;
+        ensure!(seen_there == Ok(Some(1)), "on the owner the hook sees the stored value: {seen_there:?}");
+        let elsewhere = stored_value_by_hook(&other).await?;
+        ensure!(
+            elsewhere.as_ref().is_err_and(|m| m.contains("not owned by this host")),
+            "another host refuses the hook: {elsewhere:?}"
+        );
+        let started = other.run_on_host(|host| async move { host.live_instances() }).await?;
+        ensure!(started == 0, "and starts no instance: {started}");
+        owner
+            .run_on_host(|host| async move {
+                let id = host.env().durable_object("COUNTER").unwrap().id_from_name("c");
+                host.overload_next("COUNTER", &id, 1)
+            })
+            .await?
+            .map_err(|e| Failure::new(e.to_string()))?;
+        let refused = call("/increment").await?;
+        let expected = Seen {
+            message: messages::OVERLOADED_TOO_MANY_QUEUED.to_string(),
+            retryable: false,
+            overloaded: true,
+            reset: false,
+            remote: false,
+        };
+        ensure!(refused == Err(expected), "the front's call is refused as overloaded: {refused:?}");
+        let served = call("/increment").await?;
+        ensure!(served == Ok("2".to_string()), "then served, the refused call never ran: {served:?}");
+        Ok(())
     })
 });
