@@ -256,6 +256,11 @@ async fn probe_call<A: serde::Serialize, R: serde::de::DeserializeOwned>(
     stub.call(method, args).await.map_err(|e| format!("{method}: {e}"))
 }
 
+// `run_alarm_now` runs an alarm set half an hour ahead now, once, as a first run; deletes it; finds none the
+// second time; and the scheduler does not run it again at its time.
+//
+// Negative control, by hand: with the forced run treating the alarm as the timer does (run only once due:
+// `force` ignored in `alarm_event`), this test and the next fail: "the alarm half an hour ahead ran now".
 sim_test!(fn run_alarm_now_runs_a_stored_alarm_once_and_deletes_it(seed) {
     sim(seed)?.run(|world| async move {
         with_host(&world, hooks_host, |host| async move {
