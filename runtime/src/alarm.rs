@@ -279,6 +279,19 @@ impl AlarmScheduler {
         }
     }
 
+    /// Whether a run of `key` is in progress (its handler runs, or it waits to be retried).
+    pub(crate) fn is_running(&self, key: &AlarmKey) -> bool {
+        self.running.borrow().contains(key)
+    }
+
+    /// Takes `key`'s entry off the timer's queue (a run is about to start without the timer); it stays in
+    /// the index.
+    pub(crate) fn take_due(&self, key: &AlarmKey) {
+        if let Some(t) = self.scheduled(key) {
+            self.due.borrow_mut().remove(&(t, key.clone()));
+        }
+    }
+
     /// Marks a run of `key` as started (`true`) or ended.
     pub(crate) fn set_running(&self, key: &AlarmKey, running: bool) {
         let mut r = self.running.borrow_mut();

@@ -42,6 +42,18 @@ const EVICTION_RETRY: std::time::Duration = std::time::Duration::from_millis(100
 /// How many hex digits of an id the trace shows (as a short git hash does: unique enough to read a trace).
 const TRACE_ID_DIGITS: usize = 12;
 
+/// How traces name an instance of `class_name` with `id`: `Class/idprefix`.
+pub(crate) fn trace_label(class_name: &str, id: &ObjectId) -> Rc<str> {
+    let hex = id.to_string();
+    Rc::from(format!("{class_name}/{}", &hex[..TRACE_ID_DIGITS]))
+}
+
+/// The error of a request the object refuses because it is overloaded (spec §6.1): `message` is one of the
+/// `OVERLOADED_*` messages; flagged `overloaded`, neither retryable nor a reset.
+pub(crate) fn overloaded(message: &str) -> Error {
+    Error::new(message).with_overloaded()
+}
+
 /// What an event is, for the queue and for idleness.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum EventKind {
@@ -139,8 +151,7 @@ impl Instance {
         storage: Storage,
         end_turn: Rc<dyn Fn()>,
     ) -> Rc<Instance> {
-        let hex = id.to_string();
-        let label: Rc<str> = Rc::from(format!("{class_name}/{}", &hex[..TRACE_ID_DIGITS]));
+        let label = trace_label(&class_name, &id);
         Rc::new(Instance {
             id,
             label,
@@ -179,7 +190,7 @@ impl Instance {
             Ok(())
         });
         let me = self.clone();
-        let done = self.spawn_event(EventKind::Constructor, 0, constructor);
+        let done = self.spawn_event(EventKind::Constructor, 0, "constructor".into(), constructor);
         let construction = madsim_tokio::task::spawn_local(async move {
             if let Ok(Err(e)) = done.await {
                 // broken.constructorFailed: every event on this instance gets the error (spec §1.1).
@@ -233,7 +244,7 @@ impl Instance {
         }
         let refuse = |message: &str| {
             tracing::debug!(target: "dosim::runtime", "{} refuses a request: {message}", self.label);
-            Err(Error::new(message).with_overloaded())
+            Err(overloaded(message))
         };
         if q.window.len() as u64 >= limits.window_requests_max {
             return refuse(messages::OVERLOADED_WINDOW);
@@ -256,11 +267,13 @@ impl Instance {
     }
 
     /// Delivers an event: `body` runs on the constructed object, one turn at a time, and its result reaches
-    /// the returned future once the output gate allows. Requests must have passed [`Instance::admit`].
+    /// the returned future once the output gate allows. Requests must have passed [`Instance::admit`]. `what`
+    /// says what the event is, for the trace (an RPC method and its arguments, a fetch's method and path).
     pub(crate) fn deliver<T: 'static>(
         self: &Rc<Self>,
         kind: EventKind,
         bytes: usize,
+        what: String,
         body: impl FnOnce(Rc<dyn LiveObject>) -> LocalFuture<'static, Result<T, Error>> + 'static,
     ) -> LocalFuture<'static, Result<T, Error>> {
         if let Some(e) = self.broken() {
@@ -276,7 +289,7 @@ impl Instance {
             };
             body(object).await.map_err(Error::with_remote)
         });
-        let done = self.spawn_event(kind, bytes, inner);
+        let done = self.spawn_event(kind, bytes, what, inner);
         let me = self.clone();
         Box::pin(async move { done.await.unwrap_or_else(|_| Err(me.cut_off_error())) })
     }
@@ -286,6 +299,7 @@ impl Instance {
         self: &Rc<Self>,
         kind: EventKind,
         bytes: usize,
+        what: String,
         inner: LocalFuture<'static, Result<T, Error>>,
     ) -> oneshot::Receiver<Result<T, Error>> {
         let id = self.next_event.get();
@@ -307,7 +321,7 @@ impl Instance {
         let (tx, rx) = oneshot::channel();
         let me = self.clone();
         self.events.borrow_mut().insert(id, LiveEvent { kind, abort: None });
-        tracing::debug!(target: "dosim::runtime", "{} event {id} delivered ({kind:?})", self.label);
+        tracing::debug!(target: "dosim::runtime", "{} event {id} delivered ({kind:?}): {what}", self.label);
         let task = madsim_tokio::task::spawn_local(async move {
             let result = gated.await.and_then(|r| r);
             // The reply is issued now: it waits for every output lock taken so far (spec §1.4).
@@ -353,7 +367,7 @@ impl Instance {
         });
         // Detached on purpose: a `wait_until` task outlives the event that started it; the instance aborts
         // it when it ends.
-        drop(self.spawn_event(EventKind::Background, 0, inner));
+        drop(self.spawn_event(EventKind::Background, 0, "wait_until".into(), inner));
     }
 
     /// Requests and alarms running or queued.

@@ -56,6 +56,26 @@ pub(crate) enum Call {
     Rpc { method: String, args: Vec<u8> },
 }
 
+/// How a trace line names a fetch event: `fetch GET /path` (the path cut short).
+pub(crate) fn describe_fetch(request: &Request) -> String {
+    format!("fetch {} {}", request.method(), value::shorten(request.path(), value::TRACE_TEXT_MAX))
+}
+
+/// How a trace line names an RPC event: `rpc method(arguments)`, the arguments rendered short.
+pub(crate) fn describe_rpc(method: &str, args: &[u8]) -> String {
+    format!("rpc {}({})", value::shorten(method, value::TRACE_TEXT_MAX), value::render_args(args))
+}
+
+impl Call {
+    /// How a trace line names the event this call becomes.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Call::Fetch(request) => describe_fetch(request),
+            Call::Rpc { method, args } => describe_rpc(method, args),
+        }
+    }
+}
+
 /// What comes back: a response to a fetch, the encoded result of an RPC call.
 pub(crate) enum Reply {
     Response(Response),

@@ -6,6 +6,7 @@
 //! choice, as in workers-rs; objects and their futures need not be `Send`, because an instance runs on one
 //! thread.
 
+use std::any::{Any, TypeId};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -131,11 +132,21 @@ pub(crate) trait LiveObject {
     fn call(self: Rc<Self>, method: &str, args: Vec<u8>) -> LocalFuture<'static, Result<Vec<u8>, Error>>;
     fn alarm(self: Rc<Self>, info: AlarmInfo) -> Option<LocalFuture<'static, Result<(), Error>>>;
     fn has_alarm(&self) -> bool;
+    /// The object as `Any`, for [`downcast`] (the embedder's test hooks reach the typed object through it).
+    fn as_any(self: Rc<Self>) -> Rc<dyn Any>;
 }
 
 struct Live<T: DurableObject> {
     object: Rc<T>,
+    /// The state the object was constructed with, for the embedder's test hooks.
+    state: State,
     handlers: Rc<Handlers<T>>,
+}
+
+/// The typed object behind `object` and its state, if it is a `T`.
+pub(crate) fn downcast<T: DurableObject>(object: Rc<dyn LiveObject>) -> Option<(Rc<T>, State)> {
+    let live = object.as_any().downcast::<Live<T>>().ok()?;
+    Some((live.object.clone(), live.state.clone()))
 }
 
 impl<T: DurableObject> LiveObject for Live<T> {
@@ -164,12 +175,18 @@ impl<T: DurableObject> LiveObject for Live<T> {
     fn has_alarm(&self) -> bool {
         T::HAS_ALARM
     }
+
+    fn as_any(self: Rc<Self>) -> Rc<dyn Any> {
+        self
+    }
 }
 
 /// A class, its type erased: how to construct an instance, and whether it has an alarm handler.
 pub(crate) trait Class {
     fn construct(&self, state: State, env: Env) -> LocalFuture<'static, Result<Rc<dyn LiveObject>, Error>>;
     fn has_alarm_handler(&self) -> bool;
+    /// The Rust type of the class's objects: its id and its name (for error messages).
+    fn object_type(&self) -> (TypeId, &'static str);
 }
 
 /// The [`Class`] of `T`.
@@ -189,12 +206,16 @@ impl<T: DurableObject> Class for ClassOf<T> {
     fn construct(&self, state: State, env: Env) -> LocalFuture<'static, Result<Rc<dyn LiveObject>, Error>> {
         let handlers = self.handlers.clone();
         Box::pin(async move {
-            let object = T::new(state, env).await?;
-            Ok(Rc::new(Live { object: Rc::new(object), handlers }) as Rc<dyn LiveObject>)
+            let object = T::new(state.clone(), env).await?;
+            Ok(Rc::new(Live { object: Rc::new(object), state, handlers }) as Rc<dyn LiveObject>)
         })
     }
 
     fn has_alarm_handler(&self) -> bool {
         T::HAS_ALARM
+    }
+
+    fn object_type(&self) -> (TypeId, &'static str) {
+        (TypeId::of::<T>(), std::any::type_name::<T>())
     }
 }

@@ -26,6 +26,12 @@ pub trait StorageProvider {
     fn durability(&self) -> Arc<dyn DurabilityWait>;
     /// Deletes every object database of a namespace (its class was deleted, spec §9).
     fn delete_namespace(&self, namespace_uid: &str) -> Result<(), Error>;
+    /// The ids (their 64-hex-digit string form) of the objects of the namespace `namespace_uid` that have a
+    /// database here, in any order. The default: not supported.
+    fn list_objects(&self, namespace_uid: &str) -> Result<Vec<String>, Error> {
+        let _ = namespace_uid;
+        Err(Error::new("listing a namespace's objects is not supported by this storage provider"))
+    }
     /// The way to the KV backend's storage, if it is modelled as remote (see [`StoreLink`]). None: local.
     fn kv_link(&self) -> Option<Arc<dyn StoreLink>> {
         None

@@ -69,6 +69,18 @@ impl StorageProvider for SimStorage {
         Ok(())
     }
 
+    fn list_objects(&self, namespace_uid: &str) -> Result<Vec<String>, Error> {
+        let node = dosim_sim::current_node().ok_or_else(|| Error::new("list_objects: not on a node"))?;
+        let prefix = format!("{OBJECTS_DIR}/{}/", dir_of(namespace_uid));
+        // `<id>.db` directly under the namespace's directory; its journal and WAL files are not objects.
+        let ids = dosim_sim::disk::list(node)
+            .into_iter()
+            .filter_map(|p| p.strip_prefix(&prefix)?.strip_suffix(".db").map(str::to_string))
+            .filter(|id| !id.contains('/'))
+            .collect();
+        Ok(ids)
+    }
+
     fn kv_link(&self) -> Option<Arc<dyn StoreLink>> {
         Some(Arc::new(SimStoreLink))
     }

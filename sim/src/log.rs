@@ -76,14 +76,37 @@ impl io::Write for Stderr {
     }
 }
 
+/// Whether stderr lines get ANSI colour codes: only on a terminal, and not if `NO_COLOR` is set to anything
+/// but the empty string (no-color.org).
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// The subscriber a run installs on its thread.
 pub(crate) fn subscriber() -> impl Subscriber + Send + Sync {
     // madsim opens a span per task; with its target on, every message costs a span. Off unless asked for.
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let show = tracing_subscriber::fmt::layer().with_writer(|| Stderr).with_target(true).with_filter(env);
+    let show = tracing_subscriber::fmt::layer()
+        .with_writer(|| Stderr)
+        .with_target(true)
+        .with_ansi(colour(std::io::IsTerminal::is_terminal(&io::stderr()), std::env::var_os("NO_COLOR")))
+        .with_filter(env);
     let capture = Capture.with_filter(filter_fn(|meta| {
         let t = meta.target();
         meta.is_event() && t.starts_with(CAPTURED_PREFIX) && !t.starts_with(SIM_TARGET)
     }));
     Registry::default().with(show).with(capture)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(!colour(false, None), "a file gets no escape codes");
+        assert!(!colour(true, Some("1".into())), "NO_COLOR turns colour off");
+        assert!(colour(true, Some("".into())), "an empty NO_COLOR does not");
+    }
 }

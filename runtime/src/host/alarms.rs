@@ -1,6 +1,7 @@
 //! Running alarms (spec §4): the timer that starts the run of each index entry that comes due, the runs with
 //! their retries and backoff, one run inside the object, and giving an alarm up.
 
+use std::cell::Cell;
 use std::rc::{Rc, Weak};
 
 use crate::alarm::{self, AlarmKey, RunOutcome};
@@ -15,8 +16,27 @@ use crate::storage::sqlite::AlarmArm;
 use super::{ClassEntry, HostInner};
 
 impl HostInner {
-    /// Runs the alarm of `key` once (spec §4); see [`crate::alarm`].
-    async fn run_alarm(self: &Rc<Self>, key: &AlarmKey, retry_count: u32) -> RunOutcome {
+    /// Runs the alarm of `key` once (spec §4); see [`crate::alarm`]. `force`: run the stored alarm even if
+    /// its time has not come ([`Host::run_alarm_now`](crate::embed::Host::run_alarm_now)). With the outcome:
+    /// the time of the stored alarm the run found (and ran), if it found one due (or any, if forced).
+    pub(super) async fn run_alarm(
+        self: &Rc<Self>,
+        key: &AlarmKey,
+        retry_count: u32,
+        force: bool,
+    ) -> (RunOutcome, Option<i64>) {
+        let found = Rc::new(Cell::new(None));
+        let outcome = self.run_alarm_once(key, retry_count, force, &found).await;
+        (outcome, found.get())
+    }
+
+    async fn run_alarm_once(
+        self: &Rc<Self>,
+        key: &AlarmKey,
+        retry_count: u32,
+        force: bool,
+        found: &Rc<Cell<Option<i64>>>,
+    ) -> RunOutcome {
         let Some(class) = self.classes.get(&key.0).cloned() else {
             // The class is gone (deleted): so is the alarm.
             let _ = self.alarms.forget(key);
@@ -64,9 +84,13 @@ impl HostInner {
         let me = self.clone();
         let run_key = key.clone();
         let inst = instance.clone();
+        let what = format!("alarm (retry {retry_count}{})", if force { ", forced" } else { "" });
+        let found = found.clone();
         let result = instance
-            .deliver(EventKind::Alarm, 0, move |object| {
-                Box::pin(async move { me.alarm_event(object, &inst, &run_key, retry_count).await })
+            .deliver(EventKind::Alarm, 0, what, move |object| {
+                Box::pin(
+                    async move { me.alarm_event(object, &inst, &run_key, retry_count, force, &found).await },
+                )
             })
             .await;
         match result {
@@ -84,6 +108,8 @@ impl HostInner {
         instance: &Rc<Instance>,
         key: &AlarmKey,
         retry_count: u32,
+        force: bool,
+        found: &Cell<Option<i64>>,
     ) -> Result<RunOutcome, Error> {
         // The index follows storage only once what was read is durable and the object set no alarm since.
         let settle = async |time: Option<i64>, generation: u64| -> Result<RunOutcome, Error> {
@@ -95,10 +121,11 @@ impl HostInner {
         let stored = instance.storage.get_alarm().await?;
         let now = self.clock.now_ms();
         let scheduled = match stored {
-            Some(t) if t <= now => t,
+            Some(t) if t <= now || force => t,
             // Nothing due: an alarm moved later, or deleted.
             other => return settle(other, generation).await,
         };
+        found.set(Some(scheduled));
         if !object.has_alarm() {
             tracing::warn!(
                 target: "dosim::runtime",
@@ -158,7 +185,7 @@ impl HostInner {
 
     /// Gives up the alarm of `key` set for `scheduled` (spec §4: after the last retry, or `abort` without
     /// retry): storage deletes it if it is still that time; the index follows.
-    async fn abandon_alarm(self: &Rc<Self>, key: &AlarmKey, scheduled: i64) {
+    pub(super) async fn abandon_alarm(self: &Rc<Self>, key: &AlarmKey, scheduled: i64) {
         let Some(class) = self.classes.get(&key.0).cloned() else { return };
         let Ok(id) = id_of(&class, &key.1) else { return };
         let Ok(instance) = self.route(&class, &id, None).and_then(|c| c.instance()) else {
@@ -169,7 +196,7 @@ impl HostInner {
         let k = key.clone();
         let inst = instance.clone();
         let done = instance
-            .deliver(EventKind::Alarm, 0, move |_| {
+            .deliver(EventKind::Alarm, 0, format!("alarm abandoned (scheduled {scheduled})"), move |_| {
                 Box::pin(async move {
                     let generation = me.alarms.generation(&k);
                     let replaced = match inst.storage.backend() {
@@ -195,49 +222,84 @@ fn id_of(class: &ClassEntry, bytes: &[u8; 32]) -> Result<ObjectId, Error> {
     ObjectId::parse(&class.namespace.key, &hex)
 }
 
+/// Where an alarm's runs stand in their retries (spec §4).
+#[derive(Default)]
+pub(super) struct Retries {
+    /// Counted failures so far: the next run's `retry_count`.
+    counted_failures: u32,
+    /// The current streak of failures of one kind (counted or not) and its length: the backoff restarts when
+    /// the kind changes.
+    streak: Option<(bool, u32)>,
+}
+
+/// What follows a run that ended with `outcome`: `None`, the runs are over (settled, or given up); else the
+/// backoff to wait before the next run.
+async fn after_run(
+    h: &Rc<HostInner>,
+    key: &AlarmKey,
+    scheduled: i64,
+    outcome: RunOutcome,
+    retries: &mut Retries,
+) -> Option<std::time::Duration> {
+    let config = h.config.alarms;
+    let counted = match outcome {
+        RunOutcome::Settled => return None,
+        RunOutcome::Abandon => {
+            h.abandon_alarm(key, scheduled).await;
+            return None;
+        }
+        RunOutcome::Failed(e) => {
+            tracing::debug!(target: "dosim::runtime", "alarm failed (counted): {}", e.message());
+            retries.counted_failures += 1;
+            if retries.counted_failures > config.retries_max {
+                h.abandon_alarm(key, scheduled).await;
+                return None;
+            }
+            true
+        }
+        RunOutcome::Interrupted(e) => {
+            tracing::debug!(target: "dosim::runtime", "alarm interrupted (not counted): {}", e.message());
+            false
+        }
+    };
+    let n = match retries.streak {
+        Some((kind, n)) if kind == counted => n + 1,
+        _ => 0,
+    };
+    retries.streak = Some((counted, n));
+    let exponent = if counted { n } else { n.min(alarm::ALARM_UNCOUNTED_EXPONENT_MAX) };
+    let mut b = [0u8; 4];
+    h.entropy.fill(&mut b);
+    let jitter = u32::from_le_bytes(b) % 1_000_001;
+    Some(config.backoff(exponent, jitter))
+}
+
 /// One alarm's runs until it settles, with retries (spec §4).
 async fn alarm_runs(host: Weak<HostInner>, key: AlarmKey, scheduled: i64) {
     let Some(h) = host.upgrade() else { return };
     h.alarms.set_running(&key, true);
-    let config = h.config.alarms;
     drop(h);
-    let mut counted_failures = 0u32;
-    // The current streak of failures of one kind (counted or not) and its length: the backoff restarts when
-    // the kind changes (spec §4).
-    let mut streak: Option<(bool, u32)> = None;
+    alarm_retries(host, key, scheduled, None, false).await;
+}
+
+/// The runs of an alarm whose run is marked as started, until it settles. `first`: the outcome of a run
+/// already made (by [`Host::run_alarm_now`](crate::embed::Host::run_alarm_now)), which the retries follow;
+/// `force`: every run runs the stored alarm even before its time (the retries of a forced run).
+pub(super) async fn alarm_retries(
+    host: Weak<HostInner>,
+    key: AlarmKey,
+    scheduled: i64,
+    mut first: Option<RunOutcome>,
+    force: bool,
+) {
+    let mut retries = Retries::default();
     loop {
         let Some(h) = host.upgrade() else { return };
-        let outcome = h.run_alarm(&key, counted_failures).await;
-        let counted = match outcome {
-            RunOutcome::Settled => break,
-            RunOutcome::Abandon => {
-                h.abandon_alarm(&key, scheduled).await;
-                break;
-            }
-            RunOutcome::Failed(e) => {
-                tracing::debug!(target: "dosim::runtime", "alarm failed (counted): {}", e.message());
-                counted_failures += 1;
-                if counted_failures > config.retries_max {
-                    h.abandon_alarm(&key, scheduled).await;
-                    break;
-                }
-                true
-            }
-            RunOutcome::Interrupted(e) => {
-                tracing::debug!(target: "dosim::runtime", "alarm interrupted (not counted): {}", e.message());
-                false
-            }
+        let outcome = match first.take() {
+            Some(outcome) => outcome,
+            None => h.run_alarm(&key, retries.counted_failures, force).await.0,
         };
-        let n = match streak {
-            Some((kind, n)) if kind == counted => n + 1,
-            _ => 0,
-        };
-        streak = Some((counted, n));
-        let exponent = if counted { n } else { n.min(alarm::ALARM_UNCOUNTED_EXPONENT_MAX) };
-        let mut b = [0u8; 4];
-        h.entropy.fill(&mut b);
-        let jitter = u32::from_le_bytes(b) % 1_000_001;
-        let delay = config.backoff(exponent, jitter);
+        let Some(delay) = after_run(&h, &key, scheduled, outcome, &mut retries).await else { break };
         drop(h);
         madsim_tokio::time::sleep(delay).await;
     }
@@ -254,11 +316,7 @@ pub(super) async fn alarm_timer(host: Weak<HostInner>) {
         match h.alarms.next_due(now) {
             Ok((t, key)) => {
                 tracing::debug!(target: "dosim::runtime", scheduled = t, "alarm due");
-                let handle = madsim_tokio::task::spawn_local(alarm_runs(host.clone(), key, t));
-                let mut tasks = h.tasks.borrow_mut();
-                // Bounded by the runs in progress: finished ones are dropped as new ones start.
-                tasks.retain(|t| !t.is_finished());
-                tasks.push(handle.abort_handle());
+                h.spawn_task(alarm_runs(host.clone(), key, t));
             }
             Err(next) => {
                 let alarms = h.alarms.clone();

@@ -228,6 +228,7 @@ impl HostBuilder {
             // earlier incarnation never meets a new container under its serial.
             next_container: std::cell::Cell::new(u64::from(container_epoch) << 32),
             broken_containers: RefCell::new(BTreeMap::new()),
+            forced_overloads: RefCell::new(BTreeMap::new()),
         });
         let mut namespaces = BTreeMap::new();
         for b in &self.bindings {

@@ -315,11 +315,16 @@ impl HostInner {
         if matches!(call.call, WireCall::Activate) {
             return Ok(done(Outcome::Rpc(Vec::new())));
         }
-        if let Err(e) = instance.admit(call.bytes as usize) {
+        if let Err(e) = self.admit(&class, &id, &instance, call.bytes as usize) {
             return Ok(done(Outcome::Error(WireError::of(&e))));
         }
+        let what = match &call.call {
+            WireCall::Fetch(request) => crate::namespace::describe_fetch(request),
+            WireCall::Rpc { method, args } => crate::namespace::describe_rpc(method, args),
+            WireCall::Activate => unreachable!("answered before delivery"),
+        };
         let reply =
-            instance.deliver(EventKind::Request, call.bytes as usize, move |object| match call.call {
+            instance.deliver(EventKind::Request, call.bytes as usize, what, move |object| match call.call {
                 WireCall::Fetch(request) => {
                     let reply = object.fetch(request);
                     Box::pin(async move { reply.await.map(Outcome::Response) })

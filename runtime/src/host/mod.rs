@@ -11,12 +11,14 @@
 //! never starts a new instance; callers holding it are sent to the map's container instead.
 //!
 //! The rooms: [`routing`] (where a call goes), [`alarms`] (running the alarms the index says are due, with
-//! retries), [`builder`] (deploying the script and starting the host); this file holds the host, its
-//! containers, and the wiring of a new instance.
+//! retries), [`builder`] (deploying the script and starting the host), [`hooks`] (what tests ask of a host:
+//! run code inside an object, run its alarm now, list its namespace, refuse calls on demand); this file
+//! holds the host, its containers, and the wiring of a new instance.
 
 mod alarms;
 mod builder;
 mod cluster;
+mod hooks;
 mod routing;
 
 pub use builder::HostBuilder;
@@ -155,6 +157,8 @@ pub(crate) struct HostInner {
     next_container: Cell<u64>,
     /// The errors of the most recent broken containers, by serial: what remote stubs bound to them get.
     broken_containers: RefCell<BTreeMap<u64, Error>>,
+    /// Injected overloads ([`Host::overload_next`]): how many more calls to each object are refused.
+    forced_overloads: RefCell<BTreeMap<AlarmKey, u32>>,
 }
 
 /// How many broken containers a host remembers for the remote stubs bound to them; a stub bound to one it
@@ -168,6 +172,15 @@ impl HostInner {
         while broken.len() > BROKEN_CONTAINERS_REMEMBERED {
             broken.pop_first();
         }
+    }
+
+    /// Spawns one of the host's own tasks (an alarm's runs): aborted when the host shuts down or drops.
+    fn spawn_task(&self, task: impl std::future::Future<Output = ()> + 'static) {
+        let handle = madsim_tokio::task::spawn_local(task);
+        let mut tasks = self.tasks.borrow_mut();
+        // Bounded by the tasks in progress: finished ones are dropped as new ones start.
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle.abort_handle());
     }
 
     fn next_container_serial(&self) -> u64 {
@@ -232,7 +245,8 @@ impl HostInner {
                 }
             }
         };
-        let storage = storage.with_object_hooks(turns.clone());
+        let label = crate::instance::trace_label(&class.namespace.class_name, &container.id);
+        let storage = storage.with_object_hooks(turns.clone()).with_label(Arc::from(&*label));
         let key = container.key.clone();
         let alarms = Rc::downgrade(&self.alarms);
         let note_turns = turns.clone();

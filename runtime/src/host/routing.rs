@@ -108,10 +108,11 @@ impl Router for HostInner {
             Ok(i) => i,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        if let Err(e) = instance.admit(bytes) {
+        if let Err(e) = self.admit(&class, id, &instance, bytes) {
             return Box::pin(std::future::ready(Err(e)));
         }
-        instance.deliver(EventKind::Request, bytes, move |object| match call {
+        let what = call.describe();
+        instance.deliver(EventKind::Request, bytes, what, move |object| match call {
             Call::Fetch(request) => {
                 let reply = object.fetch(request);
                 Box::pin(async move { reply.await.map(Reply::Response) })

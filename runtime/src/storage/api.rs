@@ -25,6 +25,8 @@ use crate::future::LocalFuture;
 pub struct Storage {
     backend: Backend,
     hooks: Option<Arc<dyn ObjectHooks>>,
+    /// How trace lines name the object (`Class/idprefix`), once the runtime set it.
+    label: Option<Arc<str>>,
 }
 
 /// What the runtime adds to an object's storage calls.
@@ -96,6 +98,39 @@ fn cache_list(options: &ListOptions) -> CacheListOptions {
     CacheListOptions { list: options.clone(), ..CacheListOptions::default() }
 }
 
+/// The trace line of a storage call of the object `label`: `op` and what it touches, at debug level.
+fn trace(label: &Option<Arc<str>>, op: &str, what: &str) {
+    let label = label.as_deref().unwrap_or("storage");
+    tracing::debug!(target: "dosim::storage", "{label} {op} {what}");
+}
+
+/// A list call's range, for its trace line: the options given, keys quoted and cut short.
+fn describe_list(options: &ListOptions) -> String {
+    let mut parts = Vec::new();
+    let keys = [
+        ("prefix", &options.prefix),
+        ("start", &options.start),
+        ("start_after", &options.start_after),
+        ("end", &options.end),
+    ];
+    for (name, key) in keys {
+        if let Some(k) = key {
+            parts.push(format!("{name}={}", value::render_keys([k.as_str()])));
+        }
+    }
+    if let Some(limit) = options.limit {
+        parts.push(format!("limit={limit}"));
+    }
+    if options.reverse {
+        parts.push("reverse".to_string());
+    }
+    if parts.is_empty() {
+        "all".to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
 fn decode_pairs<T: DeserializeOwned>(raw: Vec<(String, Vec<u8>)>) -> Result<Vec<(String, T)>, Error> {
     raw.into_iter().map(|(k, b)| Ok((k, value::decode(&b)?))).collect()
 }
@@ -121,18 +156,29 @@ impl Sql {
 impl Storage {
     /// The storage of a SQLite-backed object.
     pub fn sqlite(storage: SqliteStorage) -> Storage {
-        Storage { backend: Backend::Sqlite(storage), hooks: None }
+        Storage { backend: Backend::Sqlite(storage), hooks: None, label: None }
     }
 
     /// The storage of a KV-backend object: every call goes through `cache` (spec §2).
     pub fn kv(cache: ActorCache) -> Storage {
-        Storage { backend: Backend::Kv(cache), hooks: None }
+        Storage { backend: Backend::Kv(cache), hooks: None, label: None }
     }
 
     /// This storage, with the runtime's `hooks` (alarm checks and scheduling, critical sections).
     pub(crate) fn with_object_hooks(mut self, hooks: Arc<dyn ObjectHooks>) -> Storage {
         self.hooks = Some(hooks);
         self
+    }
+
+    /// This storage, its trace lines naming the object `label`.
+    pub(crate) fn with_label(mut self, label: Arc<str>) -> Storage {
+        self.label = Some(label);
+        self
+    }
+
+    /// The trace line of a call: `op` and what it touches (keys quoted, cut short), at debug level.
+    fn trace(&self, op: &str, what: &str) {
+        trace(&self.label, op, what);
     }
 
     /// The engine behind this storage, for what only the runtime does with it.
@@ -150,6 +196,7 @@ impl Storage {
 
     /// The value under `key`, or `None`.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        self.trace("get", &value::render_keys([key]));
         let raw = match &self.backend {
             Backend::Sqlite(s) => s.get(key)?,
             Backend::Kv(c) => {
@@ -172,6 +219,7 @@ impl Storage {
         key: &str,
         options: GetOptions,
     ) -> Result<Option<T>, Error> {
+        self.trace("get", &value::render_keys([key]));
         let raw = match &self.backend {
             Backend::Sqlite(s) => s.get(key)?,
             Backend::Kv(c) => c.get(key, options).await?,
@@ -184,6 +232,7 @@ impl Storage {
         &self,
         keys: &[&str],
     ) -> Result<BTreeMap<String, T>, Error> {
+        self.trace("get", &value::render_keys(keys.iter().copied()));
         let raw = match &self.backend {
             Backend::Sqlite(s) => s.get_multiple(keys)?,
             Backend::Kv(c) => c.get_multiple(keys, GetOptions::default()).await?.into_iter().collect(),
@@ -203,6 +252,7 @@ impl Storage {
         value: &T,
         options: WriteOptions,
     ) -> Result<(), Error> {
+        self.trace("put", &value::render_keys([key]));
         let bytes = value::encode(value)?;
         match &self.backend {
             Backend::Sqlite(s) => s.put(key, &bytes, options),
@@ -212,6 +262,7 @@ impl Storage {
 
     /// Stores every pair, all or nothing.
     pub async fn put_multiple<T: Serialize>(&self, entries: &[(&str, T)]) -> Result<(), Error> {
+        self.trace("put", &value::render_keys(entries.iter().map(|(k, _)| *k)));
         let encoded: Vec<(&str, Vec<u8>)> =
             entries.iter().map(|(k, v)| Ok((*k, value::encode(v)?))).collect::<Result<_, Error>>()?;
         let pairs: Vec<(&str, &[u8])> = encoded.iter().map(|(k, v)| (*k, v.as_slice())).collect();
@@ -223,6 +274,7 @@ impl Storage {
 
     /// Deletes `key`; true if it existed.
     pub async fn delete(&self, key: &str) -> Result<bool, Error> {
+        self.trace("delete", &value::render_keys([key]));
         match &self.backend {
             Backend::Sqlite(s) => s.delete(key, WriteOptions::default()),
             Backend::Kv(c) => c.delete(key, PutOptions::default()).await,
@@ -231,6 +283,7 @@ impl Storage {
 
     /// Deletes every key of `keys`; how many existed.
     pub async fn delete_multiple(&self, keys: &[&str]) -> Result<usize, Error> {
+        self.trace("delete", &value::render_keys(keys.iter().copied()));
         match &self.backend {
             Backend::Sqlite(s) => s.delete_multiple(keys, WriteOptions::default()),
             Backend::Kv(c) => c.delete_multiple(keys, PutOptions::default()).await,
@@ -239,6 +292,7 @@ impl Storage {
 
     /// The pairs `options` selects, in key order (descending with `reverse`).
     pub async fn list<T: DeserializeOwned>(&self, options: &ListOptions) -> Result<Vec<(String, T)>, Error> {
+        self.trace("list", &describe_list(options));
         let raw = match &self.backend {
             Backend::Sqlite(s) => s.list(options)?,
             Backend::Kv(c) => c.list(cache_list(options)).await?,
@@ -374,9 +428,15 @@ impl Storage {
             Backend::Sqlite(s) => s.clone(),
             Backend::Kv(c) => {
                 let hooks = self.hooks.clone();
+                let label = self.label.clone();
                 return c
                     .transaction(async |t| {
-                        f(&Transaction { handle: Handle::Kv(t.clone()), hooks: hooks.clone() }).await
+                        let txn = Transaction {
+                            handle: Handle::Kv(t.clone()),
+                            hooks: hooks.clone(),
+                            label: label.clone(),
+                        };
+                        f(&txn).await
                     })
                     .await;
             }
@@ -387,6 +447,7 @@ impl Storage {
                 let txn = Transaction {
                     handle: Handle::Sqlite { storage: storage.clone(), depth, state: outcome.clone() },
                     hooks: self.hooks.clone(),
+                    label: self.label.clone(),
                 };
                 f(&txn).await
             })
@@ -409,6 +470,8 @@ enum TxnState {
 pub struct Transaction {
     handle: Handle,
     hooks: Option<Arc<dyn ObjectHooks>>,
+    /// How trace lines name the object, as its storage's do.
+    label: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -432,6 +495,7 @@ impl Transaction {
 
     /// The value under `key`, as the transaction sees it.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        trace(&self.label, "txn get", &value::render_keys([key]));
         let raw = match &self.handle {
             Handle::Kv(t) => t.get(key, GetOptions::default()).await?,
             Handle::Sqlite { .. } => self.sqlite("get()")?.get(key)?,
@@ -441,6 +505,7 @@ impl Transaction {
 
     /// Stores `value` under `key` in the transaction.
     pub async fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), Error> {
+        trace(&self.label, "txn put", &value::render_keys([key]));
         match &self.handle {
             Handle::Kv(t) => {
                 // The handle's own check comes first, as an encoding error would otherwise hide it.
@@ -456,6 +521,7 @@ impl Transaction {
 
     /// Deletes `key` in the transaction; true if it existed.
     pub async fn delete(&self, key: &str) -> Result<bool, Error> {
+        trace(&self.label, "txn delete", &value::render_keys([key]));
         match &self.handle {
             Handle::Kv(t) => t.delete(key, PutOptions::default()).await,
             Handle::Sqlite { .. } => self.sqlite("delete()")?.delete(key, WriteOptions::default()),
@@ -464,6 +530,7 @@ impl Transaction {
 
     /// The pairs `options` selects, as the transaction sees them.
     pub async fn list<T: DeserializeOwned>(&self, options: &ListOptions) -> Result<Vec<(String, T)>, Error> {
+        trace(&self.label, "txn list", &describe_list(options));
         let raw = match &self.handle {
             Handle::Kv(t) => t.list(cache_list(options)).await?,
             Handle::Sqlite { .. } => self.sqlite("list()")?.list(options)?,

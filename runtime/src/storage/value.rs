@@ -102,6 +102,108 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     Ok(value)
 }
 
+/// How many characters of a key, or of a rendered value, a trace line shows.
+pub(crate) const TRACE_TEXT_MAX: usize = 80;
+
+/// `text` cut to at most `max` characters, ending with `…` when it was cut (for trace lines).
+pub(crate) fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some(_) => {
+            let keep: String = text.chars().take(max.saturating_sub(1)).collect();
+            format!("{keep}…")
+        }
+    }
+}
+
+/// Keys as a trace line shows them: each quoted, the whole cut to [`TRACE_TEXT_MAX`] characters.
+pub(crate) fn render_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> String {
+    let quoted: Vec<String> = keys.into_iter().map(|k| format!("{k:?}")).collect();
+    shorten(&quoted.join(", "), TRACE_TEXT_MAX)
+}
+
+/// The encoded arguments of an RPC call as a trace line shows them, inside the call's parentheses: a
+/// short, deterministic rendering of the CBOR item as a compact literal. A tuple (several arguments) shows
+/// as its items, `()` (no argument) as nothing, one argument as itself (`[true, null]`, `{"a": 1}`); cut to
+/// [`TRACE_TEXT_MAX`] characters; `<n bytes>` if it does not decode.
+pub(crate) fn render_args(bytes: &[u8]) -> String {
+    match ciborium::from_reader::<ciborium::Value, _>(bytes) {
+        Ok(ciborium::Value::Null) => String::new(),
+        Ok(ciborium::Value::Array(items)) => {
+            let mut out = String::new();
+            for (n, item) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push_str(", ");
+                }
+                write_value(&mut out, item);
+            }
+            shorten(&out, TRACE_TEXT_MAX)
+        }
+        Ok(v) => {
+            let mut out = String::new();
+            write_value(&mut out, &v);
+            shorten(&out, TRACE_TEXT_MAX)
+        }
+        Err(_) => format!("<{} bytes>", bytes.len()),
+    }
+}
+
+fn write_value(out: &mut String, value: &ciborium::Value) {
+    use ciborium::Value as V;
+    use std::fmt::Write as _;
+    // Long enough: the rest is cut anyway.
+    if out.len() > 4 * TRACE_TEXT_MAX {
+        return;
+    }
+    let list = |out: &mut String, items: &[V], open: char, close: char| {
+        out.push(open);
+        for (n, item) in items.iter().enumerate() {
+            if n > 0 {
+                out.push_str(", ");
+            }
+            write_value(out, item);
+        }
+        out.push(close);
+    };
+    match value {
+        V::Integer(i) => {
+            let _ = write!(out, "{}", i128::from(*i));
+        }
+        V::Float(f) => {
+            let _ = write!(out, "{f}");
+        }
+        V::Bool(b) => {
+            let _ = write!(out, "{b}");
+        }
+        V::Null => out.push_str("null"),
+        V::Text(t) => {
+            let _ = write!(out, "{:?}", shorten(t, TRACE_TEXT_MAX));
+        }
+        V::Bytes(b) => {
+            let _ = write!(out, "<{} bytes>", b.len());
+        }
+        V::Array(items) => list(out, items, '[', ']'),
+        V::Map(pairs) => {
+            out.push('{');
+            for (n, (k, v)) in pairs.iter().enumerate() {
+                if n > 0 {
+                    out.push_str(", ");
+                }
+                write_value(out, k);
+                out.push_str(": ");
+                write_value(out, v);
+            }
+            out.push('}');
+        }
+        V::Tag(tag, inner) => {
+            let _ = write!(out, "{tag}(");
+            write_value(out, inner);
+            out.push(')');
+        }
+        _ => out.push('?'),
+    }
+}
+
 /// Checks a key against [`KEY_SIZE_MAX`] (KV backend, §2.1): a longer key is a `RangeError`.
 pub(crate) fn check_key(key: &str) -> Result<(), Error> {
     if key.len() > KEY_SIZE_MAX {
@@ -131,6 +233,25 @@ pub(crate) fn check_key_count(count: usize) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_renderings_are_short_and_deterministic() {
+        let args = encode(&("key", 5i64, vec![true], Option::<u8>::None, 1.5f64)).unwrap();
+        assert_eq!(render_args(&args), r#""key", 5, [true], null, 1.5"#);
+        assert_eq!(render_args(&encode(&()).unwrap()), "");
+        assert_eq!(render_args(&encode(&7u8).unwrap()), "7");
+        let long = encode(&"x".repeat(500)).unwrap();
+        let shown = render_args(&long);
+        assert_eq!(shown.chars().count(), TRACE_TEXT_MAX);
+        assert!(shown.ends_with('…'), "{shown}");
+        assert_eq!(render_args(&[0xff, 0x00]), "<2 bytes>");
+        let mut map = std::collections::BTreeMap::new();
+        map.insert("a", vec![1u8]);
+        assert_eq!(render_args(&encode(&map).unwrap()), r#"{"a": [1]}"#);
+        assert_eq!(render_keys(["a", "b\"c"]), r#""a", "b\"c""#);
+        assert_eq!(shorten("héllo", 3), "hé…");
+        assert_eq!(shorten("héllo", 5), "héllo");
+    }
 
     #[test]
     fn the_messages_state_the_limits_defined_here() {

@@ -31,6 +31,22 @@ impl StorageProvider for Files {
         let _ = std::fs::remove_dir_all(self.0.join(namespace_uid.replace(':', ".")));
         Ok(())
     }
+    fn list_objects(&self, namespace_uid: &str) -> Result<Vec<String>, Error> {
+        let dir = self.0.join(namespace_uid.replace(':', "."));
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::new(format!("list {}: {e}", dir.display()))),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::new(format!("list {}: {e}", dir.display())))?;
+            if let Some(id) = entry.file_name().to_str().and_then(|n| n.strip_suffix(".db")) {
+                ids.push(id.to_string());
+            }
+        }
+        Ok(ids)
+    }
 }
 
 /// Deterministic bytes, for a test.
@@ -199,4 +215,32 @@ fn sqlite_backend_after_a_reset_the_next_instance_opens_the_database() {
 fn kv_backend_after_a_reset_the_next_instance_opens_the_database() {
     let kv = Migration { tag: "v1".into(), new_classes: vec!["Counter".into()], ..Migration::default() };
     after_a_reset_the_next_instance_opens_the_database("reset-reopen-kv", kv);
+}
+
+/// The test hooks in real mode: `object_ids` lists the objects with a database file, sorted; `run_in_object`
+/// sees an object's state and its writes persist.
+#[test]
+fn object_ids_and_run_in_object_on_files() {
+    let d = dir("hooks");
+    let (ids, expected, read) = run_local(async {
+        let host = host(&d, sqlite_migration());
+        let ns = host.env().durable_object("COUNTER").unwrap();
+        let mut expected = Vec::new();
+        for name in ["a", "b", "c"] {
+            ns.get_by_name(name).fetch(Request::get("/increment")).await.unwrap();
+            expected.push(ns.id_from_name(name));
+        }
+        expected.sort_by_key(|id| id.to_string());
+        let id = ns.id_from_name("b");
+        host.run_in_object::<Counter, _>("COUNTER", &id, async |_c, state| {
+            state.storage().put("value", &41i64).await
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let read = ns.get_by_name("b").fetch(Request::get("/increment")).await.unwrap().text().unwrap();
+        (host.object_ids("COUNTER").unwrap(), expected, read)
+    });
+    assert_eq!(ids, expected);
+    assert_eq!(read, "42");
 }

@@ -10,6 +10,7 @@ mod output_gate;
 mod overload;
 mod resets;
 mod storage_gate;
+mod test_hooks;
 
 use dosim_runtime::embed::Migration;
 use dosim_sim::NodeId;
