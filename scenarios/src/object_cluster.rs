@@ -846,15 +846,7 @@ fn run_with(seed: Seed, options: &Options, fencing: bool) -> Result<RunReport, R
 
 /// A run that passed its own checks but failed one over its trace.
 fn fail(report: RunReport, options: RunOptions, failure: Failure) -> RunFailure {
-    RunFailure {
-        seed: report.seed,
-        kind: failure.into_kind(),
-        options,
-        trace: report.trace,
-        faults: report.faults,
-        sim_time: report.sim_time,
-        wall_time: report.wall_time,
-    }
+    RunFailure::after(report, options, failure)
 }
 
 #[cfg(test)]
