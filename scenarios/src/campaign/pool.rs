@@ -21,6 +21,8 @@ use crate::{select, Scenario};
 /// One seed of one scenario to run.
 #[derive(Clone, Copy, Debug)]
 pub struct Task {
+    /// The seed's index in its campaign (the seed is the base seed's `nth(index)`). Not sent to workers.
+    pub index: u64,
     /// The scenario (its negative control already swapped in, if `negative_control`).
     pub scenario: Scenario,
     /// The seed.
@@ -74,7 +76,7 @@ impl Task {
                 .negative_control()
                 .ok_or_else(|| format!("{} has no negative control", scenario.name))?;
         }
-        Ok(Task { scenario, seed, check_determinism: flag(check)?, negative_control })
+        Ok(Task { index: 0, scenario, seed, check_determinism: flag(check)?, negative_control })
     }
 }
 

@@ -26,18 +26,19 @@ pub struct ScenarioStats {
     pub determinism_checked: u64,
     /// Seeds per hour of one core: seeds over the summed wall time of their runs.
     pub seeds_per_hour_per_core: f64,
-    /// The median of the seeds' wall times (the lower median for an even count).
-    pub median_wall_ms: u64,
-    /// The longest seed's wall time.
-    pub max_wall_ms: u64,
-    /// The summed wall time of the seeds' runs: the core time they took.
-    pub total_wall_ms: u64,
+    /// The median of the seeds' wall times in ms (the lower median for an even count).
+    pub median_wall_ms: f64,
+    /// The longest seed's wall time in ms.
+    pub max_wall_ms: f64,
+    /// The summed wall time of the seeds' runs in ms: the core time they took.
+    pub total_wall_ms: f64,
     /// "Sometimes" marks reached, with how often, over all seeds.
     pub sometimes: BTreeMap<String, u64>,
     /// Faults injected, by kind, over all seeds.
     pub faults: BTreeMap<String, u64>,
-    /// Every seed's wall time in ms, sorted: what the median of merged shards is taken from.
-    pub wall_ms: Vec<u64>,
+    /// Every seed's wall time in microseconds, sorted: what the figures above (and those of merged shards)
+    /// are taken from.
+    pub wall_us: Vec<u64>,
 }
 
 impl ScenarioStats {
@@ -59,7 +60,7 @@ impl ScenarioStats {
         for (k, v) in &r.faults {
             *self.faults.entry(k.clone()).or_default() += v;
         }
-        self.wall_ms.push(r.wall_ms);
+        self.wall_us.push(r.wall_us);
     }
 
     fn merge(&mut self, o: &ScenarioStats) {
@@ -75,18 +76,20 @@ impl ScenarioStats {
                 *map.entry(k.clone()).or_default() += v;
             }
         }
-        self.wall_ms.extend(&o.wall_ms);
+        self.wall_us.extend(&o.wall_us);
     }
 
     /// Recomputes the derived figures (median, max, total, rate) from the wall times.
     fn finish(&mut self) {
-        self.wall_ms.sort_unstable();
-        self.total_wall_ms = self.wall_ms.iter().sum();
-        self.max_wall_ms = self.wall_ms.last().copied().unwrap_or(0);
+        let ms = |us: u64| us as f64 / 1000.0;
+        self.wall_us.sort_unstable();
+        let total: u64 = self.wall_us.iter().sum();
+        self.total_wall_ms = ms(total);
+        self.max_wall_ms = ms(self.wall_us.last().copied().unwrap_or(0));
         self.median_wall_ms =
-            if self.wall_ms.is_empty() { 0 } else { self.wall_ms[(self.wall_ms.len() - 1) / 2] };
-        // A seed faster than a millisecond still took time: count at least 1 ms of core time overall.
-        let hours = self.total_wall_ms.max(1) as f64 / 3_600_000.0;
+            if self.wall_us.is_empty() { 0.0 } else { ms(self.wall_us[(self.wall_us.len() - 1) / 2]) };
+        // Count at least 1 µs of core time, so a rate is always defined.
+        let hours = total.max(1) as f64 / 3_600_000_000.0;
         self.seeds_per_hour_per_core =
             if self.seeds == 0 { 0.0 } else { (self.seeds as f64 / hours).round() };
     }
@@ -120,6 +123,10 @@ pub struct CampaignReport {
     pub shards: Vec<String>,
     /// The scenarios in the order they ran.
     pub scenario_order: Vec<String>,
+    /// True if the campaign ran the scenarios' negative controls (the mechanism each checks removed): its
+    /// failures are expected, and pass when replayed as regressions of the scenario itself.
+    #[serde(default)]
+    pub negative_control: bool,
     /// The share of seeds that ran twice for the determinism check (`num/den`).
     pub determinism_share: String,
     /// Wall seconds the campaign took (the longest shard's, for a merged report).
@@ -142,6 +149,7 @@ impl CampaignReport {
             seed_base: seed_base.to_string(),
             shards: vec![shard.to_string()],
             scenario_order: scenarios.iter().map(|s| s.to_string()).collect(),
+            negative_control: false,
             determinism_share,
             elapsed_s: 0.0,
             scenarios: scenarios.iter().map(|s| (s.to_string(), ScenarioStats::default())).collect(),
@@ -194,6 +202,11 @@ impl CampaignReport {
                     first.seed_base, r.seed_base
                 ));
             }
+            if r.negative_control != first.negative_control {
+                return Err(
+                    "a negative-control campaign cannot merge with a campaign of the scenarios".into()
+                );
+            }
             for s in &r.shards {
                 let shard: Shard = s.parse()?;
                 if let Some(other) = shards.iter().find(|o| o.count != shard.count) {
@@ -245,7 +258,11 @@ impl CampaignReport {
                 Some(Regression {
                     scenario: f.scenario.clone(),
                     seed,
-                    note: Some(format!("{}: {}", f.class, f.failure)),
+                    note: Some(if self.negative_control {
+                        format!("negative control, {}: {}", f.class, f.failure)
+                    } else {
+                        format!("{}: {}", f.class, f.failure)
+                    }),
                 })
             })
             .collect()
@@ -263,7 +280,7 @@ impl CampaignReport {
             let Some(st) = self.scenarios.get(name) else { continue };
             let _ = writeln!(
                 s,
-                "{:<20} {:>8} {:>9} {:>16} {:>15}",
+                "{:<20} {:>8} {:>9} {:>16} {:>15.1}",
                 name,
                 st.seeds,
                 st.failures(),
