@@ -234,7 +234,17 @@ mod cli {
         if !(0.0..=1.0).contains(&p) {
             return Err(bad());
         }
-        Ok(Ratio::new((p * 1_000_000.0).round() as u32, 1_000_000))
+        let (mut num, mut den) = ((p * 1_000_000.0).round() as u32, 1_000_000u32);
+        // In lowest terms, so 0.05 prints as 1/20.
+        let (mut a, mut b) = (num, den);
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        if a > 1 {
+            num /= a;
+            den /= a;
+        }
+        Ok(Ratio::new(num, den))
     }
 
     fn os_seed() -> Seed {
