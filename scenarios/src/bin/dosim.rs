@@ -8,8 +8,8 @@
 //!   order all the same;
 //! - `dosim replay <scenario> --seed S [--trace FILE]`: one run, its full report, and its trace to a file;
 //! - `dosim campaign [--scenarios LIST|all] [--seeds N | --time DURATION] [--jobs J] [--shard I/N] [--out DIR]
-//!   [--seed-base S] [--determinism-share P]`: the nightly fuzz campaign, writing `report.json`,
-//!   `regressions.txt` and `failures/` to its directory;
+//!   [--seed-base S] [--determinism-share P | --check-determinism] [--negative-control]`: the nightly fuzz
+//!   campaign, writing `report.json`, `regressions.txt` and `failures/` to its directory;
 //! - `dosim merge <DIR>... [--out DIR]`: the reports of a campaign's shards, merged.
 //!
 //! Exit codes (the README has the table): 0 when every seed passed, 2 on a usage error, and for the first
@@ -127,6 +127,9 @@ mod cli {
             /// (1/20) or a decimal (0.05); 0 turns the check off, 1 checks every seed.
             #[arg(long, default_value = "1/20", value_parser = parse_share)]
             determinism_share: Ratio,
+            /// Check every seed for determinism: --determinism-share 1.
+            #[arg(long, conflicts_with = "determinism_share")]
+            check_determinism: bool,
             /// Run the scenarios' negative controls (the mechanism each checks removed), to see the failure
             /// path end to end; regressions.txt notes its seeds as negative controls.
             #[arg(long)]
@@ -178,6 +181,7 @@ mod cli {
                 out,
                 seed_base,
                 determinism_share,
+                check_determinism,
                 negative_control,
             } => {
                 let jobs = jobs
@@ -188,7 +192,7 @@ mod cli {
                     jobs,
                     shard,
                     seed_base: seed_base.unwrap_or_else(os_seed),
-                    determinism_share,
+                    determinism_share: if check_determinism { Ratio::ALWAYS } else { determinism_share },
                     negative_control,
                 };
                 campaign(&scenarios, &config, &out)

@@ -26,19 +26,22 @@ pub struct ScenarioStats {
     pub determinism_checked: u64,
     /// Seeds per hour of one core: seeds over the summed wall time of their runs.
     pub seeds_per_hour_per_core: f64,
-    /// The median of the seeds' wall times in ms (the lower median for an even count).
+    /// The median of the seeds' wall times in ms (the lower median for an even count), to two significant
+    /// digits (from `wall_us_histogram`).
     pub median_wall_ms: f64,
     /// The longest seed's wall time in ms.
     pub max_wall_ms: f64,
-    /// The summed wall time of the seeds' runs in ms: the core time they took.
-    pub total_wall_ms: f64,
     /// "Sometimes" marks reached, with how often, over all seeds.
     pub sometimes: BTreeMap<String, u64>,
     /// Faults injected, by kind, over all seeds.
     pub faults: BTreeMap<String, u64>,
-    /// Every seed's wall time in microseconds, sorted: what the figures above (and those of merged shards)
-    /// are taken from.
-    pub wall_us: Vec<u64>,
+    /// The summed wall time of the seeds' runs in microseconds: the core time they took.
+    pub wall_us_total: u64,
+    /// The longest seed's wall time in microseconds.
+    pub wall_us_max: u64,
+    /// How many seeds took each wall time, in microseconds rounded down to two significant digits (1234 µs
+    /// counts as 1200): what the median, of one report or of merged shards, is taken from.
+    pub wall_us_histogram: BTreeMap<u64, u64>,
 }
 
 impl ScenarioStats {
@@ -60,7 +63,9 @@ impl ScenarioStats {
         for (k, v) in &r.faults {
             *self.faults.entry(k.clone()).or_default() += v;
         }
-        self.wall_us.push(r.wall_us);
+        self.wall_us_total += r.wall_us;
+        self.wall_us_max = self.wall_us_max.max(r.wall_us);
+        *self.wall_us_histogram.entry(two_digits(r.wall_us)).or_default() += 1;
     }
 
     fn merge(&mut self, o: &ScenarioStats) {
@@ -76,23 +81,43 @@ impl ScenarioStats {
                 *map.entry(k.clone()).or_default() += v;
             }
         }
-        self.wall_us.extend(&o.wall_us);
+        self.wall_us_total += o.wall_us_total;
+        self.wall_us_max = self.wall_us_max.max(o.wall_us_max);
+        for (k, v) in &o.wall_us_histogram {
+            *self.wall_us_histogram.entry(*k).or_default() += v;
+        }
     }
 
-    /// Recomputes the derived figures (median, max, total, rate) from the wall times.
+    /// Recomputes the derived figures (median, max, rate) from the wall times.
     fn finish(&mut self) {
         let ms = |us: u64| us as f64 / 1000.0;
-        self.wall_us.sort_unstable();
-        let total: u64 = self.wall_us.iter().sum();
-        self.total_wall_ms = ms(total);
-        self.max_wall_ms = ms(self.wall_us.last().copied().unwrap_or(0));
-        self.median_wall_ms =
-            if self.wall_us.is_empty() { 0.0 } else { ms(self.wall_us[(self.wall_us.len() - 1) / 2]) };
+        self.max_wall_ms = ms(self.wall_us_max);
+        // The lower median: the seed at position (n - 1) / 2 in wall-time order.
+        let n: u64 = self.wall_us_histogram.values().sum();
+        let mut below = 0u64;
+        self.median_wall_ms = 0.0;
+        for (us, count) in &self.wall_us_histogram {
+            below += count;
+            if below > n.saturating_sub(1) / 2 {
+                self.median_wall_ms = ms(*us);
+                break;
+            }
+        }
+        let total = self.wall_us_total;
         // Count at least 1 µs of core time, so a rate is always defined.
         let hours = total.max(1) as f64 / 3_600_000_000.0;
         self.seeds_per_hour_per_core =
             if self.seeds == 0 { 0.0 } else { (self.seeds as f64 / hours).round() };
     }
+}
+
+/// `us` rounded down to two significant digits: the bucket of the wall-time histogram.
+fn two_digits(us: u64) -> u64 {
+    let mut scale = 1;
+    while us / scale >= 100 {
+        scale *= 10;
+    }
+    us / scale * scale
 }
 
 /// One failed seed of a campaign.
@@ -180,7 +205,7 @@ impl CampaignReport {
         }
         let order = self.scenario_order.clone();
         let pos = |name: &str| order.iter().position(|s| s == name).unwrap_or(usize::MAX);
-        self.failures.sort_by(|a, b| (a.index, pos(&a.scenario)).cmp(&(b.index, pos(&b.scenario))));
+        self.failures.sort_by_key(|a| (a.index, pos(&a.scenario)));
     }
 
     /// Merges the reports of a campaign's shards: the same seed base and scenarios, distinct shards of the
@@ -311,4 +336,25 @@ impl CampaignReport {
 /// The file a failure's full report goes to, under the campaign's directory: `failures/<scenario>-<seed>.txt`.
 pub fn failure_file(dir: &Path, scenario: &str, seed: &str) -> std::path::PathBuf {
     dir.join("failures").join(format!("{scenario}-{seed}.txt"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wall_times_bucket_to_two_digits_and_the_median_is_the_lower_one() {
+        assert_eq!([0, 7, 99, 100, 1234, 98_765].map(two_digits), [0, 7, 99, 100, 1200, 98_000]);
+        let mut s = ScenarioStats::default();
+        for us in [5000, 1000, 3000, 2000] {
+            s.wall_us_total += us;
+            s.wall_us_max = s.wall_us_max.max(us);
+            *s.wall_us_histogram.entry(two_digits(us)).or_default() += 1;
+            s.seeds += 1;
+        }
+        s.finish();
+        assert_eq!(s.median_wall_ms, 2.0);
+        assert_eq!(s.max_wall_ms, 5.0);
+        assert_eq!(s.seeds_per_hour_per_core, (4.0 * 3_600_000_000.0 / 11_000.0_f64).round());
+    }
 }
