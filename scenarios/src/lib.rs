@@ -6,7 +6,7 @@
 #[cfg(madsim)]
 pub mod bank;
 #[cfg(madsim)]
-mod campaign;
+pub mod campaign;
 #[cfg(madsim)]
 pub mod cluster;
 #[cfg(madsim)]
@@ -17,12 +17,13 @@ pub mod object_cluster;
 #[cfg(madsim)]
 pub mod object_counters;
 pub mod objects;
+pub mod regressions;
 #[cfg(madsim)]
 pub mod sim_host;
 
 #[cfg(madsim)]
 pub use campaign::{
-    campaign_exit_code, exit_code, run_seed, SeedOutcome, SeedResult, EXIT_INVARIANT, EXIT_LIVENESS,
+    campaign_exit_code, exit_code, run_seed, SeedOutcome, SeedResult, Shard, EXIT_INVARIANT, EXIT_LIVENESS,
     EXIT_NONDETERMINISM, EXIT_PANIC, EXIT_PASS, EXIT_USAGE,
 };
 

@@ -1,7 +1,16 @@
-//! `dosim`: list the scenarios and run them over seeds.
+//! `dosim`: list the scenarios, run them over seeds, replay one seed, run and merge fuzz campaigns.
 //!
-//! Before each run it prints the options the scenario derived from the seed, as `key=value` lines starting
-//! with `seed=` (in `--json`, an `options` object of each line).
+//! - `dosim list`;
+//! - `dosim run <scenario|all> [--seed S] [--seeds N] [--jobs J] [--json] [--check-determinism]
+//!   [--negative-control]`: before each run it prints the options the scenario derived from the seed, as
+//!   `key=value` lines starting with `seed=` (in `--json`, the `options` object of each line). `--jobs J` runs
+//!   the seeds in J worker processes of this binary (the hidden `worker` subcommand); the output is in seed
+//!   order all the same;
+//! - `dosim replay <scenario> --seed S [--trace FILE]`: one run, its full report, and its trace to a file;
+//! - `dosim campaign [--scenarios LIST|all] [--seeds N | --time DURATION] [--jobs J] [--shard I/N] [--out DIR]
+//!   [--seed-base S] [--determinism-share P | --check-determinism] [--negative-control]`: the nightly fuzz
+//!   campaign, writing `report.json`, `regressions.txt` and `failures/` to its directory;
+//! - `dosim merge <DIR>... [--out DIR]`: the reports of a campaign's shards, merged.
 //!
 //! Exit codes (the README has the table): 0 when every seed passed, 2 on a usage error, and for the first
 //! failing seed 3 for a broken invariant, 4 for a liveness failure (something pending after the liveness
@@ -22,11 +31,19 @@ fn main() {
 #[cfg(madsim)]
 mod cli {
     use std::collections::BTreeMap;
-    use std::time::Duration;
+    use std::io::{IsTerminal, Write};
+    use std::path::{Path, PathBuf};
+    use std::process::Command as Process;
+    use std::time::{Duration, Instant};
 
     use clap::{Parser, Subcommand};
-    use dosim_scenarios::{campaign_exit_code, run_seed, select, SeedOutcome, SeedResult, EXIT_USAGE};
-    use dosim_sim::{FaultCounts, Seed};
+    use dosim_scenarios::campaign::pool::{self, Task};
+    use dosim_scenarios::campaign::record::SeedRecord;
+    use dosim_scenarios::campaign::report::{failure_file, CampaignReport};
+    use dosim_scenarios::campaign::{parse_duration, sampled_for_determinism};
+    use dosim_scenarios::{campaign_exit_code, select, Scenario, SeedOutcome, Shard, EXIT_USAGE};
+    use dosim_sim::{Ratio, RunFailure, RunReport, Seed, Trace};
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
     /// Deterministic simulation of Durable Objects: scenarios, seeds and campaigns.
     #[derive(Parser)]
@@ -51,6 +68,10 @@ mod cli {
             /// How many seeds to run, starting from --seed.
             #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
             seeds: u64,
+            /// Run the seeds in this many worker processes (one simulation runs per process at a time). The
+            /// output stays in seed order.
+            #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+            jobs: u64,
             /// Print one JSON object per seed on stdout instead of text.
             #[arg(long)]
             json: bool,
@@ -62,6 +83,70 @@ mod cli {
             #[arg(long)]
             negative_control: bool,
         },
+        /// Run one seed of a scenario and print its full report.
+        Replay {
+            /// The scenario's name.
+            scenario: String,
+            /// The seed.
+            #[arg(long)]
+            seed: Seed,
+            /// Write every event of the trace to this file, one per line, as the report prints events.
+            #[arg(long, value_name = "FILE")]
+            trace: Option<PathBuf>,
+            /// Replay the scenario's negative control.
+            #[arg(long)]
+            negative_control: bool,
+        },
+        /// The fuzz campaign: many seeds of the scenarios, for a count or a wall-clock budget, maybe one
+        /// shard of it; writes report.json, regressions.txt and failures/ to --out.
+        Campaign {
+            /// The scenarios, comma-separated, or `all`.
+            #[arg(long, default_value = "all")]
+            scenarios: String,
+            /// Run seed indices 0 to N-1 (this shard's share of them). The default is 100 without --time.
+            #[arg(long, conflicts_with = "time", value_parser = clap::value_parser!(u64).range(1..))]
+            seeds: Option<u64>,
+            /// Run until this wall-clock budget is used (90s, 10m, 1h30m), then finish the seeds in flight.
+            #[arg(long, value_parser = parse_duration)]
+            time: Option<Duration>,
+            /// Worker processes; the default is the number of cores.
+            #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+            jobs: Option<u64>,
+            /// Run shard I of N: the seed indices i with i % N == I. The N shards of one --seed-base run every
+            /// seed exactly once; `dosim merge` combines their reports.
+            #[arg(long, default_value = "0/1")]
+            shard: Shard,
+            /// The directory for report.json, regressions.txt and failures/.
+            #[arg(long, default_value = "dosim-campaign")]
+            out: PathBuf,
+            /// Seed i of the campaign is this seed's nth(i). Drawn from the OS if absent (and printed); give
+            /// every shard the same one.
+            #[arg(long)]
+            seed_base: Option<Seed>,
+            /// The share of seeds that run twice for the determinism check, chosen from the seed: a ratio
+            /// (1/20) or a decimal (0.05); 0 turns the check off, 1 checks every seed.
+            #[arg(long, default_value = "1/20", value_parser = parse_share)]
+            determinism_share: Ratio,
+            /// Check every seed for determinism: --determinism-share 1.
+            #[arg(long, conflicts_with = "determinism_share")]
+            check_determinism: bool,
+            /// Run the scenarios' negative controls (the mechanism each checks removed), to see the failure
+            /// path end to end; regressions.txt notes its seeds as negative controls.
+            #[arg(long)]
+            negative_control: bool,
+        },
+        /// Merge the report.json of a campaign's shards into one report.json and regressions.txt.
+        Merge {
+            /// The shards' output directories.
+            #[arg(required = true)]
+            dirs: Vec<PathBuf>,
+            /// Where the merged report goes.
+            #[arg(long, default_value = "dosim-campaign")]
+            out: PathBuf,
+        },
+        /// Runs tasks from stdin and prints one JSON line each: the process `--jobs` starts.
+        #[command(hide = true)]
+        Worker,
     }
 
     pub(crate) fn main() -> i32 {
@@ -74,97 +159,96 @@ mod cli {
                 return code;
             }
         };
-        match cli.command {
+        let result = match cli.command {
             Command::List => {
                 for s in dosim_scenarios::all() {
                     println!("{:<20} {}", s.name, s.summary);
                 }
-                0
+                Ok(0)
             }
-            Command::Run { scenario, seed, seeds, json, check_determinism, negative_control } => {
-                let mut scenarios = match select(&scenario) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return i32::from(EXIT_USAGE);
-                    }
+            Command::Run { scenario, seed, seeds, jobs, json, check_determinism, negative_control } => {
+                run(&scenario, seed, seeds, jobs, json, check_determinism, negative_control)
+            }
+            Command::Replay { scenario, seed, trace, negative_control } => {
+                replay(&scenario, seed, trace.as_deref(), negative_control)
+            }
+            Command::Campaign {
+                scenarios,
+                seeds,
+                time,
+                jobs,
+                shard,
+                out,
+                seed_base,
+                determinism_share,
+                check_determinism,
+                negative_control,
+            } => {
+                let jobs = jobs
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64));
+                let config = CampaignConfig {
+                    seeds: if time.is_some() { None } else { Some(seeds.unwrap_or(100)) },
+                    time,
+                    jobs,
+                    shard,
+                    seed_base: seed_base.unwrap_or_else(os_seed),
+                    determinism_share: if check_determinism { Ratio::ALWAYS } else { determinism_share },
+                    negative_control,
                 };
-                if negative_control {
-                    let controls: Option<Vec<_>> = scenarios.iter().map(|s| s.negative_control()).collect();
-                    match controls {
-                        Some(c) => scenarios = c,
-                        None => {
-                            let none: Vec<&str> = scenarios
-                                .iter()
-                                .filter(|s| s.negative_control.is_none())
-                                .map(|s| s.name)
-                                .collect();
-                            eprintln!(
-                                "error: --negative-control: {} has no negative control",
-                                none.join(", ")
-                            );
-                            return i32::from(EXIT_USAGE);
-                        }
-                    }
+                campaign(&scenarios, &config, &out)
+            }
+            Command::Merge { dirs, out } => merge(&dirs, &out),
+            Command::Worker => {
+                let stdin = std::io::stdin();
+                match pool::worker(stdin.lock(), std::io::stdout().lock()) {
+                    Ok(()) => Ok(0),
+                    Err(e) => Err(Error::Usage(format!("worker: {e}"))),
                 }
-                let base = seed.unwrap_or_else(os_seed);
-                if !json {
-                    eprintln!("seed: {base}");
-                    eprintln!("seeds: {seeds}");
-                    eprintln!(
-                        "scenarios: {}",
-                        scenarios.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
-                    );
-                    eprintln!("check_determinism: {check_determinism}");
-                    if negative_control {
-                        eprintln!(
-                            "negative_control: true (these runs are expected to fail under some seeds)"
-                        );
-                    }
-                }
-                let mut failures = 0u64;
-                let mut outcomes = Vec::new();
-                let mut totals = FaultCounts::default();
-                let mut marks: BTreeMap<String, u64> = BTreeMap::new();
-                let mut wall = Duration::ZERO;
-                let mut runs = 0u64;
-                for s in &scenarios {
-                    for i in 0..seeds {
-                        let seed = base.nth(i);
-                        if !json {
-                            // The options before the run, so they are there even if the run never ends.
-                            print!("{}", (s.options)(seed));
-                        }
-                        let r = run_seed(s, seed, check_determinism);
-                        runs += 1;
-                        wall += r.wall_time;
-                        totals.merge(&r.faults);
-                        for (k, v) in &r.sometimes {
-                            *marks.entry(format!("{}: {k}", s.name)).or_default() += v;
-                        }
-                        if r.outcome != SeedOutcome::Pass {
-                            failures += 1;
-                        }
-                        outcomes.push(r.outcome.clone());
-                        if json {
-                            println!("{}", json_line(&r, negative_control));
-                        } else {
-                            print_text(&r, negative_control);
-                        }
-                    }
-                }
-                if !json {
-                    let per_sec = if wall.is_zero() { 0.0 } else { runs as f64 / wall.as_secs_f64() };
-                    eprintln!();
-                    eprintln!("{runs} runs, {failures} failed, {per_sec:.1} runs per wall second");
-                    eprintln!("faults injected: {totals}");
-                    for (k, v) in &marks {
-                        eprintln!("sometimes: {k} = {v}");
-                    }
-                }
-                i32::from(campaign_exit_code(&outcomes))
+            }
+        };
+        match result {
+            Ok(code) => code,
+            Err(Error::Usage(e)) => {
+                eprintln!("error: {e}");
+                i32::from(EXIT_USAGE)
+            }
+            Err(Error::Io(e)) => {
+                eprintln!("error: {e}");
+                1
             }
         }
+    }
+
+    /// Why a command could not do its work: a usage error (exit 2) or an I/O error (exit 1).
+    enum Error {
+        Usage(String),
+        Io(String),
+    }
+
+    fn io_err(what: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+        move |e| Error::Io(format!("{}: {e}", what.display()))
+    }
+
+    fn parse_share(s: &str) -> Result<Ratio, String> {
+        if s.contains('/') {
+            return s.parse::<Ratio>().map_err(|e| e.to_string());
+        }
+        let bad = || format!("invalid share {s:?}: expected a ratio such as 1/20 or a decimal from 0 to 1");
+        let p: f64 = s.trim().parse().map_err(|_| bad())?;
+        if !(0.0..=1.0).contains(&p) {
+            return Err(bad());
+        }
+        let (mut num, mut den) = ((p * 1_000_000.0).round() as u32, 1_000_000u32);
+        // In lowest terms, so 0.05 prints as 1/20.
+        let (mut a, mut b) = (num, den);
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        if a > 1 {
+            num /= a;
+            den /= a;
+        }
+        Ok(Ratio::new(num, den))
     }
 
     fn os_seed() -> Seed {
@@ -175,53 +259,374 @@ mod cli {
         Seed(h.hash_one(std::process::id()))
     }
 
-    fn replay(r: &SeedResult, negative_control: bool) -> String {
-        let control = if negative_control { " --negative-control" } else { "" };
-        format!("cargo dosim run {} --seed {}{control}", r.scenario, r.seed)
+    /// The scenarios a name selects, their negative controls if asked.
+    fn scenarios(name: &str, negative_control: bool) -> Result<Vec<Scenario>, Error> {
+        let scenarios = select(name).map_err(|e| Error::Usage(e.to_string()))?;
+        if !negative_control {
+            return Ok(scenarios);
+        }
+        let controls: Option<Vec<_>> = scenarios.iter().map(|s| s.negative_control()).collect();
+        controls.ok_or_else(|| {
+            let none: Vec<&str> =
+                scenarios.iter().filter(|s| s.negative_control.is_none()).map(|s| s.name).collect();
+            Error::Usage(format!("--negative-control: {} has no negative control", none.join(", ")))
+        })
     }
 
-    fn print_text(r: &SeedResult, negative_control: bool) {
-        let tag = match &r.outcome {
-            SeedOutcome::Pass => "PASS".to_string(),
-            SeedOutcome::Fail(class, _) => format!("FAIL({class})"),
+    /// The command that starts a worker: this binary's hidden `worker` subcommand.
+    fn worker_command() -> Process {
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("dosim"));
+        let mut c = Process::new(exe);
+        c.arg("worker");
+        c
+    }
+
+    fn run(
+        name: &str,
+        seed: Option<Seed>,
+        seeds: u64,
+        jobs: u64,
+        json: bool,
+        check_determinism: bool,
+        negative_control: bool,
+    ) -> Result<i32, Error> {
+        let scenarios = scenarios(name, negative_control)?;
+        let base = seed.unwrap_or_else(os_seed);
+        if !json {
+            eprintln!("seed: {base}");
+            eprintln!("seeds: {seeds}");
+            eprintln!("scenarios: {}", scenarios.iter().map(|s| s.name).collect::<Vec<_>>().join(", "));
+            eprintln!("check_determinism: {check_determinism}");
+            if jobs > 1 {
+                eprintln!("jobs: {jobs}");
+            }
+            if negative_control {
+                eprintln!("negative_control: true (these runs are expected to fail under some seeds)");
+            }
+        }
+        let serial = jobs <= 1;
+        let tasks = scenarios.iter().flat_map(|s| {
+            (0..seeds).map(move |index| Task {
+                index,
+                scenario: *s,
+                seed: base.nth(index),
+                check_determinism,
+                negative_control,
+            })
+        });
+        // In a serial run the options print as its run starts, so they are there even if it never ends;
+        // with workers, in order with the result.
+        let tasks = tasks.inspect(|t| {
+            if serial && !json {
+                print!("{}", (t.scenario.options)(t.seed));
+                let _ = std::io::stdout().flush();
+            }
+        });
+        let mut outcomes = Vec::new();
+        let mut faults: BTreeMap<String, u64> = BTreeMap::new();
+        let mut marks: BTreeMap<String, u64> = BTreeMap::new();
+        let mut wall = Duration::ZERO;
+        let mut failures = 0u64;
+        let done = |t: &Task, r: SeedRecord| {
+            wall += Duration::from_millis(r.wall_ms);
+            for (k, v) in &r.faults {
+                *faults.entry(k.clone()).or_default() += v;
+            }
+            for (k, v) in &r.sometimes {
+                *marks.entry(format!("{}: {k}", r.scenario)).or_default() += v;
+            }
+            let outcome = match (r.failure_class(), &r.failure) {
+                (Some(class), Some(m)) => SeedOutcome::Fail(class, m.clone()),
+                _ => SeedOutcome::Pass,
+            };
+            failures += u64::from(outcome != SeedOutcome::Pass);
+            outcomes.push(outcome);
+            if json {
+                println!("{}", r.json_line());
+            } else {
+                if !serial {
+                    print!("{}", (t.scenario.options)(t.seed));
+                }
+                print_text(&r);
+            }
+        };
+        pool::execute(tasks, jobs as usize, &worker_command, || false, done)
+            .map_err(|e| Error::Io(format!("starting a worker: {e}")))?;
+        if !json {
+            let runs = outcomes.len();
+            let per_sec = if wall.is_zero() { 0.0 } else { runs as f64 / wall.as_secs_f64() };
+            let faults: Vec<String> = faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            eprintln!();
+            eprintln!("{runs} runs, {failures} failed, {per_sec:.1} runs per wall second of run time");
+            eprintln!("faults injected: {}", faults.join(" "));
+            for (k, v) in &marks {
+                eprintln!("sometimes: {k} = {v}");
+            }
+        }
+        Ok(i32::from(campaign_exit_code(&outcomes)))
+    }
+
+    fn print_text(r: &SeedRecord) {
+        let tag = match &r.class {
+            None => "PASS".to_string(),
+            Some(class) => format!("FAIL({class})"),
         };
         println!(
-            "{tag} {} seed={} hash={:016x} events={} sim={}ms wall={}ms",
-            r.scenario,
-            r.seed,
-            r.trace_hash,
-            r.events,
-            r.sim_time.as_millis(),
-            r.wall_time.as_millis()
+            "{tag} {} seed={} hash={} events={} sim={}ms wall={}ms",
+            r.scenario, r.seed, r.trace_hash, r.events, r.sim_ms, r.wall_ms
         );
         if let Some(report) = &r.report {
             println!("{report}");
-            println!("replay: {}", replay(r, negative_control));
+        }
+        if let Some(replay) = &r.replay {
+            println!("replay: {replay}");
         }
     }
 
-    fn json_line(r: &SeedResult, negative_control: bool) -> String {
-        let faults: serde_json::Map<String, serde_json::Value> =
-            r.faults.iter().map(|(k, n)| (k.name().to_string(), n.into())).collect();
-        let options: serde_json::Map<String, serde_json::Value> =
-            r.options.iter().map(|(k, v)| (k.to_string(), v.into())).collect();
-        let mut v = serde_json::json!({
-            "scenario": r.scenario,
-            "seed": r.seed.to_string(),
-            "options": options,
-            "outcome": r.outcome.name(),
-            "trace_hash": format!("{:016x}", r.trace_hash),
-            "events": r.events,
-            "sim_ms": r.sim_time.as_millis() as u64,
-            "wall_ms": r.wall_time.as_millis() as u64,
-            "faults": faults,
-            "sometimes": r.sometimes,
-        });
-        if let SeedOutcome::Fail(class, m) = &r.outcome {
-            v["class"] = class.name().into();
-            v["failure"] = m.clone().into();
-            v["replay"] = replay(r, negative_control).into();
+    fn replay(
+        name: &str,
+        seed: Seed,
+        trace_file: Option<&Path>,
+        negative_control: bool,
+    ) -> Result<i32, Error> {
+        let scenarios = scenarios(name, negative_control)?;
+        let [scenario] = scenarios[..] else {
+            return Err(Error::Usage("replay runs one scenario: name it, not all".to_string()));
+        };
+        print!("{}", (scenario.options)(seed));
+        let _ = std::io::stdout().flush();
+        let result: Result<RunReport, RunFailure> = (scenario.run)(seed);
+        let (trace, code): (&Trace, i32) = match &result {
+            Ok(r) => {
+                println!(
+                    "PASS {} seed={} hash={:016x} events={} sim={}ms wall={}ms",
+                    scenario.name,
+                    seed,
+                    r.trace_hash(),
+                    r.trace.len(),
+                    r.sim_time.as_millis(),
+                    r.wall_time.as_millis()
+                );
+                println!("faults: {}", r.faults);
+                for (k, v) in &r.sometimes {
+                    println!("sometimes: {k} = {v}");
+                }
+                (&r.trace, 0)
+            }
+            Err(f) => {
+                let mut f = f.clone();
+                f.seed = seed;
+                println!("FAIL({}) {}", f.kind.class(), scenario.name);
+                println!("{f}");
+                (&result.as_ref().unwrap_err().trace, i32::from(dosim_scenarios::exit_code(f.kind.class())))
+            }
+        };
+        // The outputs that render the trace. (`--html FILE`, a page of the trace, goes here too.)
+        if let Some(path) = trace_file {
+            write_trace(trace, path)?;
+            eprintln!("trace: {} events written to {}", trace.events().len(), path.display());
         }
-        v.to_string()
+        Ok(code)
+    }
+
+    /// Writes every event of a trace to `path`, one per line, as the report prints events.
+    fn write_trace(trace: &Trace, path: &Path) -> Result<(), Error> {
+        if !trace.is_full() || trace.events().len() as u64 != trace.len() {
+            return Err(Error::Io(format!(
+                "the run kept only the last {} of {} events; cannot write the whole trace",
+                trace.events().len(),
+                trace.len()
+            )));
+        }
+        let file = std::fs::File::create(path).map_err(io_err(path))?;
+        let mut w = std::io::BufWriter::new(file);
+        for e in trace.events() {
+            writeln!(w, "{e}").map_err(io_err(path))?;
+        }
+        w.flush().map_err(io_err(path))
+    }
+
+    /// What a campaign runs.
+    struct CampaignConfig {
+        /// Seed indices below this (None: until the time budget is used).
+        seeds: Option<u64>,
+        time: Option<Duration>,
+        jobs: u64,
+        shard: Shard,
+        seed_base: Seed,
+        determinism_share: Ratio,
+        negative_control: bool,
+    }
+
+    /// The campaign's progress on stderr: a bar on a terminal, a line every few seconds otherwise.
+    enum Progress {
+        Bar(ProgressBar),
+        Lines { last: Instant },
+    }
+
+    const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+    fn campaign(names: &str, c: &CampaignConfig, out: &Path) -> Result<i32, Error> {
+        let mut scenarios = Vec::new();
+        for name in names.split(',').map(str::trim) {
+            for s in self::scenarios(name, c.negative_control)? {
+                if !scenarios.iter().any(|o: &Scenario| o.name == s.name) {
+                    scenarios.push(s);
+                }
+            }
+        }
+        let order: Vec<&str> = scenarios.iter().map(|s| s.name).collect();
+        eprintln!("seed base: {}", c.seed_base);
+        eprintln!("shard: {} (seed indices i with i % {} == {})", c.shard, c.shard.count, c.shard.index);
+        eprintln!("scenarios: {}", order.join(", "));
+        match (c.seeds, c.time) {
+            (_, Some(t)) => eprintln!("budget: {}s of wall time", t.as_secs()),
+            (Some(n), None) => eprintln!("seeds: indices 0 to {} (this shard's share)", n - 1),
+            (None, None) => {}
+        }
+        eprintln!("jobs: {}", c.jobs);
+        eprintln!("determinism share: {}", c.determinism_share);
+        if c.negative_control {
+            eprintln!("negative_control: true (these runs are expected to fail under some seeds)");
+        }
+        eprintln!("out: {}", out.display());
+        std::fs::create_dir_all(out).map_err(io_err(out))?;
+        // The failures of an earlier campaign in the same directory would read as this one's.
+        let failures_dir = out.join("failures");
+        if failures_dir.exists() {
+            std::fs::remove_dir_all(&failures_dir).map_err(io_err(&failures_dir))?;
+        }
+
+        let mut report = CampaignReport::new(c.seed_base, c.shard, &order, c.determinism_share.to_string());
+        report.negative_control = c.negative_control;
+        let limit = c.seeds;
+        let indices = c.shard.indices().take_while(move |i| limit.is_none_or(|n| *i < n));
+        let tasks = indices.flat_map(|index| {
+            let seed = c.seed_base.nth(index);
+            let check_determinism = sampled_for_determinism(seed, c.determinism_share);
+            scenarios.iter().map(move |s| Task {
+                index,
+                scenario: *s,
+                seed,
+                check_determinism,
+                negative_control: c.negative_control,
+            })
+        });
+        let total =
+            c.seeds.map(|n| (0..n).filter(|i| c.shard.contains(*i)).count() as u64 * order.len() as u64);
+        let start = Instant::now();
+        let deadline = c.time.map(|t| start + t);
+        let mut progress = if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(
+                Some(total.unwrap_or_else(|| c.time.map_or(0, |t| t.as_secs()))),
+                ProgressDrawTarget::stderr(),
+            );
+            let template = if total.is_some() {
+                "{elapsed_precise} [{bar:40}] {pos}/{len} seeds {msg}"
+            } else {
+                "{elapsed_precise} [{bar:40}] {pos}/{len}s {msg}"
+            };
+            bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
+            Progress::Bar(bar)
+        } else {
+            Progress::Lines { last: start }
+        };
+        let mut ran = 0u64;
+        let mut failed = 0u64;
+        let mut write_error: Option<Error> = None;
+        let done = |t: &Task, r: SeedRecord| {
+            ran += 1;
+            report.add(t.index, &r);
+            if let Some(class) = &r.class {
+                failed += 1;
+                let line = format!(
+                    "FAIL({class}) {} seed={}: {}\nreplay: {}",
+                    r.scenario,
+                    r.seed,
+                    r.failure.as_deref().unwrap_or(""),
+                    r.replay.as_deref().unwrap_or("")
+                );
+                match &progress {
+                    Progress::Bar(bar) => bar.println(line),
+                    Progress::Lines { .. } => eprintln!("{line}"),
+                }
+                let path = failure_file(out, &r.scenario, &r.seed);
+                let text = format!(
+                    "{}\nreplay: {}",
+                    r.report.as_deref().unwrap_or_else(|| r.failure.as_deref().unwrap_or("")).trim_end(),
+                    r.replay.as_deref().unwrap_or("")
+                );
+                let written = std::fs::create_dir_all(out.join("failures"))
+                    .and_then(|()| std::fs::write(&path, text + "\n"));
+                if let Err(e) = written {
+                    write_error.get_or_insert(io_err(&path)(e));
+                }
+            }
+            let elapsed = start.elapsed();
+            match &mut progress {
+                Progress::Bar(bar) => {
+                    bar.set_message(format!("{ran} seeds, {failed} failed"));
+                    match total {
+                        Some(_) => bar.inc(1),
+                        None => bar.set_position(elapsed.as_secs()),
+                    }
+                }
+                Progress::Lines { last } => {
+                    if last.elapsed() >= PROGRESS_EVERY {
+                        *last = Instant::now();
+                        let of = total.map_or_else(String::new, |t| format!(" of {t}"));
+                        eprintln!("progress: {ran}{of} seeds, {failed} failed, {}s", elapsed.as_secs());
+                    }
+                }
+            }
+        };
+        let stop = || deadline.is_some_and(|d| Instant::now() >= d);
+        pool::execute(tasks, c.jobs as usize, &worker_command, stop, done)
+            .map_err(|e| Error::Io(format!("starting a worker: {e}")))?;
+        if let Progress::Bar(bar) = &progress {
+            bar.finish_and_clear();
+        }
+        if let Some(e) = write_error {
+            return Err(e);
+        }
+        report.elapsed_s = (start.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+        report.finish();
+        report.write(out).map_err(io_err(out))?;
+        eprintln!("{ran} seeds in {:.1}s, {failed} failed; report in {}", report.elapsed_s, out.display());
+        print!("{}", report.summary());
+        Ok(i32::from(report.exit_code()))
+    }
+
+    fn merge(dirs: &[PathBuf], out: &Path) -> Result<i32, Error> {
+        let reports: Vec<CampaignReport> =
+            dirs.iter().map(|d| CampaignReport::read(d)).collect::<Result<_, _>>().map_err(Error::Io)?;
+        let merged = CampaignReport::merge(&reports).map_err(Error::Usage)?;
+        let missing = merged.missing_shards();
+        if !missing.is_empty() {
+            eprintln!("warning: no report of shard(s) {}", missing.join(", "));
+        }
+        merged.write(out).map_err(io_err(out))?;
+        // The failures' full reports, next to the merged report.
+        for dir in dirs {
+            let from = dir.join("failures");
+            let Ok(entries) = std::fs::read_dir(&from) else { continue };
+            let to = out.join("failures");
+            std::fs::create_dir_all(&to).map_err(io_err(&to))?;
+            for e in entries {
+                let e = e.map_err(io_err(&from))?;
+                let target = to.join(e.file_name());
+                if e.path() != target {
+                    std::fs::copy(e.path(), &target).map_err(io_err(&target))?;
+                }
+            }
+        }
+        eprintln!(
+            "merged {} report(s) (shards {}) into {}",
+            reports.len(),
+            merged.shards.join(", "),
+            out.display()
+        );
+        print!("{}", merged.summary());
+        Ok(i32::from(merged.exit_code()))
     }
 }
