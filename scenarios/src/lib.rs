@@ -7,6 +7,7 @@
 pub mod bank;
 #[cfg(madsim)]
 mod campaign;
+pub mod check;
 #[cfg(madsim)]
 pub mod cluster;
 #[cfg(madsim)]
@@ -19,6 +20,7 @@ pub mod object_counters;
 pub mod objects;
 #[cfg(madsim)]
 pub mod sim_host;
+pub mod strategies;
 
 #[cfg(madsim)]
 pub use campaign::{
