@@ -292,6 +292,8 @@ enum Searched {
 /// A step of the current path: the entry linearized and the state before it.
 struct Frame<S> {
     entry: usize,
+    /// The cursor to go on from in the configuration before it.
+    resume: usize,
     before: S,
 }
 
@@ -331,7 +333,7 @@ fn search<M: Model>(
     // The first certain entry (in `by_deadline`) not yet linearized, and the first entry not yet linearized.
     let mut first_certain = 0;
     let mut first_open = 0;
-    // The next entry to try from the current configuration.
+    // Where the current configuration's candidates go on (see below).
     let mut cursor = 0;
     let mut deepest: Option<Deepest<M::State>> = None;
 
@@ -346,11 +348,19 @@ fn search<M: Model>(
                 blocking,
             });
         }
-        let limit = entries[blocking].deadline;
-        let next = (cursor.max(first_open)..n)
-            .take_while(|&i| entries[i].invoked <= limit)
-            .find(|&i| !linearized.get(i));
-        let Some(i) = next else {
+        // The entries invoked by the deadline, from the first not yet linearized, are the candidates: first the
+        // certain ones in invocation order, then the maybe ones in reverse (cursor `n + k` is the k-th from the
+        // last), the latest first as the likeliest to have taken effect just now.
+        let hi = entries.partition_point(|e| e.invoked <= entries[blocking].deadline);
+        let certain = (cursor.max(first_open)..hi)
+            .find(|&i| entries[i].expected.is_some() && !linearized.get(i))
+            .map(|i| (i, i + 1));
+        let next = certain.or_else(|| {
+            (cursor.saturating_sub(n)..hi.saturating_sub(first_open))
+                .map(|k| (hi - 1 - k, n + k + 1))
+                .find(|&(i, _)| entries[i].expected.is_none() && !linearized.get(i))
+        });
+        let Some((i, resume)) = next else {
             // Nothing more to try here: back up one step.
             let Some(frame) = stack.pop() else {
                 let deepest = deepest.expect("the initial configuration was recorded");
@@ -361,10 +371,10 @@ fn search<M: Model>(
             state = frame.before;
             first_certain = first_certain.min(rank[j]);
             first_open = first_open.min(j);
-            cursor = j + 1;
+            cursor = frame.resume;
             continue;
         };
-        cursor = i + 1;
+        cursor = resume;
         let e = &entries[i];
         let (after, output) = model.apply(&state, e.input);
         let fits = match e.expected {
@@ -385,7 +395,7 @@ fn search<M: Model>(
             return Searched::Inconclusive { explored };
         }
         let before = std::mem::replace(&mut state, after);
-        stack.push(Frame { entry: i, before });
+        stack.push(Frame { entry: i, resume, before });
         while by_deadline.get(first_certain).is_some_and(|&c| linearized.get(c)) {
             first_certain += 1;
         }
