@@ -53,7 +53,7 @@
 //! Everything is deterministic: objects in order, operations in invocation order, the memo used for
 //! membership only.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt::{self, Debug};
 use std::hash::Hash;
 use std::time::Duration;
@@ -280,6 +280,45 @@ impl Bits {
     fn clear(&mut self, i: usize) {
         self.0[i / 64] &= !(1 << (i % 64));
     }
+    /// The members of `self` that are (`keep`) or are not in `mask`.
+    fn masked(&self, mask: &Bits, keep: bool) -> Bits {
+        Bits(self.0.iter().zip(mask.0.iter()).map(|(a, m)| if keep { a & m } else { a & !m }).collect())
+    }
+    /// Whether every member of `self` is in `other`.
+    fn is_subset(&self, other: &Bits) -> bool {
+        self.0.iter().zip(other.0.iter()).all(|(a, b)| a & !b == 0)
+    }
+}
+
+/// The configurations explored, with subsumption: a configuration is the certain entries linearized, the state,
+/// and the maybe entries linearized. One with the same certain entries and state as a configuration explored
+/// before, and a superset of its maybe entries, is not explored: whatever completes it completes the earlier
+/// one too (which may leave the extra maybe entries out, as never having taken effect), so it adds nothing.
+/// For each certain set and state the memo keeps the maybe sets that no other one there is a subset of.
+///
+/// Looked up by key only, never iterated: the map's order cannot leak.
+#[allow(clippy::disallowed_types)]
+struct Memo<S>(HashMap<(Bits, S), Vec<Bits>>);
+
+#[allow(clippy::disallowed_types)]
+impl<S: Hash + Eq + Clone> Default for Memo<S> {
+    fn default() -> Self {
+        Memo(HashMap::new())
+    }
+}
+
+impl<S: Hash + Eq + Clone> Memo<S> {
+    /// Records the configuration of `linearized` and `state`; false if one explored before subsumes it.
+    fn insert(&mut self, linearized: &Bits, certain_mask: &Bits, state: &S) -> bool {
+        let maybe = linearized.masked(certain_mask, false);
+        let seen = self.0.entry((linearized.masked(certain_mask, true), state.clone())).or_default();
+        if seen.iter().any(|m| m.is_subset(&maybe)) {
+            return false;
+        }
+        seen.retain(|m| !maybe.is_subset(m));
+        seen.push(maybe);
+        true
+    }
 }
 
 /// How one object's search ended.
@@ -324,10 +363,12 @@ fn search<M: Model>(
 
     let mut linearized = Bits::new(n);
     let mut state = model.init();
-    // Membership only, never iterated: its order cannot leak.
-    #[allow(clippy::disallowed_types)]
-    let mut memo: HashSet<(Bits, M::State)> = HashSet::new();
-    memo.insert((linearized.clone(), state.clone()));
+    let mut certain_mask = Bits::new(n);
+    for &i in &by_deadline {
+        certain_mask.set(i);
+    }
+    let mut memo = Memo::default();
+    memo.insert(&linearized, &certain_mask, &state);
     let mut explored: u64 = 1;
     let mut stack: Vec<Frame<M::State>> = Vec::new();
     // The first certain entry (in `by_deadline`) not yet linearized, and the first entry not yet linearized.
@@ -386,7 +427,7 @@ fn search<M: Model>(
             continue;
         }
         linearized.set(i);
-        if !memo.insert((linearized.clone(), after.clone())) {
+        if !memo.insert(&linearized, &certain_mask, &after) {
             linearized.clear(i);
             continue;
         }
