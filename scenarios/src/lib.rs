@@ -7,6 +7,7 @@
 pub mod bank;
 #[cfg(madsim)]
 pub mod campaign;
+pub mod check;
 #[cfg(madsim)]
 pub mod cluster;
 #[cfg(madsim)]
@@ -20,6 +21,7 @@ pub mod objects;
 pub mod regressions;
 #[cfg(madsim)]
 pub mod sim_host;
+pub mod strategies;
 
 #[cfg(madsim)]
 pub use campaign::{
