@@ -6,22 +6,29 @@
 #[cfg(madsim)]
 pub mod bank;
 #[cfg(madsim)]
+pub mod builtin;
+#[cfg(madsim)]
 pub mod campaign;
 pub mod check;
 #[cfg(madsim)]
 pub mod cluster;
 #[cfg(madsim)]
 mod counter;
+pub mod faults;
 pub mod history;
 #[cfg(madsim)]
 pub mod object_cluster;
 #[cfg(madsim)]
 pub mod object_counters;
 pub mod objects;
+#[cfg(madsim)]
+pub mod planted;
 pub mod regressions;
 #[cfg(madsim)]
 pub mod sim_host;
 pub mod strategies;
+#[cfg(madsim)]
+pub mod testing;
 
 #[cfg(madsim)]
 pub use campaign::{
@@ -67,6 +74,28 @@ impl fmt::Debug for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name)
     }
+}
+
+/// A registry entry for a scenario of the test kit ([`builtin`]): its run, options and negative control.
+macro_rules! kit_scenario {
+    ($variant:ident, $name:literal, $summary:literal) => {
+        Scenario {
+            name: $name,
+            summary: $summary,
+            #[cfg(madsim)]
+            run: |seed| builtin::run(testing::Scenario::$variant, seed),
+            #[cfg(madsim)]
+            options: |seed| builtin::options(testing::Scenario::$variant, seed),
+            #[cfg(madsim)]
+            negative_control: match testing::Scenario::$variant {
+                testing::Scenario::Eviction | testing::Scenario::CoalescingCrash => Some(|seed| {
+                    builtin::run_negative_control(testing::Scenario::$variant, seed)
+                        .expect("this scenario has a negative control")
+                }),
+                _ => None,
+            },
+        }
+    };
 }
 
 /// Every built-in scenario, in listing order.
@@ -122,11 +151,19 @@ pub fn all() -> Vec<Scenario> {
             #[cfg(madsim)]
             negative_control: Some(object_cluster::run_negative_control),
         },
+        kit_scenario!(Partition, "partition", "counters on a cluster of 3 hosts whose hops are partitioned (host from directory, front from host, host from storage node); linearizability, no lost write, single activation"),
+        kit_scenario!(Eviction, "eviction", "counters on one host whose idle objects are evicted often; linearizability, no lost write (negative control: a write-behind counter)"),
+        kit_scenario!(Superseded, "superseded", "counters on a cluster of 3 whose owners are cut off from the directory while paused, taken over, and resumed superseded; linearizability, no lost write, single activation"),
+        kit_scenario!(Overload, "overload", "counters on one host whose objects refuse calls as overloaded in bursts; linearizability, no lost write"),
+        kit_scenario!(CoalescingCrash, "coalescing-crash", "KV-backed counters on one host that crashes and loses power, also inside commits; linearizability, no lost write (negative control: allow_unconfirmed)"),
+        kit_scenario!(AlarmRetry, "alarm-retry", "counters on one host that crashes and loses power while alarms run and retry; linearizability, no lost write"),
+        kit_scenario!(DiskFaults, "disk-faults", "counters on one host whose disk fails operations and loses power inside commits; linearizability, no lost write"),
+        kit_scenario!(CodeUpdate, "code-update", "counters on one host whose code is updated again and again (live objects reset); linearizability, no lost write"),
+        kit_scenario!(Swarm, "swarm", "counters on a cluster of 3 under a random subset of every fault kind, drawn per seed; linearizability, no lost write, single activation"),
     ]
 }
 
 /// A comma-separated list, or `none`: how a list-valued option prints.
-#[cfg(madsim)]
 pub(crate) fn list<T: fmt::Display>(items: &[T]) -> String {
     if items.is_empty() {
         return "none".to_string();

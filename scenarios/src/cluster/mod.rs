@@ -81,6 +81,21 @@ pub async fn update_cluster_code(
     host.update_code(in_cluster(etcd, storage, role, true, build), move |old| build().cluster_of(old)).await
 }
 
+/// [`update_cluster_code`] with a build closure (a test kit's script, which is not a `fn`).
+pub async fn update_cluster_code_with(
+    host: &HostNode,
+    etcd: NodeId,
+    storage: &[NodeId],
+    role: ClusterRole,
+    build: Arc<dyn Fn() -> HostBuilder + Send + Sync>,
+) -> Result<(), dosim_sim::Failure> {
+    let boot = build.clone();
+    host.update_code(in_cluster(etcd, storage, role, true, move || boot()), move |old| {
+        build().cluster_of(old)
+    })
+    .await
+}
+
 /// [`update_cluster_code`], resetting the old instances with `reason` (see [`HostNode::replace_host`]).
 pub async fn replace_cluster_host(
     host: &HostNode,

@@ -6,6 +6,8 @@
 //! - `scenarios`: every built-in scenario passes, replays exactly, reaches its faults, and each negative
 //!   control is caught (simulation build; the campaign's size is `DOSIM_CAMPAIGN_SEEDS`);
 //! - `cli`: the `dosim` binary's output and exit codes (simulation build: the CLI only runs there);
+//! - `testing`: the test kit for users' objects: the planted-bug catalogue and the kit's own behaviour
+//!   (simulation build);
 //! - `storage_crash`: write coalescing is crash-atomic on the simulated disk, on a `LocalWorld` (plain build: a
 //!   `LocalWorld` has no madsim executor and its code is the same in both builds).
 
@@ -19,6 +21,8 @@ mod runtime;
 mod scenarios;
 #[cfg(not(madsim))]
 mod storage_crash;
+#[cfg(madsim)]
+mod testing;
 
 /// The runtime modules' helpers, at the root where those modules name them (`crate::HOST`).
 #[cfg(madsim)]

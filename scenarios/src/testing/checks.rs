@@ -1,0 +1,211 @@
+//! Checks: what a test judges after its run, over the history the clients recorded and the run's trace.
+
+use std::time::Duration;
+
+use dosim_sim::{Evidence, Failure, Trace};
+
+use crate::history::History;
+
+/// What a run left for its checks to judge.
+#[derive(Clone, Copy, Debug)]
+pub struct Observed<'a, I, O> {
+    /// Every operation the clients made, the liveness phase's final reads last.
+    pub history: &'a History<I, O>,
+    /// The run's trace.
+    pub trace: &'a Trace,
+    /// When the faults stopped (the liveness phase began).
+    pub faults_stopped: Duration,
+}
+
+/// A property of a run. A violation is a [`Failure`] with [`Evidence`]: the operations behind it and the
+/// stretch of time they lie in, which the failure report shows first.
+pub trait Check<I, O> {
+    /// Its name in reports.
+    fn name(&self) -> String;
+
+    /// Whether it can judge a run of this topology; an error says why not (a configuration error, reported
+    /// before the run).
+    fn applies(&self, cluster: bool) -> Result<(), String> {
+        let _ = cluster;
+        Ok(())
+    }
+
+    /// Judges the run.
+    fn check(&self, run: &Observed<'_, I, O>) -> Result<(), Failure>;
+}
+
+/// Single activation: no two instances of one object ever wrote at once. Judged over a cluster's storage
+/// node history (see [`crate::object_cluster::check_commit_history`]): per object, no commit applies under
+/// an epoch older than one that already opened the object or committed to it. Only for a cluster: on one
+/// host there is one container per object by construction.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SingleActivation;
+
+impl<I, O> Check<I, O> for SingleActivation {
+    fn name(&self) -> String {
+        "single activation".into()
+    }
+
+    fn applies(&self, cluster: bool) -> Result<(), String> {
+        if cluster {
+            Ok(())
+        } else {
+            Err("single activation is judged over a cluster's storage node: add ObjectTest::cluster(n)"
+                .into())
+        }
+    }
+
+    fn check(&self, run: &Observed<'_, I, O>) -> Result<(), Failure> {
+        crate::object_cluster::check_commit_history(run.trace)
+            .map(|_| ())
+            .map_err(|e| Failure::new(e).with_evidence(Evidence { lines: Vec::new(), window: None }))
+    }
+}
+
+/// Linearizability of every object's operations against `M`, the object's sequential specification (see
+/// [`crate::check::check_linearizable`]): operations of unknown outcome may or may not have taken effect,
+/// `overloaded` ones never did. It also covers output-gate safety: an answer that revealed a write later lost
+/// leaves the liveness phase's final read with no place in any order.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Linearizable<M>(pub M);
+
+/// The evidence of a linearizability violation: the operations it names, the failing one marked, and the
+/// stretch of time from the first one's invocation to the last one's completion.
+fn violation_evidence<I: std::fmt::Debug, O: std::fmt::Debug>(
+    history: &History<I, O>,
+    v: &crate::check::Violation,
+) -> Evidence {
+    let mut lines = Vec::new();
+    let (mut start, mut end) = (Duration::MAX, Duration::ZERO);
+    for id in v.ops() {
+        let Some(op) = history.get(id) else { continue };
+        let mark = if id == v.op { "→ " } else { "  " };
+        let role = if id == v.op {
+            " (cannot be placed)"
+        } else if v.concurrent.contains(&id) {
+            " (concurrent)"
+        } else {
+            ""
+        };
+        lines.push(format!("{mark}{op}{role}"));
+        start = start.min(op.invoked);
+        end = end.max(op.completed.unwrap_or(op.invoked));
+    }
+    let order: Vec<String> = v.prefix.iter().map(|id| id.to_string()).collect();
+    lines.push(format!(
+        "longest linearizable prefix: {}",
+        if order.is_empty() { "none".into() } else { order.join(", ") }
+    ));
+    Evidence { lines, window: (start <= end).then_some((start, end)) }
+}
+
+impl<M: crate::check::Model> Check<M::Input, M::Output> for Linearizable<M> {
+    fn name(&self) -> String {
+        "linearizability".into()
+    }
+
+    fn check(&self, run: &Observed<'_, M::Input, M::Output>) -> Result<(), Failure> {
+        match crate::check::check_linearizable(&self.0, run.history) {
+            Ok(report) => {
+                dosim_sim::note("check", &report);
+                Ok(())
+            }
+            Err(crate::check::LinearizabilityError::Violation(v)) => {
+                Err(Failure::new(v.to_string()).with_evidence(violation_evidence(run.history, &v)))
+            }
+            Err(e) => Err(Failure::new(e.to_string())),
+        }
+    }
+}
+
+/// No acknowledged write is lost: once the faults stop, each object's final read must be explained by an
+/// order of every acknowledged write (and any of the writes of unknown outcome) that respects real time.
+/// Reads before the final ones are left out (`is_read` says which operations are reads), so a stale read
+/// in the middle of the run is not this check's business ([`Linearizable`] covers it); a write that was
+/// acknowledged and then lost, to a crash, a power cut or an eviction, is.
+pub struct NoLostWrites<M: crate::check::Model> {
+    model: M,
+    is_read: fn(&M::Input) -> bool,
+}
+
+impl<M: crate::check::Model> NoLostWrites<M> {
+    /// The check for `model`, whose reads are the inputs `is_read` picks.
+    pub fn new(model: M, is_read: fn(&M::Input) -> bool) -> Self {
+        NoLostWrites { model, is_read }
+    }
+}
+
+impl NoLostWrites<crate::check::models::CounterModel> {
+    /// For a counter.
+    pub fn counter() -> Self {
+        NoLostWrites::new(crate::check::models::CounterModel::default(), |op| {
+            matches!(op, crate::check::models::CounterOp::Read)
+        })
+    }
+}
+
+impl NoLostWrites<crate::check::models::RegisterModel> {
+    /// For a register.
+    pub fn register() -> Self {
+        NoLostWrites::new(crate::check::models::RegisterModel::default(), |op| {
+            matches!(op, crate::check::models::RegisterOp::Read)
+        })
+    }
+}
+
+impl NoLostWrites<crate::check::models::KvModel> {
+    /// For a key-value map.
+    pub fn kv() -> Self {
+        NoLostWrites::new(crate::check::models::KvModel, |op| {
+            matches!(op, crate::check::models::KvOp::Get(_))
+        })
+    }
+}
+
+impl<M: crate::check::Model> Check<M::Input, M::Output> for NoLostWrites<M> {
+    fn name(&self) -> String {
+        "no lost acknowledged write".into()
+    }
+
+    fn check(&self, run: &Observed<'_, M::Input, M::Output>) -> Result<(), Failure> {
+        // The writes, and the final reads (made once the faults stopped).
+        let mut kept: History<M::Input, M::Output> = History::new();
+        let mut ids = Vec::new();
+        for op in run.history.ops() {
+            let final_read = op.client == super::FINAL_READ_CLIENT;
+            if (self.is_read)(&op.input) && !final_read {
+                continue;
+            }
+            let id = kept.invoke(op.client, op.object.clone(), op.input.clone(), op.invoked);
+            if let Some(done) = op.completed {
+                kept.complete(id, op.outcome.clone(), done);
+            }
+            ids.push(op.id);
+        }
+        if !kept.ops().iter().any(|o| o.client == super::FINAL_READ_CLIENT) {
+            return Err(Failure::new(
+                "no final reads: the workload's driver has no final_read, so nothing shows what was kept",
+            ));
+        }
+        match crate::check::check_linearizable(&self.model, &kept) {
+            Ok(_) => Ok(()),
+            Err(crate::check::LinearizabilityError::Violation(v)) => {
+                // Back to the run's own operation numbers.
+                let back = |id: crate::history::OpId| ids[id.0];
+                let v = crate::check::Violation {
+                    object: v.object.clone(),
+                    op: back(v.op),
+                    concurrent: v.concurrent.iter().map(|i| back(*i)).collect(),
+                    prefix: v.prefix.iter().map(|i| back(*i)).collect(),
+                    explanation: v.explanation.clone(),
+                };
+                let what = run.history.get(v.op).map(|o| o.to_string()).unwrap_or_default();
+                Err(Failure::new(format!(
+                    "an acknowledged write was lost: no order of the acknowledged writes explains {what}"
+                ))
+                .with_evidence(violation_evidence(run.history, &v)))
+            }
+            Err(e) => Err(Failure::new(e.to_string())),
+        }
+    }
+}
