@@ -50,7 +50,7 @@ pub fn run(scenario: Scenario, seed: Seed) -> Result<RunReport, RunFailure> {
 
 /// The options `scenario` draws from `seed`.
 pub fn options(scenario: Scenario, seed: Seed) -> RunOptions {
-    counter_test(scenario, seed).class::<SafeCounter>(BINDING).schedule().1
+    counter_test(scenario, seed).class::<SafeCounter>(BINDING).options()
 }
 
 /// Runs `scenario`'s negative control under `seed`: the planted bug it must catch, if it has one.

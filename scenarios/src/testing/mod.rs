@@ -53,7 +53,9 @@ use dosim_runtime::prelude::DurableObject;
 use dosim_sim::net::NetConfig;
 use dosim_sim::{DiskConfig, Failure, NodeId, RunFailure, RunOptions, RunReport, Sim, World};
 
-use crate::faults::{Action, ClusterNodes, FaultSchedule, Targets};
+pub use crate::faults::{Action, FaultSchedule, TimedFault};
+
+use crate::faults::{ClusterNodes, Targets};
 use crate::history::OpId;
 use crate::sim_host::{host_builder, host_node, HostNode};
 
@@ -233,6 +235,22 @@ impl<D: Driver> ObjectTest<D> {
         }
     }
 
+    /// The options a run of `plan` prints: the seed, the topology and workload, the plan's faults, and how
+    /// many operations it makes.
+    pub fn options_of(&self, plan: &RunPlan<D::Input>) -> RunOptions {
+        let (_, base) = self.schedule();
+        let mut options = RunOptions::none();
+        for (k, v) in base.iter().take_while(|(k, _)| *k != "faults") {
+            options = options.with(k, v);
+        }
+        plan.schedule.describe(options).with("ops", plan.ops.iter().map(Vec::len).sum::<usize>())
+    }
+
+    /// The options of this test's seed (its own plan's).
+    pub fn options(&self) -> RunOptions {
+        self.options_of(&self.plan())
+    }
+
     /// The fault schedule and options of this test's seed.
     pub fn schedule(&self) -> (FaultSchedule, RunOptions) {
         let layout = self.layout();
@@ -259,14 +277,31 @@ impl<D: Driver> ObjectTest<D> {
         (schedule.clone(), schedule.describe(options))
     }
 
-    /// Runs the test under its seed: the workload with the faults, the liveness phase, then every check.
-    pub fn run(self) -> Result<RunReport, RunFailure> {
-        let (schedule, options) = self.schedule();
-        self.run_schedule(schedule, options)
+    /// Everything the seed decides for this test, explicit: every client's operations and every fault. A
+    /// shrinker or an explorer changes the plan and runs it with [`ObjectTest::run_plan`]; the seed still
+    /// drives what the plan leaves to chance (latencies, scheduling, disk errors at their rates).
+    pub fn plan(&self) -> RunPlan<D::Input> {
+        let (schedule, _) = self.schedule();
+        let ops = self.workload.as_ref().map(|w| w.draw(self.seed)).unwrap_or_default();
+        RunPlan { ops, schedule }
     }
 
-    /// Runs the test with `schedule` instead of the one its seed draws (a shrinker's smaller schedule).
-    pub fn run_schedule(self, schedule: FaultSchedule, options: RunOptions) -> Result<RunReport, RunFailure> {
+    /// The test's seed.
+    pub fn seed(&self) -> Seed {
+        self.seed
+    }
+
+    /// Runs the test under its seed: the workload with the faults, the liveness phase, then every check.
+    pub fn run(self) -> Result<RunReport, RunFailure> {
+        let plan = self.plan();
+        self.run_plan(plan)
+    }
+
+    /// Runs the test with `plan` instead of the one its seed draws (a shrinker's smaller plan, an explorer's
+    /// mutated one). The options it prints are the plan's.
+    pub fn run_plan(self, plan: RunPlan<D::Input>) -> Result<RunReport, RunFailure> {
+        let options = self.options_of(&plan);
+        let RunPlan { ops: plans, schedule } = plan;
         let workload = self.workload.clone().ok_or_else(|| {
             config_failure(self.seed, "an ObjectTest needs a workload (ObjectTest::workload)")
         })?;
@@ -280,7 +315,6 @@ impl<D: Driver> ObjectTest<D> {
             }
         }
         let build = self.build_fn();
-        let plans = workload.draw(self.seed);
         let mut sim = Sim::builder()
             .seed(self.seed)
             .disk(DiskConfig { io_error_rate: schedule.disk_io_error_rate, ..DiskConfig::default() })
@@ -362,6 +396,15 @@ impl<D: Driver> ObjectTest<D> {
         }
         Ok(report)
     }
+}
+
+/// What a run of an [`ObjectTest`] does, explicit (see [`ObjectTest::plan`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunPlan<I> {
+    /// Each client's operations, in order.
+    pub ops: Vec<Vec<PlannedOp<I>>>,
+    /// The faults.
+    pub schedule: FaultSchedule,
 }
 
 /// A run that cannot start: its configuration is incomplete.
