@@ -45,10 +45,11 @@ pub enum FaultKind {
     Supersede,
 }
 
-/// The timeline of a [`FaultKind::Supersede`], from its start: the host is cut off from the directory, paused
-/// at `.0` (before its belief in its lease lapses), its objects taken over by another host at `.1` (the
-/// directory has expired its lease: TTL 5 s after its last renewal, rounded up), resumed at `.2` (still cut
-/// off: it serves what it had queued until it notices), healed at `.3`.
+/// The timeline of a [`FaultKind::Supersede`], from its start: the hosts are cut off from the directory and
+/// their messages to the storage node held, paused at `.0` (before their belief in their leases lapses),
+/// their objects taken over by the host left at `.1` (the directory has expired their leases: TTL 5 s after
+/// the last renewal, rounded up), resumed at `.2` with their held messages released (their late commits
+/// arrive fenced; they are still cut off, and serve what they had queued until they notice), healed at `.3`.
 pub const SUPERSEDE_TIMELINE: (Duration, Duration, Duration, Duration) = (
     Duration::from_millis(2_500),
     Duration::from_millis(7_000),
@@ -229,6 +230,7 @@ impl FaultMix {
             kinds: kinds.clone(),
             directory: targets.cluster.map(|c| c.directory),
             hosts: targets.hosts.clone(),
+            storage: targets.cluster.map(|c| c.storage),
             ..FaultSchedule::default()
         };
         if kinds.is_empty() || targets.hosts.is_empty() {
@@ -479,6 +481,8 @@ pub struct FaultSchedule {
     pub directory: Option<NodeId>,
     /// The hosts.
     pub hosts: Vec<NodeId>,
+    /// The cluster's storage node, if the run is a cluster (a supersede holds the cut hosts' messages to it).
+    pub storage: Option<NodeId>,
 }
 
 impl Default for FaultSchedule {
@@ -494,6 +498,7 @@ impl Default for FaultSchedule {
             net_reorder: Ratio::NEVER,
             directory: None,
             hosts: Vec::new(),
+            storage: None,
         }
     }
 }
@@ -547,10 +552,16 @@ impl FaultSchedule {
                         to: vec![directory],
                         direction: Direction::Both,
                     };
+                    let storage = self.storage.expect("a supersede is drawn only for a cluster");
                     plan = plan.at(t.at, partition).at(t.at + heal, Fault::Heal);
                     for node in cut {
-                        plan =
-                            plan.at(t.at + pause, Fault::Pause(node)).at(t.at + resume, Fault::Resume(node));
+                        // Its commits are held on the way to the storage node until after the takeover, so
+                        // they arrive fenced.
+                        plan = plan
+                            .at(t.at, Fault::ClogLink(node, storage))
+                            .at(t.at + pause, Fault::Pause(node))
+                            .at(t.at + resume, Fault::Resume(node))
+                            .at(t.at + resume, Fault::UnclogLink(node, storage));
                     }
                 }
                 Action::Evict { .. }

@@ -68,7 +68,7 @@ impl fmt::Display for ErrorFlags {
 pub enum Outcome<O> {
     /// It returned this value.
     Ok(O),
-    /// It failed with this error. Whether it took effect depends on the error: see [`Outcome::took_effect`].
+    /// It failed with this error. Whether it took effect depends on the error: see [`Outcome::effect`].
     Err {
         /// The error's message.
         message: String,

@@ -14,7 +14,8 @@ use dosim_sim::{RunFailure, RunReport, Seed};
 use crate::faults::{FaultKind, FaultMix};
 use crate::testing::{CounterCalls, CounterModel, Linearizable, NoLostWrites, ObjectTest, Workload};
 use objects::{
-    CachedCounter, ConcurrentReadCounter, SafeCounter, UnconfirmedWriteCounter, WriteBehindCounter,
+    CachedCounter, ChargingAlarm, ConcurrentReadCounter, SafeCounter, TicketDispenser,
+    UnconfirmedWriteCounter, WriteBehindCounter,
 };
 
 /// One entry of the catalogue.
@@ -69,7 +70,166 @@ pub fn catalogue() -> Vec<PlantedBug> {
             correct: |s| guarded_test(s).class::<CachedCounter<true>>("C").run(),
             found_within: 10,
         },
+        PlantedBug {
+            name: "double-charge",
+            bug: "a non-idempotent alarm handler: a retry after a failed payment call charges the queue again",
+            scenario: "alarm-retry",
+            buggy: |s| charging_test::<false>(s).run(),
+            correct: |s| charging_test::<true>(s).run(),
+            found_within: 10,
+        },
+        PlantedBug {
+            name: "retried-add",
+            bug: "a client retries a non-idempotent add after `Network connection lost.`, though the first may have run",
+            scenario: "partition",
+            buggy: |s| retry_test(s, RetryingCalls { retry: true }).run(),
+            correct: |s| retry_test(s, RetryingCalls { retry: false }).run(),
+            found_within: 30,
+        },
+        PlantedBug {
+            name: "superseded-ticket",
+            bug: "a dispenser answers tickets from memory before they are durable; superseded, it hands out tickets \
+                  the new owner hands out again",
+            scenario: "superseded",
+            buggy: |s| ticket_test(s).class::<TicketDispenser>("C").run(),
+            correct: |s| ticket_test(s).class::<TicketDispenser<true>>("C").run(),
+            found_within: 30,
+        },
     ]
+}
+
+/// Tickets (adds of 1 to a counter) on a cluster whose hosts are superseded (the `superseded` scenario).
+fn ticket_test(seed: Seed) -> ObjectTest<CounterCalls> {
+    ObjectTest::new(seed)
+        .workload(
+            Workload::new("C", CounterCalls::rpc("add", "read"))
+                .objects(["a", "b"])
+                .clients(4)
+                .ops_per_client(40)
+                .over(Duration::from_secs(24)),
+        )
+        .scenario(crate::testing::Scenario::Superseded)
+        .check(NoLostWrites::counter())
+        .check(Linearizable(CounterModel::default()))
+}
+
+/// **Bug (in the client): retrying a non-idempotent call after `Network connection lost.`** The counter's
+/// calls, but an add that fails with the runtime's `Network connection lost.` is sent again (up to 3
+/// times), as a client that takes the error to mean "it did not run" would. It may have run: its answer was
+/// lost, not its request. With `retry` off (its twin) the failure is reported as it is.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryingCalls {
+    /// Whether it retries.
+    pub retry: bool,
+}
+
+/// How often a [`RetryingCalls`] client sends an add in all.
+const ATTEMPTS_MAX: u32 = 3;
+
+impl crate::testing::Driver for RetryingCalls {
+    type Input = crate::check::models::CounterOp;
+    type Output = i64;
+
+    fn next_op(&self, rng: &mut dosim_sim::SimRng) -> Self::Input {
+        CounterCalls::rpc("add", "read").next_op(rng)
+    }
+
+    fn final_reads(&self) -> Vec<Self::Input> {
+        vec![crate::check::models::CounterOp::Read]
+    }
+
+    async fn call(
+        &self,
+        stub: &dosim_runtime::prelude::Stub,
+        input: Self::Input,
+    ) -> Result<i64, dosim_runtime::error::Error> {
+        let calls = CounterCalls::rpc("add", "read");
+        let mut attempt = 1;
+        loop {
+            match calls.call(stub, input).await {
+                Err(e)
+                    if self.retry
+                        && attempt < ATTEMPTS_MAX
+                        && e.message() == dosim_runtime::error::messages::NETWORK_CONNECTION_LOST =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Counters on a cluster whose network loses messages and whose front is partitioned from hosts (the
+/// `partition` scenario, with message loss), with the given client.
+fn retry_test(seed: Seed, calls: RetryingCalls) -> ObjectTest<RetryingCalls> {
+    ObjectTest::new(seed)
+        .class::<SafeCounter>("C")
+        .workload(
+            Workload::new("C", calls)
+                .objects(["a", "b"])
+                .clients(4)
+                .ops_per_client(25)
+                .over(Duration::from_secs(20)),
+        )
+        .scenario(crate::testing::Scenario::Partition)
+        .faults(FaultMix::network().mean_interval(Duration::from_millis(2_000)))
+        .check(Linearizable(CounterModel::default()))
+}
+
+/// The operations of a [`ChargingAlarm`]: `schedule`, which answers how many charges were ever scheduled.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChargeCalls;
+
+/// A [`ChargeCalls`] operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Schedule;
+
+impl crate::testing::Driver for ChargeCalls {
+    type Input = Schedule;
+    type Output = u64;
+
+    fn next_op(&self, _rng: &mut dosim_sim::SimRng) -> Schedule {
+        Schedule
+    }
+
+    async fn call(
+        &self,
+        stub: &dosim_runtime::prelude::Stub,
+        _input: Schedule,
+    ) -> Result<u64, dosim_runtime::error::Error> {
+        stub.call("schedule", &()).await
+    }
+}
+
+/// Charges scheduled on [`ChargingAlarm`]s under host crashes and power cuts (the `alarm-retry` scenario):
+/// once every alarm has run, each object has charged exactly what was scheduled, and no alarm is overdue.
+fn charging_test<const FIXED: bool>(seed: Seed) -> ObjectTest<ChargeCalls> {
+    ObjectTest::new(seed)
+        .class::<ChargingAlarm<FIXED>>("C")
+        .workload(
+            Workload::new("C", ChargeCalls)
+                .objects(["a", "b"])
+                .clients(3)
+                .ops_per_client(10)
+                .over(Duration::from_secs(10)),
+        )
+        .scenario(crate::testing::Scenario::AlarmRetry)
+        .check_alarms::<ChargingAlarm<FIXED>>()
+        .invariant::<ChargingAlarm<FIXED>>("every scheduled charge is charged once", async |_, state| {
+            let storage = state.storage();
+            let mut values = Vec::new();
+            for key in ["scheduled", "charged", "queued"] {
+                let v = storage.get::<u64>(key).await.map_err(|e| format!("get {key}: {}", e.message()))?;
+                values.push(v.unwrap_or_default());
+            }
+            let (scheduled, charged, queued) = (values[0], values[1], values[2]);
+            if charged == scheduled && queued == 0 {
+                Ok(())
+            } else {
+                Err(format!("scheduled {scheduled}, charged {charged}, still queued {queued}"))
+            }
+        })
 }
 
 /// Which storage backend a test's class uses.

@@ -177,3 +177,96 @@ impl<const FIXED: bool> DurableObject for CachedCounter<FIXED> {
         });
     }
 }
+
+/// The error of the flaky payment service a [`ChargingAlarm`] calls.
+pub const PAYMENT_SERVICE_DOWN: &str = "payment service unavailable";
+/// How long after a `schedule` call a [`ChargingAlarm`] charges.
+pub const CHARGE_DELAY_MS: i64 = 500;
+
+/// **Bug: a non-idempotent alarm handler under retry.** `schedule` queues a charge and sets an alarm; the
+/// alarm handler charges what is queued: it adds the queued charges to `charged`, calls a payment service
+/// (which fails the first attempt of every other alarm), and only then clears the queue. When the call
+/// fails, the handler fails, the alarm is retried (spec §4), and the retry charges the same queue again:
+/// `charged` ends above `scheduled`. With `FIXED` (its twin) the handler calls the service first and then
+/// records the charge and clears the queue in one write.
+pub struct ChargingAlarm<const FIXED: bool = false> {
+    state: State,
+}
+
+impl<const FIXED: bool> ChargingAlarm<FIXED> {
+    /// The payment service: down for the first attempt of every alarm whose time is an even second.
+    fn pay(info: &AlarmInfo) -> Result<(), Error> {
+        if info.retry_count == 0 && (info.scheduled_time / 1000) % 2 == 0 {
+            Err(Error::new(PAYMENT_SERVICE_DOWN))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl<const FIXED: bool> DurableObject for ChargingAlarm<FIXED> {
+    async fn new(state: State, _env: Env) -> Result<Self, Error> {
+        Ok(ChargingAlarm { state })
+    }
+
+    const HAS_ALARM: bool = true;
+
+    async fn alarm(&self, info: AlarmInfo) -> Result<(), Error> {
+        let storage = self.state.storage();
+        let queued: u64 = storage.get("queued").await?.unwrap_or(0);
+        let charged: u64 = storage.get("charged").await?.unwrap_or(0);
+        if FIXED {
+            Self::pay(&info)?;
+            storage.put("charged", &(charged + queued)).await?;
+            storage.put("queued", &0u64).await?;
+        } else {
+            storage.put("charged", &(charged + queued)).await?;
+            Self::pay(&info)?;
+            storage.put("queued", &0u64).await?;
+        }
+        Ok(())
+    }
+
+    fn handlers(h: &mut Handlers<Self>) {
+        h.rpc("schedule", async |c: &ChargingAlarm<FIXED>, (): ()| {
+            let storage = c.state.storage();
+            let scheduled = storage.get::<u64>("scheduled").await?.unwrap_or(0) + 1;
+            let queued = storage.get::<u64>("queued").await?.unwrap_or(0) + 1;
+            storage.put("scheduled", &scheduled).await?;
+            storage.put("queued", &queued).await?;
+            if storage.get_alarm().await?.is_none() {
+                storage.set_alarm(c.state.now_ms() + CHARGE_DELAY_MS).await?;
+            }
+            Ok(scheduled)
+        });
+    }
+}
+
+/// **Bug: a superseded instance acting on stale memory.** A ticket dispenser keeps the next ticket in memory
+/// (read from storage once, when the instance starts) and hands it out at once, writing the new high-water
+/// mark without waiting for it (`allow_unconfirmed`, to answer fast). While its host is cut off and
+/// superseded, the tickets it hands out are never durable (the storage node fences the old owner's
+/// commits), so the new owner, starting from storage, hands out the same tickets again. With `FIXED` (its
+/// twin) the write holds the answer until it is durable, so a fenced write fails the call instead.
+pub struct TicketDispenser<const FIXED: bool = false> {
+    state: State,
+    next: Cell<i64>,
+}
+
+impl<const FIXED: bool> DurableObject for TicketDispenser<FIXED> {
+    async fn new(state: State, _env: Env) -> Result<Self, Error> {
+        let next = state.storage().get::<i64>("value").await?.unwrap_or(0);
+        Ok(TicketDispenser { state, next: Cell::new(next) })
+    }
+
+    fn handlers(h: &mut Handlers<Self>) {
+        h.rpc("add", async |d: &TicketDispenser<FIXED>, n: i64| {
+            let ticket = d.next.get() + n;
+            d.next.set(ticket);
+            let options = WriteOptions { allow_unconfirmed: !FIXED };
+            d.state.storage().put_with("value", &ticket, options).await?;
+            Ok(ticket)
+        });
+        h.rpc("read", async |d: &TicketDispenser<FIXED>, (): ()| Ok(d.next.get()));
+    }
+}

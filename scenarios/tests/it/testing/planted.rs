@@ -23,3 +23,6 @@ planted!("concurrent-read", concurrent_read_is_found, concurrent_read_twin_passe
 planted!("write-behind", write_behind_is_found, write_behind_twin_passes);
 planted!("unconfirmed-write", unconfirmed_write_is_found, unconfirmed_write_twin_passes);
 planted!("stale-cache", stale_cache_is_found, stale_cache_twin_passes);
+planted!("double-charge", double_charge_is_found, double_charge_twin_passes);
+planted!("retried-add", retried_add_is_found, retried_add_twin_passes);
+planted!("superseded-ticket", superseded_ticket_is_found, superseded_ticket_twin_passes);
