@@ -16,24 +16,26 @@ use crate::storage::sqlite::AlarmArm;
 use super::{ClassEntry, HostInner};
 
 impl HostInner {
-    /// Runs the alarm of `key` once (spec §4); see [`crate::alarm`]. `force`: run the stored alarm even if
-    /// its time has not come ([`Host::run_alarm_now`](crate::embed::Host::run_alarm_now)). With the outcome:
-    /// the time of the stored alarm the run found (and ran), if it found one due (or any, if forced).
+    /// Runs the alarm of `key` once (spec §4); see [`crate::alarm`]. `retry`: the retries so far of the
+    /// alarm set for a time (a run that finds another time stored runs a new alarm: retry 0). `force`: run
+    /// the stored alarm even if its time has not come ([`Host::run_alarm_now`](crate::embed::Host::run_alarm_now)).
+    /// With the outcome: the time of the stored alarm the run found (and ran), if it found one due (or any, if
+    /// forced).
     pub(super) async fn run_alarm(
         self: &Rc<Self>,
         key: &AlarmKey,
-        retry_count: u32,
+        retry: RetryOf,
         force: bool,
     ) -> (RunOutcome, Option<i64>) {
         let found = Rc::new(Cell::new(None));
-        let outcome = self.run_alarm_once(key, retry_count, force, &found).await;
+        let outcome = self.run_alarm_once(key, retry, force, &found).await;
         (outcome, found.get())
     }
 
     async fn run_alarm_once(
         self: &Rc<Self>,
         key: &AlarmKey,
-        retry_count: u32,
+        retry: RetryOf,
         force: bool,
         found: &Rc<Cell<Option<i64>>>,
     ) -> RunOutcome {
@@ -84,13 +86,11 @@ impl HostInner {
         let me = self.clone();
         let run_key = key.clone();
         let inst = instance.clone();
-        let what = format!("alarm (retry {retry_count}{})", if force { ", forced" } else { "" });
+        let what = format!("alarm (retry {}{})", retry.count, if force { ", forced" } else { "" });
         let found = found.clone();
         let result = instance
             .deliver(EventKind::Alarm, 0, what, move |object| {
-                Box::pin(
-                    async move { me.alarm_event(object, &inst, &run_key, retry_count, force, &found).await },
-                )
+                Box::pin(async move { me.alarm_event(object, &inst, &run_key, retry, force, &found).await })
             })
             .await;
         match result {
@@ -107,7 +107,7 @@ impl HostInner {
         object: Rc<dyn crate::object::LiveObject>,
         instance: &Rc<Instance>,
         key: &AlarmKey,
-        retry_count: u32,
+        retry: RetryOf,
         force: bool,
         found: &Cell<Option<i64>>,
     ) -> Result<RunOutcome, Error> {
@@ -126,6 +126,9 @@ impl HostInner {
             other => return settle(other, generation).await,
         };
         found.set(Some(scheduled));
+        // The retries count failures of the alarm set for one time: one set for another time since is a new
+        // alarm, whose first run this is.
+        let retry_count = if scheduled == retry.scheduled { retry.count } else { 0 };
         if !object.has_alarm() {
             tracing::warn!(
                 target: "dosim::runtime",
@@ -222,6 +225,16 @@ fn id_of(class: &ClassEntry, bytes: &[u8; 32]) -> Result<ObjectId, Error> {
     ObjectId::parse(&class.namespace.key, &hex)
 }
 
+/// The retries so far of the alarm set for `scheduled`: what a run passes the handler as `retry_count` if it
+/// finds that alarm (and 0 if it finds one set for another time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct RetryOf {
+    /// The alarm's time.
+    pub(super) scheduled: i64,
+    /// Its counted failures so far.
+    pub(super) count: u32,
+}
+
 /// Where an alarm's runs stand in their retries (spec §4).
 #[derive(Default)]
 pub(super) struct Retries {
@@ -293,11 +306,22 @@ pub(super) async fn alarm_retries(
     force: bool,
 ) {
     let mut retries = Retries::default();
+    let mut scheduled = scheduled;
     loop {
         let Some(h) = host.upgrade() else { return };
         let outcome = match first.take() {
             Some(outcome) => outcome,
-            None => h.run_alarm(&key, retries.counted_failures, force).await.0,
+            None => {
+                let retry = RetryOf { scheduled, count: retries.counted_failures };
+                let (outcome, found) = h.run_alarm(&key, retry, force).await;
+                if let Some(t) = found.filter(|t| *t != scheduled) {
+                    // The object set its alarm for another time since the last run: the run was that alarm's
+                    // first, and its retries start over (and give up that alarm, not the one it replaced).
+                    scheduled = t;
+                    retries = Retries::default();
+                }
+                outcome
+            }
         };
         let Some(delay) = after_run(&h, &key, scheduled, outcome, &mut retries).await else { break };
         drop(h);

@@ -149,7 +149,8 @@ impl Host {
         inner.alarms.take_due(&key);
         inner.alarms.set_running(&key, true);
         let index_time = inner.alarms.scheduled(&key);
-        let (outcome, found) = inner.run_alarm(&key, 0, true).await;
+        let first = alarms::RetryOf { scheduled: index_time.unwrap_or(i64::MIN), count: 0 };
+        let (outcome, found) = inner.run_alarm(&key, first, true).await;
         let error = match &outcome {
             RunOutcome::Interrupted(e) if found.is_none() => Some(e.clone()),
             _ => None,

@@ -149,6 +149,33 @@ sim_test!(fn alarm_is_abandoned_after_six_retries(seed) {
     })
 });
 
+// An alarm set for a new time while the old one waits for its retry is a new alarm: its first run is told
+// retry 0, and when its own retries run out it is the one given up (and cleared). Found by the test kit
+// (testing::checks): the retries went on counting from the replaced alarm's, and gave up the replaced time,
+// which left the new alarm set, to start its retries over from 0.
+sim_test!(fn an_alarm_set_anew_during_retries_starts_its_own_retries(seed) {
+    let (sim, host) = sim(seed, sqlite_probe)?;
+    sim.run(move |_world| async move {
+        configure(&host, "alarm_failures", 1_000).await?;
+        let first = arm(&host, 10).await?;
+        // The first run fails at once; its retry comes 2 s later. Meanwhile: a new alarm.
+        madsim::time::sleep(Duration::from_millis(500)).await;
+        let second = arm(&host, 100).await?;
+        madsim::time::sleep(Duration::from_secs(600)).await;
+        let runs = runs(&host).await?;
+        let of_second: Vec<&AlarmRun> = runs.iter().filter(|r| r.info.scheduled_time == second).collect();
+        let counts: Vec<u32> = of_second.iter().map(|r| r.info.retry_count).collect();
+        ensure!(
+            counts == (0..=6).collect::<Vec<u32>>(),
+            "the new alarm runs 7 times, told retry 0 to 6: {counts:?} (runs of the first: {})",
+            runs.iter().filter(|r| r.info.scheduled_time == first).count()
+        );
+        let alarm: Option<i64> = call(&host, "get_alarm", ()).await?;
+        ensure!(alarm.is_none(), "the new alarm, given up, is cleared: {alarm:?}");
+        Ok(())
+    })
+});
+
 sim_test!(fn a_crash_mid_handler_runs_the_alarm_again(seed) {
     let (sim, host) = sim(seed, sqlite_probe)?;
     sim.run(move |world| async move {
