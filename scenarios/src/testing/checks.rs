@@ -209,3 +209,40 @@ impl<M: crate::check::Model> Check<M::Input, M::Output> for NoLostWrites<M> {
         }
     }
 }
+
+/// No alarm was abandoned: the runtime gives an alarm up after its last retry (spec §4) and deletes it,
+/// so a handler that fails every time leaves no overdue alarm behind; its trace line says so. Added by
+/// [`ObjectTest::check_alarms`](super::ObjectTest::check_alarms) with the quiescent check for overdue alarms.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoAbandonedAlarms;
+
+impl<I, O> Check<I, O> for NoAbandonedAlarms {
+    fn name(&self) -> String {
+        "alarm liveness".into()
+    }
+
+    fn check(&self, run: &Observed<'_, I, O>) -> Result<(), Failure> {
+        let mut delivered: Option<&dosim_sim::Event> = None;
+        for e in run.trace.events() {
+            let dosim_sim::EventKind::Log { target, text } = &e.kind else { continue };
+            if target != "dosim::runtime" {
+                continue;
+            }
+            if text.contains("delivered") && text.contains("alarm abandoned") {
+                delivered = Some(e);
+            }
+            if text == "alarm abandoned after its retries" {
+                let what = delivered.map(|d| d.to_string()).unwrap_or_default();
+                return Err(Failure::new(format!(
+                    "an alarm was abandoned after its last retry at {:?}: its handler never succeeded",
+                    e.at
+                ))
+                .with_evidence(Evidence {
+                    lines: vec![what, e.to_string()],
+                    window: Some((e.at.saturating_sub(Duration::from_secs(130)), e.at)),
+                }));
+            }
+        }
+        Ok(())
+    }
+}

@@ -15,9 +15,9 @@ use dosim_runtime::error::Error;
 use dosim_runtime::prelude::{DurableObject, State};
 
 /// How long after the final reads the kit waits before it looks for overdue alarms: an alarm that failed
-/// is retried with backoff (spec §4: up to 6 retries, from 2 s doubling), so every alarm that was due has
-/// run or given up by then.
-pub const ALARM_SETTLE: Duration = Duration::from_secs(150);
+/// is retried with backoff (spec §4: up to 6 retries, from 2 s doubling, 126 s in all, each delay up to 25%
+/// longer), so every alarm that was due has run or been given up by then.
+pub const ALARM_SETTLE: Duration = Duration::from_secs(180);
 /// How late an alarm may be at the quiescent point before it counts as never run.
 pub const ALARM_LATE_MAX: Duration = Duration::from_secs(5);
 
