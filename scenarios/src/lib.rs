@@ -17,6 +17,7 @@ pub mod object_cluster;
 #[cfg(madsim)]
 pub mod object_counters;
 pub mod objects;
+pub mod report_html;
 #[cfg(madsim)]
 pub mod sim_host;
 

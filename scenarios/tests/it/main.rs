@@ -5,6 +5,7 @@
 //! - `runtime`: the object runtime under simulation (simulation build);
 //! - `scenarios`: every built-in scenario passes, replays exactly, reaches its faults, and each negative
 //!   control is caught (simulation build; the campaign's size is `DOSIM_CAMPAIGN_SEEDS`);
+//! - `report_html`: a failing run's HTML report, checked as text and in headless Chromium (simulation build);
 //! - `cli`: the `dosim` binary's output and exit codes (simulation build: the CLI only runs there);
 //! - `storage_crash`: write coalescing is crash-atomic on the simulated disk, on a `LocalWorld` (plain build: a
 //!   `LocalWorld` has no madsim executor and its code is the same in both builds).
@@ -13,6 +14,8 @@
 mod cli;
 #[cfg(madsim)]
 mod cluster;
+#[cfg(madsim)]
+mod report_html;
 #[cfg(madsim)]
 mod runtime;
 #[cfg(madsim)]
