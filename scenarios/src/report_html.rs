@@ -200,13 +200,13 @@ const LEGEND: &[(&str, &str)] = &[
 fn header(out: &mut String, f: &RunFailure, title: &str, meta: &ReportMeta) {
     let _ = write!(
         out,
-        "<header id=\"header\"><h1>{}</h1><div class=\"kind {}\">{}</div>\n<dl>",
+        "<header id=\"header\"><h1>{}</h1><div class=\"kind {}\">{}</div>\n<div class=\"facts\">",
         esc(title),
         f.kind.class().name(),
         esc(&f.kind.to_string())
     );
     let mut row = |k: &str, v: &str| {
-        let _ = write!(out, "<dt>{}</dt><dd>{}</dd>", esc(k), v);
+        let _ = write!(out, "<span class=\"fact\"><span class=\"k\">{}:</span> {}</span>", esc(k), v);
     };
     row("seed", &format!("<code id=\"seed\">{}</code>", f.seed));
     row("class", f.kind.class().name());
@@ -226,7 +226,7 @@ fn header(out: &mut String, f: &RunFailure, title: &str, meta: &ReportMeta) {
     if !f.trace.is_full() {
         row("note", "the run kept only the trace's tail (hash-only mode): replay it for the whole timeline");
     }
-    out.push_str("</dl></header>\n");
+    out.push_str("</div></header>\n");
 }
 
 fn violation(out: &mut String, f: &RunFailure, ops: &[OpView]) {
@@ -344,7 +344,7 @@ fn nodes_in(detail: &str) -> Vec<NodeId> {
 /// Items and messages the script draws, in compact arrays.
 #[derive(Default)]
 struct Items {
-    /// `[lane, t0, t1 (-1: a point), class, text, seq (-1: none)]`.
+    /// `[lane, t0, t1 (-1: a point), class, text, seq (-1: none)]`, and for an operation its short label.
     items: Vec<Value>,
     /// `[from lane, to lane, sent, arrived, class, seq of the send]`.
     msgs: Vec<Value>,
@@ -443,7 +443,9 @@ impl Model {
                 o.outcome
             );
             let to = o.completed.map_or(end, ns);
-            it.span(lane, ns(o.invoked), to, &class, text, -1);
+            let short = o.outcome.split(" [").next().unwrap_or_default();
+            let label = format!("op#{} {} → {short}", o.id, o.input.trim_matches('"'));
+            it.items.push(json!([lane, ns(o.invoked), to, class, text, -1, label]));
         }
         // Nodes, the network, objects and messages, from the trace.
         let mut down: BTreeMap<NodeId, (u64, u64, &'static str)> = BTreeMap::new(); // since, seq, class
@@ -662,6 +664,148 @@ fn object_item(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dosim_sim::{
+        Addr, DropReason, Evidence, FailureKind, FaultCounts, RunOptions, Seed, Trace, TraceMode,
+    };
+
+    const LABEL: &str = "Counter/0123456789ab";
+
+    fn failure(trace: Trace, evidence: Evidence) -> RunFailure {
+        RunFailure {
+            seed: Seed(9),
+            kind: FailureKind::Check("lost an add".into()),
+            options: RunOptions::new(Seed(9)).with("faults", "power-cut"),
+            trace,
+            faults: FaultCounts::default(),
+            sim_time: Duration::from_millis(100),
+            wall_time: Duration::ZERO,
+            evidence,
+        }
+    }
+
+    fn log(text: &str) -> EventKind {
+        EventKind::Log { target: "dosim::runtime".into(), text: text.into() }
+    }
+
+    /// The items of the page's data whose class starts with `class`, as `(lane id, t0 ms, t1 ms or -1)`.
+    fn items(model: &Model, class: &str) -> Vec<(String, u64, i64)> {
+        let lanes = model.data["lanes"].as_array().unwrap();
+        model.data["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i[3].as_str().unwrap().starts_with(class))
+            .map(|i| {
+                let lane = lanes[i[0].as_u64().unwrap() as usize].as_str().unwrap().to_string();
+                let t1 = i[2].as_i64().unwrap();
+                (lane, i[1].as_u64().unwrap() / 1_000_000, if t1 < 0 { -1 } else { t1 / 1_000_000 })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_trace_sorts_into_lanes_spans_and_messages() {
+        let at = Duration::from_millis;
+        let mut t = Trace::new(TraceMode::Full);
+        let (n0, n1) = (NodeId(0), NodeId(1));
+        let a = Addr { node: n1, port: 8 };
+        let b = Addr { node: n0, port: 7 };
+        t.record(at(1), Some(n0), log(&format!("{LABEL} event 1 delivered (rpc add(1))")));
+        t.record(at(2), Some(n1), EventKind::Send { msg: 1, from: a, to: b, len: 3, digest: 0 });
+        t.record(at(3), None, EventKind::Deliver { msg: 1, to: b });
+        t.record(at(4), Some(n0), log(&format!("{LABEL} event 1 done")));
+        t.record(at(5), Some(n0), log(&format!("{LABEL} event 2 delivered (rpc add(1))")));
+        t.record(at(6), Some(n0), EventKind::Node(NodeAction::PowerCut));
+        t.record(at(7), Some(n1), EventKind::Send { msg: 2, from: a, to: b, len: 3, digest: 0 });
+        t.record(at(8), None, EventKind::Drop { msg: 2, reason: DropReason::ReceiverDown });
+        let partition =
+            EventKind::Fault { kind: dosim_sim::FaultKind::Partition, detail: "{n0} -> {n1}".into() };
+        t.record(at(9), None, partition);
+        t.record(at(20), Some(n0), EventKind::Node(NodeAction::Restart));
+        let full = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let applied = format!("applied ns/{full} epoch=2 version=1");
+        t.record(at(21), None, EventKind::Log { target: "dosim::storage_node".into(), text: applied });
+        t.record(at(30), Some(n1), EventKind::Node(NodeAction::Pause));
+        let ops = [OpView {
+            id: 0,
+            client: 3,
+            object: "c".into(),
+            input: "\"add(1)\"".into(),
+            outcome: "ok 1".into(),
+            invoked: at(1),
+            completed: Some(at(5)),
+            highlighted: true,
+        }];
+        let f = failure(t, Evidence { lines: vec!["op#0 lost".into()], window: Some((at(1), at(5))) });
+        let model = Model::build(&f, &ops);
+        let lanes: Vec<&str> = model.lanes.iter().map(|l| l.id.as_str()).collect();
+        assert_eq!(lanes, ["client-3", "node-n0", "node-n1", "network", "object-Counter/0123456789ab"]);
+        let object = "object-Counter/0123456789ab".to_string();
+        assert_eq!(items(&model, "op ok violation"), [("client-3".to_string(), 1, 5)]);
+        assert_eq!(items(&model, "span event cut"), [(object.clone(), 5, 6)], "event 2 dies with n0");
+        assert_eq!(items(&model, "span event"), [(object.clone(), 1, 4), (object.clone(), 5, 6)]);
+        assert_eq!(items(&model, "span down"), [("node-n0".to_string(), 6, 20)]);
+        assert_eq!(items(&model, "span paused"), [("node-n1".to_string(), 30, 100)], "paused to the end");
+        assert_eq!(items(&model, "mark applied"), [(object, 21, -1)], "the full id maps to the label's lane");
+        let faults = items(&model, "mark fault");
+        assert_eq!(faults.len(), 3, "on the network lane and both named nodes: {faults:?}");
+        let msgs = model.data["msgs"].as_array().unwrap();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[0], json!([2, 1, 2_000_000, 3_000_000, "wire", 1]), "n1 -> n0, sent at 2, in at 3");
+        assert_eq!(msgs[1][4], "wire drop");
+        let html =
+            render(&f, &ops, &ReportMeta { title: "t".into(), replay: Some("dosim replay <x>".into()) });
+        assert!(
+            html.contains("<code id=\"replay\">dosim replay &lt;x&gt;</code>"),
+            "the replay command, escaped"
+        );
+        assert!(html.contains("<code>faults=power-cut</code>"), "the options");
+        assert!(html.contains("<li>op#0 lost</li>"), "the evidence");
+    }
+
+    #[test]
+    fn a_script_end_tag_in_the_trace_cannot_close_the_data() {
+        let mut t = Trace::new(TraceMode::Full);
+        t.record(Duration::ZERO, None, log("</script><script>alert(1)</script>"));
+        let html = render(&failure(t, Evidence::default()), &[], &ReportMeta::default());
+        assert_eq!(html.matches("</script>").count(), 2, "only the page's own two scripts end");
+        assert!(html.contains("<\\/script><script>alert(1)<\\/script>"));
+    }
+
+    #[test]
+    fn twenty_thousand_events_make_a_page_of_a_few_megabytes() {
+        let mut t = Trace::new(TraceMode::Full);
+        let (a, b) = (Addr { node: NodeId(1), port: 8 }, Addr { node: NodeId(0), port: 7 });
+        for i in 0..5_000u64 {
+            let at = Duration::from_micros(i * 100);
+            let us = Duration::from_micros;
+            t.record(at, Some(NodeId(1)), EventKind::Send { msg: i, from: a, to: b, len: 9, digest: i });
+            t.record(at + us(30), None, EventKind::Deliver { msg: i, to: b });
+            t.record(at + us(40), Some(NodeId(0)), log(&format!("{LABEL} event {i} delivered (rpc add(1))")));
+            t.record(at + us(60), Some(NodeId(0)), log(&format!("{LABEL} event {i} done")));
+        }
+        let ops: Vec<OpView> = (0..2_000u64)
+            .map(|i| OpView {
+                id: i as usize,
+                client: (i % 4) as u32,
+                object: "c".into(),
+                input: "add".into(),
+                outcome: "ok 1".into(),
+                invoked: Duration::from_micros(i * 250),
+                completed: Some(Duration::from_micros(i * 250 + 200)),
+                highlighted: i == 7,
+            })
+            .collect();
+        let window = Some((Duration::from_millis(1), Duration::from_millis(3)));
+        let html = render(
+            &failure(t, Evidence { lines: vec!["op#7".into()], window }),
+            &ops,
+            &ReportMeta::default(),
+        );
+        assert!(html.len() < 5_000_000, "{} bytes for 20k events", html.len());
+        // Kept for a look in a browser (how fast it draws): the test does not depend on it.
+        let _ = std::fs::write(std::env::temp_dir().join("dosim-report-20k.html"), &html);
+    }
 
     #[test]
     fn labels_and_ids_are_found_in_log_lines() {

@@ -1,5 +1,5 @@
 // The failure report page's script (scenarios/src/report_html.rs): draws the timeline and the trace panel from
-// the JSON in #data. Items: [lane, t0, t1 (-1: a point), class, text, seq (-1: none)]; messages: [from lane,
+// the JSON in #data. Items: [lane, t0, t1 (-1: a point), class, text, seq (-1: none), label (operations)]; messages: [from lane,
 // to lane, sent, arrived, class, seq]; log rows: [seq, at, node (-1: none), text]. Times are in nanoseconds.
 (function () {
   "use strict";
@@ -85,7 +85,7 @@
       } else {
         var w = Math.max(x(it[2]) - left, 2);
         d.style.left = left + "px"; d.style.width = w + "px";
-        if (w > 34 && it[3].indexOf("op") === 0) d.textContent = it[4].split(":")[0].replace(/ client \d+ on /, " ");
+        if (w > 30 && it[6]) d.textContent = it[6];
       }
       d.title = it[4];
       frags[it[0]].appendChild(d);

@@ -355,6 +355,41 @@ fn a_failing_run_renders_as_a_timeline_that_shows_the_violation() {
     assert_eq!(rows as u64, failure.trace.len(), "every trace event in the log panel");
     assert!(dom.contains("class=\"l k-log win\""), "the window's events marked in the log");
 
+    // Interaction: clicking the power cut's marker selects its trace row and scrolls the log to it; the filter
+    // hides every row that does not match. A script appended to a copy of the page clicks and reports.
+    let probe = r#"<script>
+      var cut = document.querySelector('[data-lane="node-n0"] .it.powercut');
+      cut.click();
+      var sel = document.querySelector('#log .l.sel');
+      document.body.setAttribute('data-selected', sel ? sel.textContent : 'none');
+      document.body.setAttribute('data-log-scrolled', document.getElementById('log').scrollTop > 0 ? 'yes' : 'no');
+      var f = document.getElementById('filter');
+      f.value = 'PowerCut';
+      f.dispatchEvent(new Event('input'));
+      setTimeout(function () {
+        var shown = document.querySelectorAll('#log .l:not(.hide)').length;
+        document.body.setAttribute('data-filtered', String(shown));
+      }, 400);
+    </script></body>"#;
+    let clicked = dir.join("report-click.html");
+    std::fs::write(&clicked, html.replace("</body>", probe)).expect("write the probe page");
+    let profile = dir.join("profile-click");
+    let _ = std::fs::remove_dir_all(&profile);
+    let dom = headless(&clicked, &["--dump-dom".into(), "--virtual-time-budget=5000".into()], &profile);
+    let attr = |name: &str| {
+        let start = dom.find(&format!("{name}=\"")).unwrap_or_else(|| panic!("no {name} on the body"));
+        let rest = &dom[start + name.len() + 2..];
+        rest[..rest.find('"').unwrap()].to_string()
+    };
+    assert!(
+        attr("data-selected").contains("node PowerCut"),
+        "the click selects the power cut's row: {}",
+        attr("data-selected")
+    );
+    assert_eq!(attr("data-log-scrolled"), "yes", "the log scrolled to it");
+    let cuts = failure.trace.events().iter().filter(|e| e.to_string().contains("PowerCut")).count();
+    assert_eq!(attr("data-filtered"), cuts.to_string(), "the filter shows only the matching rows");
+
     // A picture, to look at (and for docs/img/report.png).
     let png = dir.join("report.png");
     let _ = std::fs::remove_file(&png);
