@@ -206,7 +206,8 @@ fn header(out: &mut String, f: &RunFailure, title: &str, meta: &ReportMeta) {
         esc(&f.kind.to_string())
     );
     let mut row = |k: &str, v: &str| {
-        let _ = write!(out, "<span class=\"fact\"><span class=\"k\">{}:</span> {}</span>", esc(k), v);
+        let wrap = if k == "options" || k == "faults" { " wrap" } else { "" };
+        let _ = write!(out, "<span class=\"fact{wrap}\"><span class=\"k\">{}:</span> {}</span>", esc(k), v);
     };
     row("seed", &format!("<code id=\"seed\">{}</code>", f.seed));
     row("class", f.kind.class().name());

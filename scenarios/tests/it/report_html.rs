@@ -197,8 +197,12 @@ fn out_dir() -> PathBuf {
 /// The Chromium binary: `DOSIM_CHROMIUM`, else the first of the usual names on the path. Fails, with how to
 /// install it, if there is none.
 fn chromium() -> PathBuf {
+    let install = "Install it: `apt-get install -y chromium` (Debian/Ubuntu; .ci/run does this), or set \
+                   DOSIM_CHROMIUM to a Chrome or Chromium binary.";
     if let Some(p) = std::env::var_os("DOSIM_CHROMIUM") {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "headless Chromium is needed to test the HTML failure report, and DOSIM_CHROMIUM={} is no file. {install}", p.display());
+        return p;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     for name in ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"] {
@@ -211,8 +215,7 @@ fn chromium() -> PathBuf {
     }
     panic!(
         "headless Chromium is needed to test the HTML failure report and none was found (chromium, \
-         chromium-browser, google-chrome on PATH). Install it: `apt-get install -y chromium` (Debian/Ubuntu; \
-         .ci/run does this), or set DOSIM_CHROMIUM to a Chrome or Chromium binary."
+         chromium-browser, google-chrome on PATH or in /usr/bin). {install}"
     )
 }
 
@@ -423,4 +426,29 @@ fn a_page_without_evidence_outlines_nothing() {
     assert!(!html.contains("\"window\":["), "no window in the data");
     let data = &html[html.find("id=\"data\"").unwrap()..];
     assert!(!data.contains(" violation\","), "no item of the data carries the violation class");
+}
+
+/// On a real failure of the object cluster (its negative control: a storage node without fencing), the
+/// runtime's and storage node's log lines give each object a lane of its label, with its events, resets and
+/// applied commits, and every node of the cluster a lane.
+#[test]
+fn a_real_cluster_failure_gets_object_lanes_from_the_runtime_log() {
+    let (seed, failure) = (0..16)
+        .map(|i| Seed(7).nth(i))
+        .find_map(|seed| dosim_scenarios::object_cluster::run_negative_control(seed).err().map(|f| (seed, f)))
+        .expect("the negative control is caught in some seed");
+    let meta = ReportMeta {
+        title: "object-cluster without fencing".into(),
+        replay: Some(format!("cargo dosim run object-cluster --seed {seed}")),
+    };
+    let html = report_html::render(&failure, &[], &meta);
+    std::fs::write(out_dir().join("cluster.html"), &html).expect("write the page");
+    let lanes: Vec<&str> = html.split("data-lane=\"").skip(1).filter_map(|s| s.split('"').next()).collect();
+    assert!(lanes.iter().any(|l| l.starts_with("object-Counter/")), "counter lanes: {lanes:?}");
+    assert!(lanes.iter().any(|l| l.starts_with("object-Register/")), "register lanes: {lanes:?}");
+    assert!(lanes.iter().filter(|l| l.starts_with("node-n")).count() >= 5, "the cluster's nodes: {lanes:?}");
+    for class in ["span event", "mark applied", "mark reset", "mark crash"] {
+        assert!(html.contains(&format!("\"{class}\",\"")), "some item of class {class} in the data");
+    }
+    assert!(!html.contains("http://") && !html.contains("https://"), "nothing fetched");
 }
