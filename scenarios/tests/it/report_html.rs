@@ -5,6 +5,9 @@
 //! Chromium is required, not optional: without it the test fails and says how to install it
 //! (`apt-get install -y chromium`; `.ci/run` does). `DOSIM_CHROMIUM` names another binary.
 
+// `is_multiple_of` is newer than the workspace's rust-version (1.85).
+#![allow(clippy::manual_is_multiple_of)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
