@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
-use dosim_sim::{DiskOp, Event, EventKind, NodeAction, NodeId, RunFailure};
+use dosim_sim::{DiskOp, Event, EventKind, Evidence, NodeAction, NodeId, RunFailure};
 use serde_json::{json, Value};
 
 use crate::history::{History, OpId};
@@ -111,6 +111,24 @@ impl OpView {
             OpStatus::Unknown
         }
     }
+}
+
+/// The operations `evidence` names: every `op#N` in its lines (how [`crate::history::Operation`] displays), for
+/// [`OpView::from_history`]'s highlighted set.
+pub fn named_ops(evidence: &Evidence) -> BTreeSet<OpId> {
+    let mut ids = BTreeSet::new();
+    for line in &evidence.lines {
+        for (i, _) in line.match_indices("op#") {
+            if line[..i].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric()) {
+                continue;
+            }
+            let digits: String = line[i + 3..].chars().take_while(|c| c.is_ascii_digit()).collect();
+            if let Ok(n) = digits.parse() {
+                ids.insert(OpId(n));
+            }
+        }
+    }
+    ids
 }
 
 /// What the page says beyond the failure itself.
@@ -806,6 +824,18 @@ mod tests {
         assert!(html.len() < 5_000_000, "{} bytes for 20k events", html.len());
         // Kept for a look in a browser (how fast it draws): the test does not depend on it.
         let _ = std::fs::write(std::env::temp_dir().join("dosim-report-20k.html"), &html);
+    }
+
+    #[test]
+    fn the_evidence_names_operations_by_their_op_numbers() {
+        let evidence = Evidence {
+            lines: vec![
+                "op#5 client 0 on c: \"add\" [1ms..2ms] -> ok 5".into(),
+                "read op#12 saw what op#5 wrote; noop#7 and op# are not ids".into(),
+            ],
+            window: None,
+        };
+        assert_eq!(named_ops(&evidence), BTreeSet::from([OpId(5), OpId(12)]));
     }
 
     #[test]

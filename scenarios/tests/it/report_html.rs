@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dosim_scenarios::history::{ErrorFlags, History, OpId, Outcome};
+use dosim_scenarios::history::{ErrorFlags, History, Outcome};
 use dosim_scenarios::report_html::{self, OpView, ReportMeta};
 use dosim_sim::net::Endpoint;
 use dosim_sim::{
@@ -180,16 +180,6 @@ fn check(h: &History<String, i64>) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The ids of the operations the evidence names (its lines start with `op#N`).
-fn named_ops(f: &RunFailure) -> BTreeSet<OpId> {
-    f.evidence
-        .lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("op#")?.split(' ').next()?.parse().ok())
-        .map(OpId)
-        .collect()
-}
-
 fn out_dir() -> PathBuf {
     let base = option_env!("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let dir = base.join("report_html");
@@ -295,7 +285,7 @@ fn a_failing_run_renders_as_a_timeline_that_shows_the_violation() {
         )
     });
     assert!(failure.to_string().contains("acknowledged the same value as another"), "{failure}");
-    let named = named_ops(&failure);
+    let named = report_html::named_ops(&failure.evidence);
     assert!(named.len() >= 2, "the evidence names the read and the lost adds: {:?}", failure.evidence);
     let ops = OpView::from_history(&history, &named);
     let meta = ReportMeta {
