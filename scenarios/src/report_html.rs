@@ -188,7 +188,8 @@ pub fn render(failure: &RunFailure, ops: &[OpView], meta: &ReportMeta) -> String
          <div id=\"log\"><noscript>The trace panel and the timeline's items need JavaScript; \
          the trace is in the page's data as JSON.</noscript></div></section>\n</main>\n",
     );
-    let data = serde_json::to_string(&model.data).expect("the model serialises").replace("</", "<\\/");
+    // No `<` inside the script element at all (`</script>`, `<!--` in a log line): JSON's own escape for it.
+    let data = serde_json::to_string(&model.data).expect("the model serialises").replace('<', "\\u003c");
     let _ =
         write!(out, "<script id=\"data\" type=\"application/json\">{data}</script>\n<script>{JS}</script>\n");
     out.push_str("</body></html>\n");
@@ -788,7 +789,7 @@ mod tests {
         t.record(Duration::ZERO, None, log("</script><script>alert(1)</script>"));
         let html = render(&failure(t, Evidence::default()), &[], &ReportMeta::default());
         assert_eq!(html.matches("</script>").count(), 2, "only the page's own two scripts end");
-        assert!(html.contains("<\\/script><script>alert(1)<\\/script>"));
+        assert!(html.contains("\\u003c/script>\\u003cscript>alert(1)\\u003c/script>"));
     }
 
     #[test]
