@@ -235,5 +235,9 @@
     if (first) logEl.scrollTop = first.offsetTop - logEl.offsetTop - 20;
   }
   window.addEventListener("resize", function () { draw(); });
+  // The message lines stay out from under the sticky lane names (SVG paints over them otherwise).
+  function clipWires() { wires.style.clipPath = "inset(0 0 0 " + timeline.scrollLeft + "px)"; }
+  timeline.addEventListener("scroll", clipWires);
+  clipWires();
   document.body.setAttribute("data-ready", "1");
 })();
