@@ -21,6 +21,7 @@ pub mod object_cluster;
 #[cfg(madsim)]
 pub mod object_counters;
 pub mod objects;
+pub mod report_html;
 #[cfg(madsim)]
 pub mod planted;
 pub mod regressions;

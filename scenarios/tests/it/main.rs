@@ -5,6 +5,7 @@
 //! - `runtime`: the object runtime under simulation (simulation build);
 //! - `scenarios`: every built-in scenario passes, replays exactly, reaches its faults, and each negative
 //!   control is caught (simulation build; the campaign's size is `DOSIM_CAMPAIGN_SEEDS`);
+//! - `report_html`: a failing run's HTML report, checked as text and in headless Chromium (simulation build);
 //! - `cli`: the `dosim` binary's output and exit codes (simulation build: the CLI only runs there);
 //! - `testing`: the test kit for users' objects: the planted-bug catalogue and the kit's own behaviour
 //!   (simulation build);
@@ -15,6 +16,8 @@
 mod cli;
 #[cfg(madsim)]
 mod cluster;
+#[cfg(madsim)]
+mod report_html;
 #[cfg(madsim)]
 mod runtime;
 #[cfg(madsim)]
