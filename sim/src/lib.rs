@@ -28,6 +28,7 @@ mod log;
 #[cfg(madsim)]
 pub mod net;
 mod ratio;
+pub mod regressions;
 mod report;
 mod rng;
 mod seed;
