@@ -6,7 +6,8 @@
 //!   `key=value` lines starting with `seed=` (in `--json`, the `options` object of each line). `--jobs J` runs
 //!   the seeds in J worker processes of this binary (the hidden `worker` subcommand); the output is in seed
 //!   order all the same;
-//! - `dosim replay <scenario> --seed S [--trace FILE]`: one run, its full report, and its trace to a file;
+//! - `dosim replay <scenario> --seed S [--trace FILE] [--keep MASK]`: one run, its full report, and its trace
+//!   to a file; `--keep` runs only that part of the seed's plan (a shrunk seed of a test-kit scenario);
 //! - `dosim campaign [--scenarios LIST|all] [--seeds N | --time DURATION] [--jobs J] [--shard I/N] [--out DIR]
 //!   [--seed-base S] [--determinism-share P | --check-determinism] [--negative-control]`: the nightly fuzz
 //!   campaign, writing `report.json`, `regressions.txt` and `failures/` to its directory;
@@ -99,6 +100,10 @@ mod cli {
             /// Replay the scenario's negative control.
             #[arg(long)]
             negative_control: bool,
+            /// Run only this part of the seed's plan: a plan mask that `dosim shrink` printed (test-kit
+            /// scenarios only).
+            #[arg(long, value_name = "MASK")]
+            keep: Option<String>,
         },
         /// The fuzz campaign: many seeds of the scenarios, for a count or a wall-clock budget, maybe one
         /// shard of it; writes report.json, regressions.txt and failures/ to --out.
@@ -187,8 +192,8 @@ mod cli {
             Command::Run { scenario, seed, seeds, jobs, json, check_determinism, negative_control } => {
                 run(&scenario, seed, seeds, jobs, json, check_determinism, negative_control)
             }
-            Command::Replay { scenario, seed, trace, negative_control } => {
-                replay(&scenario, seed, trace.as_deref(), negative_control)
+            Command::Replay { scenario, seed, trace, negative_control, keep } => {
+                replay(&scenario, seed, trace.as_deref(), negative_control, keep)
             }
             Command::Campaign {
                 scenarios,
@@ -409,14 +414,28 @@ mod cli {
         seed: Seed,
         trace_file: Option<&Path>,
         negative_control: bool,
+        keep: Option<String>,
     ) -> Result<i32, Error> {
         let scenarios = scenarios(name, negative_control)?;
         let [scenario] = scenarios[..] else {
             return Err(Error::Usage("replay runs one scenario: name it, not all".to_string()));
         };
+        if let Some(mask) = &keep {
+            if dosim_scenarios::testing::Scenario::named(name).is_none() {
+                return Err(Error::Usage(format!(
+                    "--keep: {name}: a plan mask needs a scenario of the test kit"
+                )));
+            }
+            mask.parse::<dosim_scenarios::testing::shrink::Mask>()
+                .map_err(|e| Error::Usage(format!("--keep: {e}")))?;
+        }
         print!("{}", (scenario.options)(seed));
+        if let Some(mask) = &keep {
+            println!("keep={mask}");
+        }
         let _ = std::io::stdout().flush();
-        let result: Result<RunReport, RunFailure> = (scenario.run)(seed);
+        let result: Result<RunReport, RunFailure> =
+            dosim_sim::harness::with_plan_mask(keep, || (scenario.run)(seed));
         let (trace, code): (&Trace, i32) = match &result {
             Ok(r) => {
                 println!(
@@ -500,11 +519,11 @@ mod cli {
             )),
         };
         let rendered = regressions::render(std::slice::from_ref(&line));
-        if negative_control {
-            println!("replay: cargo dosim shrink {name} --seed {seed} --negative-control");
-        } else {
-            println!("replay: cargo dosim shrink {name} --seed {seed}");
-        }
+        println!(
+            "replay: cargo dosim replay {name} --seed {seed} --keep '{}'{}",
+            shrunk.mask,
+            if negative_control { " --negative-control" } else { "" }
+        );
         if let Some(path) = save {
             let mut file =
                 std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io_err(path))?;
