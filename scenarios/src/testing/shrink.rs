@@ -924,7 +924,7 @@ fn steps<I: fmt::Debug, O: fmt::Debug>(
             steps.push((final_at[object], 2, text));
         }
     }
-    steps.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    steps.sort_by_key(|a| (a.0, a.1));
     let mut out: Vec<String> = steps
         .into_iter()
         .map(
