@@ -954,6 +954,21 @@ mod tests {
     }
 
     #[test]
+    fn the_same_check_is_the_same_kind_and_the_same_check_name() {
+        let check = |m: &str| FailureKind::Check(m.into());
+        let lin = check("linearizability: object a: op#5 returned 2");
+        assert!(same_check(&lin, &check("linearizability: object b: op#1 returned 0")));
+        assert!(!same_check(&lin, &check("no lost acknowledged write: op#1 lost")));
+        assert!(!same_check(&check("eviction faults fired"), &lin));
+        assert!(!same_check(&lin, &FailureKind::Pending("linearizability: x".into())));
+        assert!(same_check(&FailureKind::Deadlock, &FailureKind::Deadlock));
+        assert_eq!(
+            check_name("no lost acknowledged write: an acknowledged write was lost: …"),
+            "no lost acknowledged write"
+        );
+    }
+
+    #[test]
     fn lists_render_as_ranges_and_parse_back() {
         assert_eq!(render_list(&[0, 1, 2, 3, 7, 9, 10]), "0-3,7,9-10");
         assert_eq!(render_list(&[]), "-");
