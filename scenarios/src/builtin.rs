@@ -41,11 +41,7 @@ pub fn counter_test(scenario: Scenario, seed: Seed) -> ObjectTest<CounterCalls> 
 /// Runs `scenario` under `seed` on the correct counter (KV-backed for `coalescing-crash`, whose subject is
 /// the KV backend's write coalescing; SQLite-backed otherwise).
 pub fn run(scenario: Scenario, seed: Seed) -> Result<RunReport, RunFailure> {
-    let test = counter_test(scenario, seed);
-    match scenario {
-        Scenario::CoalescingCrash => test.kv_class::<SafeCounter>(BINDING).run(),
-        _ => test.class::<SafeCounter>(BINDING).run(),
-    }
+    test(scenario, seed).run()
 }
 
 /// The options `scenario` draws from `seed`.
@@ -55,10 +51,24 @@ pub fn options(scenario: Scenario, seed: Seed) -> RunOptions {
 
 /// Runs `scenario`'s negative control under `seed`: the planted bug it must catch, if it has one.
 pub fn run_negative_control(scenario: Scenario, seed: Seed) -> Option<Result<RunReport, RunFailure>> {
+    negative_control_test(scenario, seed).map(ObjectTest::run)
+}
+
+/// The test [`run`] runs: `scenario` under `seed` on the correct counter, not yet run.
+pub fn test(scenario: Scenario, seed: Seed) -> ObjectTest<CounterCalls> {
+    let test = counter_test(scenario, seed);
+    match scenario {
+        Scenario::CoalescingCrash => test.kv_class::<SafeCounter>(BINDING),
+        _ => test.class::<SafeCounter>(BINDING),
+    }
+}
+
+/// The test [`run_negative_control`] runs, not yet run: `scenario`'s planted bug under `seed`, if it has one.
+pub fn negative_control_test(scenario: Scenario, seed: Seed) -> Option<ObjectTest<CounterCalls>> {
     let test = counter_test(scenario, seed);
     Some(match scenario {
-        Scenario::Eviction => test.class::<WriteBehindCounter>(BINDING).run(),
-        Scenario::CoalescingCrash => test.kv_class::<UnconfirmedWriteCounter>(BINDING).run(),
+        Scenario::Eviction => test.class::<WriteBehindCounter>(BINDING),
+        Scenario::CoalescingCrash => test.kv_class::<UnconfirmedWriteCounter>(BINDING),
         _ => return None,
     })
 }

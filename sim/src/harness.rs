@@ -11,6 +11,12 @@
 //! nextest. On success it prints one line (seeds, events, the faults that fired, the `sometimes` points
 //! reached) past libtest's capture. A test can ask for a seed count (`seeds = N`), or state that it must fail
 //! within N seeds (`must_fail_within = N`: a planted bug its checks must find).
+//!
+//! Before any new seed, a test replays the lines of its crate's regression file
+//! ([`crate::regressions::FILE_NAME`], next to its `Cargo.toml`) that name it: `<test path> <seed> [keep=<mask>]
+//! [# note]`. A line's plan mask is set for its run ([`current_plan_mask`]), so the test kit runs the shrunk
+//! plan, not the seed's whole one. `DOSIM_KEEP=<mask>` sets the mask for a `DOSIM_SEED` replay; a replay runs
+//! no listed seed.
 
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -24,6 +30,33 @@ pub const ENV_SEED: &str = "DOSIM_SEED";
 pub const ENV_SEEDS: &str = "DOSIM_SEEDS";
 /// `1` runs each seed twice and compares traces.
 pub const ENV_CHECK_DETERMINISM: &str = "DOSIM_CHECK_DETERMINISM";
+/// The plan mask of a `DOSIM_SEED` replay (see [`current_plan_mask`]).
+pub const ENV_KEEP: &str = "DOSIM_KEEP";
+
+thread_local! {
+    static PLAN_MASK: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The plan mask the harness set for the run in progress on this thread: a regression line's `keep=…`, or
+/// `DOSIM_KEEP` for a replay; `None` for a whole seed. The test kit applies it to the plan its seed draws
+/// (`ObjectTest::run`); the harness knows nothing of its syntax.
+pub fn current_plan_mask() -> Option<String> {
+    PLAN_MASK.with(|m| m.borrow().clone())
+}
+
+/// Runs `f` with `mask` as this thread's [`current_plan_mask`], restoring the one before afterwards (also if
+/// `f` panics).
+pub fn with_plan_mask<T>(mask: Option<String>, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<String>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let before = self.0.take();
+            PLAN_MASK.with(|m| *m.borrow_mut() = before);
+        }
+    }
+    let _restore = Restore(PLAN_MASK.with(|m| std::mem::replace(&mut *m.borrow_mut(), mask)));
+    f()
+}
 
 /// Where a simulation test lives, to print its replay command. Filled in by [`crate::sim_test!`].
 #[derive(Clone, Copy, Debug)]
@@ -38,6 +71,8 @@ pub struct TestId {
     pub crate_name: &'static str,
     /// True for an integration test (`tests/…`), false for a unit test in the library.
     pub integration: bool,
+    /// The package's directory (`CARGO_MANIFEST_DIR`), where its regression file is; empty for none.
+    pub manifest_dir: &'static str,
 }
 
 impl TestId {
@@ -56,13 +91,43 @@ impl TestId {
 
     /// The one-line command that replays `seed` of this test.
     pub fn replay_command(&self, seed: Seed) -> String {
+        self.replay_command_masked(seed, None)
+    }
+
+    /// The one-line command that replays `seed` of this test with a plan mask (see [`ENV_KEEP`]).
+    pub fn replay_command_masked(&self, seed: Seed, mask: Option<&str>) -> String {
         let target =
             if self.integration { format!("--test {}", self.crate_name) } else { "--lib".to_string() };
+        let keep = mask.map(|m| format!("{ENV_KEEP}='{m}' ")).unwrap_or_default();
         format!(
-            "{ENV_SEED}={seed} cargo simtest -p {} {target} -- {} --exact --nocapture",
+            "{ENV_SEED}={seed} {keep}cargo simtest -p {} {target} -- {} --exact --nocapture",
             self.package,
             self.filter()
         )
+    }
+
+    /// The path of its crate's regression file, if it knows its crate's directory.
+    pub fn regression_file(&self) -> Option<std::path::PathBuf> {
+        (!self.manifest_dir.is_empty())
+            .then(|| std::path::Path::new(self.manifest_dir).join(crate::regressions::FILE_NAME))
+    }
+
+    /// The lines of its crate's regression file that name this test, in file order: (seed, plan mask).
+    ///
+    /// # Panics
+    /// With the file's path, the line's number and what was expected, if the file has a malformed line;
+    /// with the path, if it exists but cannot be read.
+    pub fn listed_seeds(&self) -> Vec<(Seed, Option<String>)> {
+        let Some(path) = self.regression_file() else { return Vec::new() };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => panic!("dosim: {}: {e}", path.display()),
+        };
+        let lines =
+            crate::regressions::parse(&text).unwrap_or_else(|e| panic!("dosim: {}: {e}", path.display()));
+        let me = self.filter();
+        lines.into_iter().filter(|r| r.scenario == me).map(|r| (r.seed, r.keep)).collect()
     }
 }
 
@@ -136,6 +201,8 @@ pub struct Summary {
     /// Faults the test injected itself (its `sometimes` points named `fault: <kind>`), with how often
     /// they fired over all seeds.
     pub injected: std::collections::BTreeMap<String, u64>,
+    /// Of the seeds, those replayed first from the regression file.
+    pub listed: u64,
     /// Events over all seeds.
     pub events: u64,
     /// Simulated time over all seeds.
@@ -168,8 +235,13 @@ impl Summary {
             .chain(self.injected.iter().map(|(k, n)| format!("{k} {n}")))
             .collect();
         let faults = if fired.is_empty() { "none fired".to_string() } else { fired.join(", ") };
+        let listed = if self.listed > 0 {
+            format!(" ({} from {})", self.listed, crate::regressions::FILE_NAME)
+        } else {
+            String::new()
+        };
         format!(
-            "{} seed{}, {} events, {:.1}s simulated; faults: {faults}; sometimes: {} point{} reached",
+            "{} seed{}{listed}, {} events, {:.1}s simulated; faults: {faults}; sometimes: {} point{} reached",
             self.seeds,
             if self.seeds == 1 { "" } else { "s" },
             self.events,
@@ -214,27 +286,45 @@ pub fn run_test(id: TestId, body: impl Fn(Seed) -> Result<RunReport, RunFailure>
     run_planned(id, SeedPlan::default(), body)
 }
 
-/// Runs a simulation test under `plan` (see [`SeedPlan`]). A test that must pass panics with a replayable
-/// report on its first failing seed, and prints a one-line [`Summary`] when every seed passed. A test that
-/// must fail passes on its first failing seed (printing the seed, how many seeds and how much wall time it
-/// took, and the replay command), and panics if none of its seeds fails.
+/// Runs a simulation test under `plan` (see [`SeedPlan`]). The seeds its crate's regression file lists for it
+/// run first, each with its plan mask (unless `DOSIM_SEED` names one to replay), then the new ones. A test
+/// that must pass panics with a replayable report on its first failing seed, and prints a one-line
+/// [`Summary`] when every seed passed. A test that must fail passes on its first failing seed, a listed one
+/// included (printing the seed, how many seeds and how much wall time it took, and the replay command), and
+/// panics if none of its seeds fails.
 pub fn run_planned(id: TestId, plan: SeedPlan, body: impl Fn(Seed) -> Result<RunReport, RunFailure>) {
     let check = check_determinism_from_env();
-    let seeds = seeds_for(&id, plan);
+    let replay = std::env::var(ENV_SEED).is_ok();
+    let listed = if replay { Vec::new() } else { id.listed_seeds() };
+    let replay_mask =
+        if replay { std::env::var(ENV_KEEP).ok().filter(|m| !m.trim().is_empty()) } else { None };
+    let runs: Vec<(Seed, Option<String>, bool)> = listed
+        .into_iter()
+        .map(|(s, m)| (s, m, true))
+        .chain(seeds_for(&id, plan).into_iter().map(|s| (s, replay_mask.clone(), false)))
+        .collect();
     let started = std::time::Instant::now();
     let mut summary = Summary::default();
-    for (i, seed) in seeds.iter().copied().enumerate() {
-        match run_one(seed, check, &body) {
-            Ok(report) => summary.add(&report),
+    for (i, (seed, mask, from_file)) in runs.iter().enumerate() {
+        let (seed, mask) = (*seed, mask.as_deref());
+        let replay = id.replay_command_masked(seed, mask);
+        let listed_note =
+            if *from_file { format!(", listed in {}", crate::regressions::FILE_NAME) } else { String::new() };
+        match with_plan_mask(mask.map(str::to_string), || run_one(seed, check, &body)) {
+            Ok(report) => {
+                summary.add(&report);
+                if *from_file {
+                    summary.listed += 1;
+                }
+            }
             Err(CheckError::Failed(f)) if plan.must_fail_within.is_some() => {
                 say(&format!(
-                    "dosim: {} found its bug at seed {seed} ({} of {} seeds, {:.2}s wall): {}\nreplay: {}\n",
+                    "dosim: {} found its bug at seed {seed}{listed_note} ({} of {} seeds, {:.2}s wall): {}\nreplay: {replay}\n",
                     id.filter(),
                     i + 1,
-                    seeds.len(),
+                    runs.len(),
                     started.elapsed().as_secs_f64(),
                     f.kind,
-                    id.replay_command(seed)
                 ));
                 eprintln!("{f}");
                 return;
@@ -245,13 +335,13 @@ pub fn run_planned(id: TestId, plan: SeedPlan, body: impl Fn(Seed) -> Result<Run
                     CheckError::Diverged { hashes, .. } => format!("{:016x} / {:016x}", hashes.0, hashes.1),
                 };
                 eprintln!("{e}");
-                eprintln!("dosim: seed {seed} failed (trace hash {hash})");
-                eprintln!("replay: {}", id.replay_command(seed));
+                eprintln!("dosim: seed {seed}{listed_note} failed (trace hash {hash})");
+                eprintln!("replay: {replay}");
                 let what = match &e {
                     CheckError::Failed(f) => f.kind.to_string(),
                     CheckError::Diverged { .. } => "nondeterminism".to_string(),
                 };
-                panic!("dosim: seed {seed} failed: {what}\nreplay: {}", id.replay_command(seed));
+                panic!("dosim: seed {seed}{listed_note} failed: {what}\nreplay: {replay}");
             }
         }
     }
@@ -259,7 +349,7 @@ pub fn run_planned(id: TestId, plan: SeedPlan, body: impl Fn(Seed) -> Result<Run
         panic!(
             "dosim: {} must fail within {n} seeds, but all {} passed ({}): the checks did not find the bug",
             id.filter(),
-            seeds.len(),
+            runs.len(),
             summary.line()
         );
     }
@@ -311,6 +401,7 @@ macro_rules! sim_test {
                     package: env!("CARGO_PKG_NAME"),
                     crate_name: env!("CARGO_CRATE_NAME"),
                     integration: option_env!("CARGO_TARGET_TMPDIR").is_some(),
+                    manifest_dir: env!("CARGO_MANIFEST_DIR"),
                 },
                 $plan,
                 |$seed: $crate::Seed| -> ::std::result::Result<$crate::RunReport, $crate::RunFailure> {
@@ -332,6 +423,7 @@ mod tests {
             package: "dosim-sim",
             crate_name: "it",
             integration,
+            manifest_dir: "",
         }
     }
 

@@ -9,7 +9,8 @@
 //! - [`disk`]: `SimDisk`, a crash-consistent disk per node that survives restarts;
 //! - [`sqlite`]: a SQLite VFS on `SimDisk`;
 //! - [`Trace`]: every event of a run, and its hash;
-//! - [`harness`] and [`determinism`]: seeds, replay and the determinism check for tests.
+//! - [`harness`] and [`determinism`]: seeds, replay and the determinism check for tests;
+//! - [`regressions`]: regression files (seeds that once failed, with plan masks), which the harness replays first.
 //!
 //! Everything that needs madsim's executor is compiled only with `--cfg madsim`; the disk, SQLite and trace
 //! also work in a plain build through [`LocalWorld`].
@@ -28,6 +29,7 @@ mod log;
 #[cfg(madsim)]
 pub mod net;
 mod ratio;
+pub mod regressions;
 mod report;
 mod rng;
 mod seed;

@@ -6,11 +6,15 @@
 //!   `key=value` lines starting with `seed=` (in `--json`, the `options` object of each line). `--jobs J` runs
 //!   the seeds in J worker processes of this binary (the hidden `worker` subcommand); the output is in seed
 //!   order all the same;
-//! - `dosim replay <scenario> --seed S [--trace FILE]`: one run, its full report, and its trace to a file;
+//! - `dosim replay <scenario> --seed S [--trace FILE] [--keep MASK]`: one run, its full report, and its trace
+//!   to a file; `--keep` runs only that part of the seed's plan (a shrunk seed of a test-kit scenario);
 //! - `dosim campaign [--scenarios LIST|all] [--seeds N | --time DURATION] [--jobs J] [--shard I/N] [--out DIR]
 //!   [--seed-base S] [--determinism-share P | --check-determinism] [--negative-control]`: the nightly fuzz
 //!   campaign, writing `report.json`, `regressions.txt` and `failures/` to its directory;
-//! - `dosim merge <DIR>... [--out DIR]`: the reports of a campaign's shards, merged.
+//! - `dosim merge <DIR>... [--out DIR]`: the reports of a campaign's shards, merged;
+//! - `dosim shrink <scenario> --seed S [--save FILE] [--negative-control]`: for a scenario of the test kit,
+//!   one run, and if it fails, the smallest plan that still fails the same check, printed as numbered steps
+//!   with its plan mask; `--save` appends its regression line to FILE.
 //!
 //! Exit codes (the README has the table): 0 when every seed passed, 2 on a usage error, and for the first
 //! failing seed 3 for a broken invariant, 4 for a liveness failure (something pending after the liveness
@@ -96,6 +100,10 @@ mod cli {
             /// Replay the scenario's negative control.
             #[arg(long)]
             negative_control: bool,
+            /// Run only this part of the seed's plan: a plan mask that `dosim shrink` printed (test-kit
+            /// scenarios only).
+            #[arg(long, value_name = "MASK")]
+            keep: Option<String>,
         },
         /// The fuzz campaign: many seeds of the scenarios, for a count or a wall-clock budget, maybe one
         /// shard of it; writes report.json, regressions.txt and failures/ to --out.
@@ -144,6 +152,21 @@ mod cli {
             #[arg(long, default_value = "dosim-campaign")]
             out: PathBuf,
         },
+        /// Run one seed of a test-kit scenario and, if it fails, shrink it to the smallest plan that still
+        /// fails the same check: prints the steps and the plan mask (`keep=…`).
+        Shrink {
+            /// The scenario's name (a scenario of the test kit).
+            scenario: String,
+            /// The seed.
+            #[arg(long)]
+            seed: Seed,
+            /// Append the shrunk seed's regression line (`<scenario> <seed> keep=<mask> # <note>`) to this file.
+            #[arg(long, value_name = "FILE")]
+            save: Option<PathBuf>,
+            /// Shrink the scenario's negative control (its planted bug) instead.
+            #[arg(long)]
+            negative_control: bool,
+        },
         /// Runs tasks from stdin and prints one JSON line each: the process `--jobs` starts.
         #[command(hide = true)]
         Worker,
@@ -169,8 +192,8 @@ mod cli {
             Command::Run { scenario, seed, seeds, jobs, json, check_determinism, negative_control } => {
                 run(&scenario, seed, seeds, jobs, json, check_determinism, negative_control)
             }
-            Command::Replay { scenario, seed, trace, negative_control } => {
-                replay(&scenario, seed, trace.as_deref(), negative_control)
+            Command::Replay { scenario, seed, trace, negative_control, keep } => {
+                replay(&scenario, seed, trace.as_deref(), negative_control, keep)
             }
             Command::Campaign {
                 scenarios,
@@ -198,6 +221,9 @@ mod cli {
                 campaign(&scenarios, &config, &out)
             }
             Command::Merge { dirs, out } => merge(&dirs, &out),
+            Command::Shrink { scenario, seed, save, negative_control } => {
+                shrink(&scenario, seed, save.as_deref(), negative_control)
+            }
             Command::Worker => {
                 let stdin = std::io::stdin();
                 match pool::worker(stdin.lock(), std::io::stdout().lock()) {
@@ -388,14 +414,28 @@ mod cli {
         seed: Seed,
         trace_file: Option<&Path>,
         negative_control: bool,
+        keep: Option<String>,
     ) -> Result<i32, Error> {
         let scenarios = scenarios(name, negative_control)?;
         let [scenario] = scenarios[..] else {
             return Err(Error::Usage("replay runs one scenario: name it, not all".to_string()));
         };
+        if let Some(mask) = &keep {
+            if dosim_scenarios::testing::Scenario::named(name).is_none() {
+                return Err(Error::Usage(format!(
+                    "--keep: {name}: a plan mask needs a scenario of the test kit"
+                )));
+            }
+            mask.parse::<dosim_scenarios::testing::shrink::Mask>()
+                .map_err(|e| Error::Usage(format!("--keep: {e}")))?;
+        }
         print!("{}", (scenario.options)(seed));
+        if let Some(mask) = &keep {
+            println!("keep={mask}");
+        }
         let _ = std::io::stdout().flush();
-        let result: Result<RunReport, RunFailure> = (scenario.run)(seed);
+        let result: Result<RunReport, RunFailure> =
+            dosim_sim::harness::with_plan_mask(keep, || (scenario.run)(seed));
         let (trace, code): (&Trace, i32) = match &result {
             Ok(r) => {
                 println!(
@@ -427,6 +467,80 @@ mod cli {
             eprintln!("trace: {} events written to {}", trace.events().len(), path.display());
         }
         Ok(code)
+    }
+
+    /// `dosim shrink`: runs the seed; if it fails, shrinks it, prints the steps and the mask, and appends the
+    /// regression line to `save`. Exits 0 if the seed passes, else with the failure's code.
+    fn shrink(name: &str, seed: Seed, save: Option<&Path>, negative_control: bool) -> Result<i32, Error> {
+        use dosim_scenarios::builtin;
+        use dosim_scenarios::regressions::{self, Regression};
+        use dosim_scenarios::testing::{shrink, Scenario as Kit};
+        // An unknown name is a usage error as for `run`; a known one outside the kit cannot be shrunk.
+        scenarios(name, false)?;
+        let kit = Kit::named(name).ok_or_else(|| {
+            Error::Usage(format!(
+                "{name}: shrinking needs a scenario of the test kit ({})",
+                Kit::ALL.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        if negative_control && builtin::negative_control_test(kit, seed).is_none() {
+            return Err(Error::Usage(format!("--negative-control: {name} has no negative control")));
+        }
+        let make = || {
+            if negative_control {
+                builtin::negative_control_test(kit, seed).expect("checked above")
+            } else {
+                builtin::test(kit, seed)
+            }
+        };
+        let failure = match make().run() {
+            Ok(r) => {
+                println!("PASS {name} seed={seed} hash={:016x}: nothing to shrink", r.trace_hash());
+                return Ok(0);
+            }
+            Err(mut f) => {
+                f.seed = seed;
+                f
+            }
+        };
+        println!("FAIL({}) {name} seed={seed}: {}", failure.kind.class(), failure.kind);
+        let _ = std::io::stdout().flush();
+        let shrunk = shrink::shrink(make, &failure).map_err(|e| Error::Io(e.to_string()))?;
+        print!("{shrunk}");
+        let line = Regression {
+            scenario: name.to_string(),
+            seed,
+            keep: Some(shrunk.mask.to_string()),
+            note: Some(format!(
+                "shrunk{}: {} steps, {}",
+                if negative_control { " negative control" } else { "" },
+                shrunk.steps.len(),
+                shrink::check_name(&failure_message(&shrunk.failure.kind))
+            )),
+        };
+        let rendered = regressions::render(std::slice::from_ref(&line));
+        println!(
+            "replay: cargo dosim replay {name} --seed {seed} --keep '{}'{}",
+            shrunk.mask,
+            if negative_control { " --negative-control" } else { "" }
+        );
+        if let Some(path) = save {
+            let mut file =
+                std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io_err(path))?;
+            file.write_all(rendered.as_bytes()).map_err(io_err(path))?;
+            eprintln!("saved to {}: {}", path.display(), rendered.trim_end());
+        } else {
+            print!("regression line: {rendered}");
+        }
+        Ok(i32::from(dosim_scenarios::exit_code(shrunk.failure.kind.class())))
+    }
+
+    /// A failure's message: a check's violation without the `check failed: ` prefix.
+    fn failure_message(kind: &dosim_sim::FailureKind) -> String {
+        match kind {
+            dosim_sim::FailureKind::Check(m) => m.clone(),
+            other => other.to_string(),
+        }
     }
 
     /// Writes every event of a trace to `path`, one per line, as the report prints events.

@@ -283,6 +283,7 @@ impl CampaignReport {
                 Some(Regression {
                     scenario: f.scenario.clone(),
                     seed,
+                    keep: None,
                     note: Some(if self.negative_control {
                         format!("negative control, {}: {}", f.class, f.failure)
                     } else {

@@ -29,6 +29,8 @@ pub struct PlantedBug {
     pub scenario: &'static str,
     /// Runs the buggy object under `seed`.
     pub buggy: fn(Seed) -> Result<RunReport, RunFailure>,
+    /// The buggy object's test under `seed`, not yet run (what `buggy` runs; a shrinker builds it per run).
+    pub buggy_test: fn(Seed) -> ObjectTest<CounterCalls>,
     /// Runs its correct twin under `seed`.
     pub correct: fn(Seed) -> Result<RunReport, RunFailure>,
     /// The checks must fail the buggy object within this many seeds.
@@ -43,6 +45,7 @@ pub fn catalogue() -> Vec<PlantedBug> {
             bug: "read-modify-write across an allow_concurrency read: concurrent adds read the same value",
             scenario: "eviction",
             buggy: |s| counter_test(s, Backend::Kv, eviction()).kv_class::<ConcurrentReadCounter>("C").run(),
+            buggy_test: |s| counter_test(s, Backend::Kv, eviction()).kv_class::<ConcurrentReadCounter>("C"),
             correct: |s| counter_test(s, Backend::Kv, eviction()).kv_class::<SafeCounter>("C").run(),
             found_within: 10,
         },
@@ -51,6 +54,7 @@ pub fn catalogue() -> Vec<PlantedBug> {
             bug: "in-memory state trusted across eviction: adds are written to storage only every 4th time",
             scenario: "eviction",
             buggy: |s| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter>("C").run(),
+            buggy_test: |s| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter>("C"),
             correct: |s| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter<1>>("C").run(),
             found_within: 10,
         },
@@ -59,6 +63,7 @@ pub fn catalogue() -> Vec<PlantedBug> {
             bug: "allow_unconfirmed answers before the write is durable; a crash then loses an acknowledged add",
             scenario: "coalescing-crash",
             buggy: |s| counter_test(s, Backend::Kv, crashes()).kv_class::<UnconfirmedWriteCounter>("C").run(),
+            buggy_test: |s| counter_test(s, Backend::Kv, crashes()).kv_class::<UnconfirmedWriteCounter>("C"),
             correct: |s| counter_test(s, Backend::Kv, crashes()).kv_class::<SafeCounter>("C").run(),
             found_within: 20,
         },
@@ -67,6 +72,7 @@ pub fn catalogue() -> Vec<PlantedBug> {
             bug: "a module-level cache updated inside block_concurrency_while is not dropped when the section fails",
             scenario: "swarm",
             buggy: |s| guarded_test(s).class::<CachedCounter>("C").run(),
+            buggy_test: |s| guarded_test(s).class::<CachedCounter>("C"),
             correct: |s| guarded_test(s).class::<CachedCounter<true>>("C").run(),
             found_within: 10,
         },

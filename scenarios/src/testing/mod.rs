@@ -25,6 +25,7 @@ mod checks;
 mod driver;
 mod quiescent;
 mod scenario;
+pub mod shrink;
 
 pub use checks::{Check, Linearizable, NoAbandonedAlarms, NoLostWrites, Observed, SingleActivation};
 pub use driver::{
@@ -303,14 +304,37 @@ impl<D: Driver> ObjectTest<D> {
     }
 
     /// Runs the test under its seed: the workload with the faults, the liveness phase, then every check.
+    ///
+    /// If the harness set a plan mask for this run ([`dosim_sim::harness::current_plan_mask`]: a regression
+    /// file's shrunk seed, or `DOSIM_KEEP`), the run keeps only that part of the seed's plan (see
+    /// [`shrink::Mask`]); a malformed mask fails the run as a configuration error that names it.
     pub fn run(self) -> Result<RunReport, RunFailure> {
         let plan = self.plan();
-        self.run_plan(plan)
+        match current_mask() {
+            None => self.run_plan(plan),
+            Some(text) => {
+                let applied = text
+                    .parse::<shrink::Mask>()
+                    .and_then(|mask| mask.apply(&plan))
+                    .map_err(|e| config_failure(self.seed, &format!("plan mask {text:?}: {e}")))?;
+                self.run_plan(applied)
+            }
+        }
     }
 
     /// Runs the test with `plan` instead of the one its seed draws (a shrinker's smaller plan, an explorer's
     /// mutated one). The options it prints are the plan's.
     pub fn run_plan(self, plan: RunPlan<D::Input>) -> Result<RunReport, RunFailure> {
+        self.run_plan_recorded(plan, &mut None)
+    }
+
+    /// [`ObjectTest::run_plan`], leaving the run's history in `recorded` when the run got as far as its
+    /// checks (a shrinker prints the operations of its smallest failing run).
+    pub(crate) fn run_plan_recorded(
+        self,
+        plan: RunPlan<D::Input>,
+        recorded: &mut Option<History<D::Input, D::Output>>,
+    ) -> Result<RunReport, RunFailure> {
         let options = self.options_of(&plan);
         let RunPlan { ops: plans, schedule } = plan;
         let workload = self.workload.clone().ok_or_else(|| {
@@ -398,14 +422,19 @@ impl<D: Driver> ObjectTest<D> {
         let history = std::mem::take(&mut *history.lock().unwrap_or_else(|e| e.into_inner()));
         let stopped = *stopped_at.lock().unwrap_or_else(|e| e.into_inner());
         let observed = Observed { history: &history, trace: &report.trace, faults_stopped: stopped };
+        let mut verdict = Ok(());
         for check in &self.checks {
             if let Err(failure) = check.check(&observed) {
-                let failure = Failure::new(format!("{}: {}", check.name(), failure.message()))
-                    .with_evidence(failure.evidence().clone());
-                return Err(RunFailure::after(report, options, failure));
+                verdict = Err(Failure::new(format!("{}: {}", check.name(), failure.message()))
+                    .with_evidence(failure.evidence().clone()));
+                break;
             }
         }
-        Ok(report)
+        *recorded = Some(history);
+        match verdict {
+            Ok(()) => Ok(report),
+            Err(failure) => Err(RunFailure::after(report, options, failure)),
+        }
     }
 }
 
@@ -416,6 +445,11 @@ pub struct RunPlan<I> {
     pub ops: Vec<Vec<PlannedOp<I>>>,
     /// The faults.
     pub schedule: FaultSchedule,
+}
+
+/// The plan mask the harness set for this run, if any.
+fn current_mask() -> Option<String> {
+    dosim_sim::harness::current_plan_mask()
 }
 
 /// A run that cannot start: its configuration is incomplete.

@@ -466,3 +466,72 @@ fn the_pool_hands_results_back_in_task_order_and_survives_a_dying_worker() {
     assert!(died.failure.as_deref().unwrap().contains("worker process"), "{died:?}");
     assert!(seen.iter().filter(|(i, _)| *i != 2).all(|(_, r)| r.class.is_none()));
 }
+
+#[test]
+fn shrink_prints_numbered_steps_and_saves_a_regression_line_that_replays() {
+    let dir = scratch("shrink");
+    let file = dir.join("dosim-regressions.txt");
+    let file_arg = file.to_str().unwrap();
+    // The eviction scenario's planted bug (write-behind) fails seed 1.
+    let args = ["shrink", "eviction", "--negative-control", "--seed", "0x1", "--save", file_arg];
+    let (code, out, err) = dosim(&args);
+    assert_eq!(code, 3, "a broken invariant, as `run` exits:\n{out}\n{err}");
+    assert!(out.starts_with("FAIL(invariant) eviction seed=0x0000000000000001: "), "{out}");
+    let mask = out.lines().find_map(|l| l.strip_prefix("keep=")).expect("the mask").to_string();
+    let steps: Vec<&str> = out
+        .lines()
+        .filter(|l| l.trim_start().split_once(". ").is_some_and(|(n, _)| n.parse::<u32>().is_ok()))
+        .collect();
+    assert!(!steps.is_empty() && steps.len() <= 20, "{out}");
+    assert!(steps[0].trim_start().starts_with("1. t="), "{out}");
+    assert!(steps.last().unwrap().contains(". violated: linearizability: "), "{out}");
+    assert!(steps.iter().any(|s| s.contains("evict idle objects on n0")), "the eviction it needs: {out}");
+    // The saved line parses, with the mask printed.
+    let saved = regressions::parse(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0].scenario, "eviction");
+    assert_eq!(saved[0].seed.to_string(), "0x0000000000000001");
+    assert_eq!(saved[0].keep.as_deref(), Some(mask.as_str()));
+    assert!(saved[0].note.as_deref().unwrap().starts_with("shrunk negative control: "), "{saved:?}");
+    // The same seed shrinks to the same steps; a second --save appends.
+    let (code, again, _) = dosim(&args);
+    assert_eq!(code, 3);
+    let body = |o: &str| o.lines().filter(|l| !l.starts_with("shrunk seed")).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&again), body(&out));
+    assert_eq!(regressions::parse(&std::fs::read_to_string(&file).unwrap()).unwrap().len(), 2);
+    // The printed replay command runs the shrunk plan, which fails the same check.
+    let replay = out.lines().find_map(|l| l.strip_prefix("replay: cargo dosim ")).expect("a replay command");
+    assert_eq!(
+        replay,
+        format!("replay eviction --seed 0x0000000000000001 --keep '{mask}' --negative-control")
+    );
+    let (code, out, err) =
+        dosim(&["replay", "eviction", "--seed", "0x1", "--keep", &mask, "--negative-control"]);
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(out.contains(&format!("keep={mask}")) && out.contains("linearizability: "), "{out}");
+    let (code, _, err) = dosim(&["replay", "eviction", "--seed", "0x1", "--keep", "ops:x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--keep: invalid plan mask: part \"ops:x\""), "{err}");
+    let (code, _, err) = dosim(&["replay", "sqlite-power-cut", "--seed", "0x1", "--keep", "all"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("a plan mask needs a scenario of the test kit"), "{err}");
+}
+
+#[test]
+fn shrink_says_a_passing_seed_passes_and_refuses_what_it_cannot_shrink() {
+    let (code, out, err) = dosim(&["shrink", "eviction", "--seed", "0x1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("PASS eviction seed=0x0000000000000001") && out.contains("nothing to shrink"),
+        "{out}"
+    );
+    let (code, _, err) = dosim(&["shrink", "sqlite-power-cut", "--seed", "0x1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("sqlite-power-cut: shrinking needs a scenario of the test kit"), "{err}");
+    let (code, _, err) = dosim(&["shrink", "partition", "--seed", "0x1", "--negative-control"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("partition has no negative control"), "{err}");
+    let (code, _, err) = dosim(&["shrink", "no-such-scenario", "--seed", "0x1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown scenario \"no-such-scenario\""), "{err}");
+}

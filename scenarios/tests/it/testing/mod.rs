@@ -4,3 +4,4 @@
 mod checks;
 mod planted;
 mod scenarios;
+mod shrink;
