@@ -21,10 +21,10 @@ pub mod object_cluster;
 #[cfg(madsim)]
 pub mod object_counters;
 pub mod objects;
-pub mod report_html;
 #[cfg(madsim)]
 pub mod planted;
 pub mod regressions;
+pub mod report_html;
 #[cfg(madsim)]
 pub mod sim_host;
 pub mod strategies;

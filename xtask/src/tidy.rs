@@ -116,7 +116,12 @@ fn structs_holding_a_seed(text: &str) -> Vec<String> {
         if let Some((name, depth)) = &mut current {
             let holds = t.split_once(':').is_some_and(|(field, ty)| {
                 let field = field.trim().trim_start_matches("pub(crate) ").trim_start_matches("pub ");
-                !field.contains(' ') && (field.contains("seed") || ty.trim().trim_end_matches(',') == "Seed")
+                // A seed: a field named for one (`seed`, `base_seed`), or of a type that holds one (`Seed`,
+                // `Option<Seed>`, `Vec<Seed>`); not a count of seeds (`seeds: u64`).
+                let ty = ty.trim().trim_end_matches(',');
+                let named = field == "seed" || field.ends_with("_seed") || field.starts_with("seed_");
+                let typed = ty.split(|c: char| !c.is_alphanumeric() && c != '_').any(|w| w == "Seed");
+                !field.contains(' ') && (named || typed)
             });
             if holds && !out.contains(name) {
                 out.push(name.clone());
@@ -278,4 +283,6 @@ fn the_seed_default_rule_finds_a_defaulted_seed() {
     let fine = "#[derive(Default)]\nstruct Latency {\n    min: u64,\n}\nstruct Run {\n    seed: Seed,\n}\n";
     assert_eq!(structs_holding_a_seed(fine), vec!["Run".to_string()]);
     assert!(!has_default(fine, "Run"));
+    let counts = "#[derive(Default)]\nstruct Summary {\n    seeds: u64,\n    first: Option<Seed>,\n}\nstruct Plan {\n    seeds: Option<u64>,\n}\n";
+    assert_eq!(structs_holding_a_seed(counts), vec!["Summary".to_string()], "a count of seeds is not a seed");
 }

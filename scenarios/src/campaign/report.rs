@@ -140,7 +140,7 @@ pub struct FailureEntry {
 }
 
 /// The report of a campaign, or of several shards of one merged.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CampaignReport {
     /// The campaign's first seed: seed `i` is `seed_base.nth(i)`.
     pub seed_base: String,

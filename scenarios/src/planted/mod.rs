@@ -29,8 +29,11 @@ pub struct PlantedBug {
     pub scenario: &'static str,
     /// Runs the buggy object under `seed`.
     pub buggy: fn(Seed) -> Result<RunReport, RunFailure>,
-    /// The buggy object's test under `seed`, not yet run (what `buggy` runs; a shrinker builds it per run).
-    pub buggy_test: fn(Seed) -> ObjectTest<CounterCalls>,
+    /// The buggy object's test under `seed`, not yet run (what `buggy` runs; a shrinker builds it per run),
+    /// for the bugs whose clients are counter calls.
+    pub buggy_test: Option<fn(Seed) -> ObjectTest<CounterCalls>>,
+    /// Shrinks the buggy object's failure under `seed` (see [`crate::testing::shrink`]).
+    pub shrink: fn(Seed, &RunFailure) -> Result<ShrinkSummary, String>,
     /// Runs its correct twin under `seed`.
     pub correct: fn(Seed) -> Result<RunReport, RunFailure>,
     /// The checks must fail the buggy object within this many seeds.
@@ -45,7 +48,8 @@ pub fn catalogue() -> Vec<PlantedBug> {
             bug: "read-modify-write across an allow_concurrency read: concurrent adds read the same value",
             scenario: "eviction",
             buggy: |s| counter_test(s, Backend::Kv, eviction()).kv_class::<ConcurrentReadCounter>("C").run(),
-            buggy_test: |s| counter_test(s, Backend::Kv, eviction()).kv_class::<ConcurrentReadCounter>("C"),
+            buggy_test: Some(|s| counter_test(s, Backend::Kv, eviction()).kv_class::<ConcurrentReadCounter>("C")),
+            shrink: |s, f| summary(|| counter_test(s, Backend::Kv, eviction()).kv_class::<ConcurrentReadCounter>("C"), f),
             correct: |s| counter_test(s, Backend::Kv, eviction()).kv_class::<SafeCounter>("C").run(),
             found_within: 10,
         },
@@ -54,7 +58,8 @@ pub fn catalogue() -> Vec<PlantedBug> {
             bug: "in-memory state trusted across eviction: adds are written to storage only every 4th time",
             scenario: "eviction",
             buggy: |s| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter>("C").run(),
-            buggy_test: |s| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter>("C"),
+            buggy_test: Some(|s| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter>("C")),
+            shrink: |s, f| summary(|| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter>("C"), f),
             correct: |s| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter<1>>("C").run(),
             found_within: 10,
         },
@@ -63,7 +68,8 @@ pub fn catalogue() -> Vec<PlantedBug> {
             bug: "allow_unconfirmed answers before the write is durable; a crash then loses an acknowledged add",
             scenario: "coalescing-crash",
             buggy: |s| counter_test(s, Backend::Kv, crashes()).kv_class::<UnconfirmedWriteCounter>("C").run(),
-            buggy_test: |s| counter_test(s, Backend::Kv, crashes()).kv_class::<UnconfirmedWriteCounter>("C"),
+            buggy_test: Some(|s| counter_test(s, Backend::Kv, crashes()).kv_class::<UnconfirmedWriteCounter>("C")),
+            shrink: |s, f| summary(|| counter_test(s, Backend::Kv, crashes()).kv_class::<UnconfirmedWriteCounter>("C"), f),
             correct: |s| counter_test(s, Backend::Kv, crashes()).kv_class::<SafeCounter>("C").run(),
             found_within: 20,
         },
@@ -72,7 +78,8 @@ pub fn catalogue() -> Vec<PlantedBug> {
             bug: "a module-level cache updated inside block_concurrency_while is not dropped when the section fails",
             scenario: "swarm",
             buggy: |s| guarded_test(s).class::<CachedCounter>("C").run(),
-            buggy_test: |s| guarded_test(s).class::<CachedCounter>("C"),
+            buggy_test: Some(|s| guarded_test(s).class::<CachedCounter>("C")),
+            shrink: |s, f| summary(|| guarded_test(s).class::<CachedCounter>("C"), f),
             correct: |s| guarded_test(s).class::<CachedCounter<true>>("C").run(),
             found_within: 10,
         },
@@ -81,6 +88,8 @@ pub fn catalogue() -> Vec<PlantedBug> {
             bug: "a non-idempotent alarm handler: a retry after a failed payment call charges the queue again",
             scenario: "alarm-retry",
             buggy: |s| charging_test::<false>(s).run(),
+            buggy_test: None,
+            shrink: |s, f| summary(|| charging_test::<false>(s), f),
             correct: |s| charging_test::<true>(s).run(),
             found_within: 10,
         },
@@ -89,6 +98,8 @@ pub fn catalogue() -> Vec<PlantedBug> {
             bug: "a client retries a non-idempotent add after `Network connection lost.`, though the first may have run",
             scenario: "partition",
             buggy: |s| retry_test(s, RetryingCalls { retry: true }).run(),
+            buggy_test: None,
+            shrink: |s, f| summary(|| retry_test(s, RetryingCalls { retry: true }), f),
             correct: |s| retry_test(s, RetryingCalls { retry: false }).run(),
             found_within: 30,
         },
@@ -98,6 +109,8 @@ pub fn catalogue() -> Vec<PlantedBug> {
                   the new owner hands out again",
             scenario: "superseded",
             buggy: |s| ticket_test(s).class::<TicketDispenser>("C").run(),
+            buggy_test: None,
+            shrink: |s, f| summary(|| ticket_test(s).class::<TicketDispenser>("C"), f),
             correct: |s| ticket_test(s).class::<TicketDispenser<true>>("C").run(),
             found_within: 30,
         },
@@ -236,6 +249,33 @@ fn charging_test<const FIXED: bool>(seed: Seed) -> ObjectTest<ChargeCalls> {
                 Err(format!("scheduled {scheduled}, charged {charged}, still queued {queued}"))
             }
         })
+}
+
+/// A shrunk planted bug, whatever its clients' operations.
+#[derive(Clone, Debug)]
+pub struct ShrinkSummary {
+    /// The minimal repro's steps, the violated check last.
+    pub steps: Vec<String>,
+    /// The runs the shrink took.
+    pub runs: u32,
+    /// Its wall time.
+    pub wall: Duration,
+    /// The whole shrink, as printed.
+    pub text: String,
+}
+
+/// Shrinks `failure` of the tests `make` builds, as a [`ShrinkSummary`].
+fn summary<D: crate::testing::Driver>(
+    make: impl Fn() -> ObjectTest<D>,
+    failure: &RunFailure,
+) -> Result<ShrinkSummary, String> {
+    let shrunk = crate::testing::shrink::shrink(make, failure).map_err(|e| e.to_string())?;
+    Ok(ShrinkSummary {
+        steps: shrunk.steps.clone(),
+        runs: shrunk.runs,
+        wall: shrunk.wall,
+        text: shrunk.to_string(),
+    })
 }
 
 /// Which storage backend a test's class uses.

@@ -45,7 +45,7 @@ fn first_failing(b: &PlantedBug) -> (Seed, RunFailure) {
 fn shrinks_to_a_short_repro(name: &str) -> shrink::Shrunk<dosim_scenarios::testing::CounterOp> {
     let b = bug(name);
     let (seed, failure) = first_failing(&b);
-    let make = || (b.buggy_test)(seed);
+    let make = || (b.buggy_test.expect("a counter bug"))(seed);
     let shrunk = shrink::shrink(make, &failure).expect("the seed's plan fails");
     eprintln!("planted bug {name}:\n{shrunk}");
     assert!(shrunk.steps.len() <= MAX_STEPS, "{name}: {} steps:\n{shrunk}", shrunk.steps.len());
@@ -82,7 +82,7 @@ fn write_behind_shrinks_the_same_way_every_time() {
     let a = shrinks_to_a_short_repro("write-behind");
     let b = bug("write-behind");
     let (seed, failure) = first_failing(&b);
-    let again = shrink::shrink(|| (b.buggy_test)(seed), &failure).unwrap();
+    let again = shrink::shrink(|| (b.buggy_test.expect("a counter bug"))(seed), &failure).unwrap();
     assert_eq!(again.mask, a.mask, "the same failing seed shrinks to the same plan");
     assert_eq!(again.steps, a.steps);
     assert_eq!(again.runs, a.runs);
@@ -112,7 +112,7 @@ fn a_seed_whose_plan_does_not_fail_the_same_check_is_not_shrunk() {
 #[test]
 fn masks_round_trip_and_apply() {
     let b = bug("write-behind");
-    let plan = (b.buggy_test)(Seed(7)).plan();
+    let plan = (b.buggy_test.expect("a counter bug"))(Seed(7)).plan();
     assert!(plan.ops.len() == 4 && plan.schedule.timed.len() > 4, "{plan:?}");
     // The whole plan.
     for all in ["all", "", "keep=all"] {
@@ -218,7 +218,7 @@ fn a_listed_shrunk_seed_finds_a_planted_bug_on_its_first_run() {
     }
     let b = bug("write-behind");
     let (seed, failure) = first_failing(&b);
-    let shrunk = shrink::shrink(|| (b.buggy_test)(seed), &failure).unwrap();
+    let shrunk = shrink::shrink(|| (b.buggy_test.expect("a counter bug"))(seed), &failure).unwrap();
     let file = format!("regressions::shrunk_first {seed} keep={} # shrunk\n", shrunk.mask);
     let id = id_with_file("shrunk_first", &file);
     let runs = RefCell::new(Vec::new());
@@ -287,4 +287,29 @@ fn malformed_regression_lines_and_masks_are_clear_errors() {
     let failure = dosim_sim::harness::with_plan_mask(Some("ops:7:0".into()), || (b.buggy)(Seed(1)))
         .expect_err("a mask that does not fit fails the run");
     assert!(failure.kind.to_string().contains("client 7: the plan has 4 clients"), "{}", failure.kind);
+}
+
+/// The planted bugs whose clients are not counter calls shrink too, through the catalogue's own shrink.
+fn shrinks_through_the_catalogue(name: &str) {
+    let b = bug(name);
+    let (seed, failure) = first_failing(&b);
+    let shrunk = (b.shrink)(seed, &failure).expect("the seed's plan fails");
+    eprintln!("planted bug {name}:\n{}", shrunk.text);
+    assert!(shrunk.steps.len() <= MAX_STEPS, "{name}: {} steps:\n{}", shrunk.steps.len(), shrunk.text);
+    assert!(shrunk.steps.last().unwrap().starts_with("violated: "), "{}", shrunk.text);
+}
+
+#[test]
+fn double_charge_shrinks() {
+    shrinks_through_the_catalogue("double-charge");
+}
+
+#[test]
+fn retried_add_shrinks() {
+    shrinks_through_the_catalogue("retried-add");
+}
+
+#[test]
+fn superseded_ticket_shrinks() {
+    shrinks_through_the_catalogue("superseded-ticket");
 }
