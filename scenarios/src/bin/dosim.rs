@@ -97,6 +97,10 @@ mod cli {
             /// Write every event of the trace to this file, one per line, as the report prints events.
             #[arg(long, value_name = "FILE")]
             trace: Option<PathBuf>,
+            /// Write a failing run's timeline to this file: a self-contained HTML page (lanes per client, node
+            /// and object; the violation highlighted; the trace beside it). See docs/REPORT.md.
+            #[arg(long, value_name = "FILE")]
+            html: Option<PathBuf>,
             /// Replay the scenario's negative control.
             #[arg(long)]
             negative_control: bool,
@@ -192,8 +196,8 @@ mod cli {
             Command::Run { scenario, seed, seeds, jobs, json, check_determinism, negative_control } => {
                 run(&scenario, seed, seeds, jobs, json, check_determinism, negative_control)
             }
-            Command::Replay { scenario, seed, trace, negative_control, keep } => {
-                replay(&scenario, seed, trace.as_deref(), negative_control, keep)
+            Command::Replay { scenario, seed, trace, html, negative_control, keep } => {
+                replay(&scenario, seed, trace.as_deref(), html.as_deref(), negative_control, keep)
             }
             Command::Campaign {
                 scenarios,
@@ -413,9 +417,17 @@ mod cli {
         name: &str,
         seed: Seed,
         trace_file: Option<&Path>,
+        html_file: Option<&Path>,
         negative_control: bool,
         keep: Option<String>,
     ) -> Result<i32, Error> {
+        if let Some(path) = html_file {
+            // A scenario of the test kit writes its page itself, with its clients' operations.
+            if path.exists() {
+                std::fs::remove_file(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+            }
+            std::env::set_var(dosim_scenarios::testing::ENV_HTML, path);
+        }
         let scenarios = scenarios(name, negative_control)?;
         let [scenario] = scenarios[..] else {
             return Err(Error::Usage("replay runs one scenario: name it, not all".to_string()));
@@ -461,7 +473,23 @@ mod cli {
                 (&result.as_ref().unwrap_err().trace, i32::from(dosim_scenarios::exit_code(f.kind.class())))
             }
         };
-        // The outputs that render the trace. (`--html FILE`, a page of the trace, goes here too.)
+        // The outputs that render the trace.
+        if let (Some(path), Err(f)) = (html_file, &result) {
+            if !path.exists() {
+                // Not a scenario of the kit: the page has no clients' operations.
+                let mut f = f.clone();
+                f.seed = seed;
+                let meta = dosim_scenarios::report_html::ReportMeta {
+                    title: format!("{} seed {seed}", scenario.name),
+                    replay: Some(format!("cargo dosim replay {} --seed {seed}", scenario.name)),
+                };
+                std::fs::write(path, dosim_scenarios::report_html::render(&f, &[], &meta))
+                    .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+            }
+            eprintln!("html: the failing run's timeline is in {}", path.display());
+        } else if let Some(path) = html_file {
+            eprintln!("html: the run passed, so {} was not written", path.display());
+        }
         if let Some(path) = trace_file {
             write_trace(trace, path)?;
             eprintln!("trace: {} events written to {}", trace.events().len(), path.display());

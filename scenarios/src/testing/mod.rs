@@ -412,13 +412,22 @@ impl<D: Driver> ObjectTest<D> {
             quiescent: self.quiescent.clone(),
         };
         let (h, s) = (history.clone(), stopped_at.clone());
-        let report = sim.build()?.run(move |world| async move {
-            let out = ctl.drive(world, plans).await;
-            let (hist, stopped) = out?;
-            *s.lock().unwrap_or_else(|e| e.into_inner()) = stopped;
+        let run = sim.build()?.run(move |world| async move {
+            let (hist, outcome) = ctl.drive(world, plans).await;
             *h.lock().unwrap_or_else(|e| e.into_inner()) = hist;
+            *s.lock().unwrap_or_else(|e| e.into_inner()) = outcome?;
             Ok(())
-        })?;
+        });
+        let report = match run {
+            Ok(report) => report,
+            Err(failure) => {
+                // The history up to the failure (a liveness failure, a panic), for the report and the shrinker.
+                let history = std::mem::take(&mut *history.lock().unwrap_or_else(|e| e.into_inner()));
+                write_html_if_asked(&failure, &history);
+                *recorded = Some(history);
+                return Err(failure);
+            }
+        };
         let history = std::mem::take(&mut *history.lock().unwrap_or_else(|e| e.into_inner()));
         let stopped = *stopped_at.lock().unwrap_or_else(|e| e.into_inner());
         let observed = Observed { history: &history, trace: &report.trace, faults_stopped: stopped };
@@ -430,11 +439,35 @@ impl<D: Driver> ObjectTest<D> {
                 break;
             }
         }
-        *recorded = Some(history);
-        match verdict {
+        let result = match verdict {
             Ok(()) => Ok(report),
             Err(failure) => Err(RunFailure::after(report, options, failure)),
+        };
+        if let Err(failure) = &result {
+            write_html_if_asked(failure, &history);
         }
+        *recorded = Some(history);
+        result
+    }
+}
+
+/// The environment variable that asks a failing run of the kit for its timeline: the file to write the
+/// self-contained HTML page to (see docs/REPORT.md).
+pub const ENV_HTML: &str = "DOSIM_HTML";
+
+/// Writes the HTML timeline of `failure`, with the clients' operations, to the file [`ENV_HTML`] names, if
+/// it names one; says where on stderr.
+fn write_html_if_asked<I: std::fmt::Debug, O: std::fmt::Debug>(
+    failure: &RunFailure,
+    history: &History<I, O>,
+) {
+    let Ok(path) = std::env::var(ENV_HTML) else { return };
+    let ops =
+        crate::report_html::OpView::from_history(history, &crate::report_html::named_ops(&failure.evidence));
+    let meta = crate::report_html::ReportMeta { title: format!("seed {}", failure.seed), replay: None };
+    match std::fs::write(&path, crate::report_html::render(failure, &ops, &meta)) {
+        Ok(()) => eprintln!("dosim: the run's timeline is in {path}"),
+        Err(e) => eprintln!("dosim: {ENV_HTML}: cannot write {path}: {e}"),
     }
 }
 
@@ -482,12 +515,25 @@ struct Controller<D: Driver> {
 type Shared<D> = Rc<RefCell<History<<D as Driver>::Input, <D as Driver>::Output>>>;
 
 impl<D: Driver> Controller<D> {
+    /// Runs the clients, the faults, the liveness phase and the quiescent checks; the history (whatever
+    /// happened) and when the faults stopped (if it got that far without a failure).
     async fn drive(
         self,
         world: World,
         plans: Vec<Vec<PlannedOp<D::Input>>>,
-    ) -> Result<(History<D::Input, D::Output>, Duration), Failure> {
+    ) -> (History<D::Input, D::Output>, Result<Duration, Failure>) {
         let history: Shared<D> = Rc::new(RefCell::new(History::new()));
+        let outcome = self.drive_into(world, history.clone(), plans).await;
+        let history = Rc::try_unwrap(history).map(RefCell::into_inner).unwrap_or_else(|h| h.borrow().clone());
+        (history, outcome)
+    }
+
+    async fn drive_into(
+        self,
+        world: World,
+        history: Shared<D>,
+        plans: Vec<Vec<PlannedOp<D::Input>>>,
+    ) -> Result<Duration, Failure> {
         let this = Rc::new(self);
         if this.layout.cluster.is_some() {
             world.sleep(CLUSTER_STARTUP).await;
@@ -548,8 +594,7 @@ impl<D: Driver> Controller<D> {
                 unmet.join(", ")
             )));
         }
-        let history = Rc::try_unwrap(history).map(RefCell::into_inner).unwrap_or_else(|h| h.borrow().clone());
-        Ok((history, stopped))
+        Ok(stopped)
     }
 
     /// Runs the quiescent checks on every object of the workload: each where the object lives (on one host,

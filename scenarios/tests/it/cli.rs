@@ -535,3 +535,40 @@ fn shrink_says_a_passing_seed_passes_and_refuses_what_it_cannot_shrink() {
     assert_eq!(code, 2);
     assert!(err.contains("unknown scenario \"no-such-scenario\""), "{err}");
 }
+
+#[test]
+fn replay_html_writes_the_failing_runs_timeline_with_its_clients_and_its_violation() {
+    // The eviction scenario's negative control (a write-behind counter) fails seed 1.
+    let page = scratch("replay-html").join("kit.html");
+    let (code, _, err) =
+        dosim(&["replay", "eviction", "--negative-control", "--seed", "1", "--html", page.to_str().unwrap()]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("timeline is in"), "{err}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("data-lane=\"client-0\""), "the kit's page has its clients' lanes");
+    assert!(html.contains("id=\"violation\""));
+    assert!(html.contains("check failed: linearizability"), "the violated check");
+    // A scenario outside the kit: the page of the trace alone.
+    let plain = scratch("replay-html-plain").join("plain.html");
+    let (code, _, err) = dosim(&[
+        "replay",
+        "sqlite-power-cut",
+        "--negative-control",
+        "--seed",
+        "1",
+        "--html",
+        plain.to_str().unwrap(),
+    ]);
+    if code == 0 {
+        assert!(err.contains("was not written"), "{err}");
+        assert!(!plain.exists());
+    } else {
+        let html = std::fs::read_to_string(&plain).unwrap();
+        assert!(html.contains("data-lane=\"node-n0\"") && !html.contains("data-lane=\"client-0\""));
+    }
+    // A passing run writes nothing.
+    let passing = scratch("replay-html-pass").join("pass.html");
+    let (code, _, err) = dosim(&["replay", "eviction", "--seed", "1", "--html", passing.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!passing.exists() && err.contains("was not written"), "{err}");
+}
