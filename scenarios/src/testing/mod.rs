@@ -23,6 +23,7 @@
 
 mod checks;
 mod driver;
+mod host_test;
 mod quiescent;
 mod scenario;
 pub mod shrink;
@@ -40,6 +41,7 @@ pub use crate::check::Model;
 pub use crate::faults::{FaultKind, FaultMix};
 pub use crate::history::{ErrorFlags, History, Operation, Outcome};
 pub use dosim_sim::{sim_test, Seed};
+pub use host_test::NoWorkload;
 pub use quiescent::{ALARM_LATE_MAX, ALARM_SETTLE};
 pub use scenario::{FaultsFired, Scenario};
 
