@@ -126,12 +126,23 @@ impl<M: crate::check::Model> Check<M::Input, M::Output> for Linearizable<M> {
 pub struct NoLostWrites<M: crate::check::Model> {
     model: M,
     is_read: fn(&M::Input) -> bool,
+    /// Keep the reads too (the output-gate check): a value an answer revealed must survive.
+    keep_reads: bool,
 }
 
 impl<M: crate::check::Model> NoLostWrites<M> {
     /// The check for `model`, whose reads are the inputs `is_read` picks.
     pub fn new(model: M, is_read: fn(&M::Input) -> bool) -> Self {
-        NoLostWrites { model, is_read }
+        NoLostWrites { model, is_read, keep_reads: false }
+    }
+
+    /// Output-gate safety: no answer reveals a write that is later lost. Like the check of lost writes, but
+    /// the reads are kept too, each free to take effect any time before it answered: a stale read passes
+    /// (that is [`Linearizable`]'s business), but a value an answer revealed must be explained by an order
+    /// of the writes that the final reads also explain. This is what the output gate guarantees (spec
+    /// §1.4): an answer leaves only once the writes before it are durable.
+    pub fn output_gate(model: M, is_read: fn(&M::Input) -> bool) -> Self {
+        NoLostWrites { model, is_read, keep_reads: true }
     }
 }
 
@@ -164,19 +175,27 @@ impl NoLostWrites<crate::check::models::KvModel> {
 
 impl<M: crate::check::Model> Check<M::Input, M::Output> for NoLostWrites<M> {
     fn name(&self) -> String {
-        "no lost acknowledged write".into()
+        if self.keep_reads { "output-gate safety" } else { "no lost acknowledged write" }.into()
     }
 
     fn check(&self, run: &Observed<'_, M::Input, M::Output>) -> Result<(), Failure> {
         // The writes, and the final reads (made once the faults stopped).
-        let mut kept: History<M::Input, M::Output> = History::new();
-        let mut ids = Vec::new();
+        // For the output-gate check, a read may take effect any time before it answered (a stale read is not
+        // its business), but what it revealed must still be explained: its invocation moves to the start.
+        let mut chosen = Vec::new();
         for op in run.history.ops() {
             let final_read = op.client == super::FINAL_READ_CLIENT;
-            if (self.is_read)(&op.input) && !final_read {
+            let read = (self.is_read)(&op.input) && !final_read;
+            if read && !self.keep_reads {
                 continue;
             }
-            let id = kept.invoke(op.client, op.object.clone(), op.input.clone(), op.invoked);
+            chosen.push((if read { Duration::ZERO } else { op.invoked }, op));
+        }
+        chosen.sort_by_key(|(at, op)| (*at, op.id));
+        let mut kept: History<M::Input, M::Output> = History::new();
+        let mut ids = Vec::new();
+        for (at, op) in chosen {
+            let id = kept.invoke(op.client, op.object.clone(), op.input.clone(), at);
             if let Some(done) = op.completed {
                 kept.complete(id, op.outcome.clone(), done);
             }
@@ -200,10 +219,12 @@ impl<M: crate::check::Model> Check<M::Input, M::Output> for NoLostWrites<M> {
                     explanation: v.explanation.clone(),
                 };
                 let what = run.history.get(v.op).map(|o| o.to_string()).unwrap_or_default();
-                Err(Failure::new(format!(
-                    "an acknowledged write was lost: no order of the acknowledged writes explains {what}"
-                ))
-                .with_evidence(violation_evidence(run.history, &v)))
+                let lost = if self.keep_reads {
+                    "an answer revealed a write that was later lost: no order of the acknowledged operations explains"
+                } else {
+                    "an acknowledged write was lost: no order of the acknowledged writes explains"
+                };
+                Err(Failure::new(format!("{lost} {what}")).with_evidence(violation_evidence(run.history, &v)))
             }
             Err(e) => Err(Failure::new(e.to_string())),
         }
@@ -244,5 +265,65 @@ impl<I, O> Check<I, O> for NoAbandonedAlarms {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::models::{CounterModel, CounterOp};
+    use crate::history::Outcome;
+    use crate::testing::FINAL_READ_CLIENT;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// An add of 1 acknowledged at 10 ms; a read answering `read` at 20..30 ms; the final read answering
+    /// `last` at 100 ms.
+    fn history(read: i64, last: i64) -> History<CounterOp, i64> {
+        let mut h = History::new();
+        let add = h.invoke(0, "c", CounterOp::Add(1), ms(0));
+        h.complete(add, Outcome::Ok(1), ms(10));
+        let r = h.invoke(1, "c", CounterOp::Read, ms(20));
+        h.complete(r, Outcome::Ok(read), ms(30));
+        let f = h.invoke(FINAL_READ_CLIENT, "c", CounterOp::Read, ms(100));
+        h.complete(f, Outcome::Ok(last), ms(101));
+        h
+    }
+
+    fn judge(check: &dyn Check<CounterOp, i64>, h: &History<CounterOp, i64>) -> Result<(), Failure> {
+        let trace = dosim_sim::Trace::new(dosim_sim::TraceMode::Full);
+        check.check(&Observed { history: h, trace: &trace, faults_stopped: ms(90) })
+    }
+
+    fn output_gate() -> NoLostWrites<CounterModel> {
+        NoLostWrites::output_gate(CounterModel::default(), |op| matches!(op, CounterOp::Read))
+    }
+
+    #[test]
+    fn a_stale_read_is_not_linearizable_but_reveals_nothing_lost() {
+        let stale = history(0, 1);
+        assert!(judge(&Linearizable(CounterModel::default()), &stale).is_err());
+        assert!(judge(&NoLostWrites::counter(), &stale).is_ok());
+        assert!(judge(&output_gate(), &stale).is_ok());
+    }
+
+    #[test]
+    fn an_answer_that_revealed_a_write_later_lost_fails_the_output_gate_check() {
+        // The read saw 2 (an add nobody acknowledged, or one acknowledged too early), the final read 1.
+        let revealed = history(2, 1);
+        let e = judge(&output_gate(), &revealed).unwrap_err();
+        assert!(e.message().starts_with("an answer revealed a write that was later lost"), "{e}");
+        assert!(!e.evidence().lines.is_empty());
+        // The writes alone are all there: the lost-write check has nothing to say.
+        assert!(judge(&NoLostWrites::counter(), &revealed).is_ok());
+    }
+
+    #[test]
+    fn an_acknowledged_add_missing_at_the_end_is_a_lost_write() {
+        let lost = history(1, 0);
+        let e = judge(&NoLostWrites::counter(), &lost).unwrap_err();
+        assert!(e.message().starts_with("an acknowledged write was lost"), "{e}");
     }
 }

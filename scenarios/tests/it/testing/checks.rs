@@ -133,3 +133,35 @@ sim_test!(must_fail_within = 1, fn a_scenario_whose_faults_never_fired_fails(see
         .faults(FaultMix::none())
         .run()
 });
+
+/// KV-backed counters under crashes and power cuts, judged by output-gate safety alone.
+fn output_gate<T: DurableObject>(
+    seed: dosim_sim::Seed,
+) -> Result<dosim_sim::RunReport, dosim_sim::RunFailure> {
+    use dosim_scenarios::testing::{CounterModel, CounterOp, FaultKind, NoLostWrites};
+    ObjectTest::new(seed)
+        .kv_class::<T>("C")
+        .workload(
+            Workload::new("C", CounterCalls::rpc("add", "read"))
+                .objects(["a", "b"])
+                .clients(4)
+                .ops_per_client(30)
+                .over(Duration::from_secs(12)),
+        )
+        .faults(
+            FaultMix::none()
+                .with(FaultKind::Crash)
+                .with(FaultKind::PowerCut)
+                .mean_interval(Duration::from_millis(800)),
+        )
+        .check(NoLostWrites::output_gate(CounterModel::default(), |op| matches!(op, CounterOp::Read)))
+        .run()
+}
+
+// A counter that answers before its write is durable (allow_unconfirmed: no output gate) reveals values a
+// crash then loses.
+sim_test!(must_fail_within = 20, fn output_gate_safety_catches_answers_before_durability(seed) {
+    output_gate::<dosim_scenarios::planted::objects::UnconfirmedWriteCounter>(seed)
+});
+
+sim_test!(seeds = 4, fn output_gate_safety_passes_the_gated_counter(seed) { output_gate::<SafeCounter>(seed) });
