@@ -89,6 +89,20 @@ pub fn kv_ops(keys: &[&str], len: impl Into<SizeRange>) -> impl Strategy<Value =
     op_sequence(kv_op(keys), len)
 }
 
+/// A fault mix drawn from `kinds`: a non-empty subset of them, at a mean interval between faults from
+/// 300 ms to 3 s. With the kit's [`FaultMix`](crate::faults::FaultMix) as the value, a property test
+/// composes faults with its operations (each seed then draws its own schedule from the mix).
+pub fn fault_mix(kinds: &[crate::faults::FaultKind]) -> impl Strategy<Value = crate::faults::FaultMix> {
+    assert!(!kinds.is_empty(), "a fault mix strategy needs kinds to choose from");
+    let kinds = kinds.to_vec();
+    (proptest::sample::subsequence(kinds.clone(), 1..=kinds.len()), 300u64..3_000).prop_map(|(chosen, ms)| {
+        chosen
+            .into_iter()
+            .fold(crate::faults::FaultMix::none(), |mix, k| mix.with(k))
+            .mean_interval(std::time::Duration::from_millis(ms))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +138,19 @@ mod tests {
         assert!(kv.iter().any(|o| matches!(o, KvOp::Get(_))));
         assert!(kv.iter().any(|o| matches!(o, KvOp::Delete(_))));
         assert!(kv.iter().any(|o| matches!(o, KvOp::Put(_, v) if v.starts_with('v'))));
+    }
+
+    #[test]
+    fn fault_mixes_are_non_empty_subsets_of_the_kinds_given() {
+        use crate::faults::FaultKind;
+        let pool = [FaultKind::Crash, FaultKind::Eviction, FaultKind::DiskErrors];
+        let mut seen = std::collections::BTreeSet::new();
+        for mix in draw(fault_mix(&pool), 100) {
+            let kinds: Vec<FaultKind> = mix.kinds().collect();
+            assert!(!kinds.is_empty() && kinds.iter().all(|k| pool.contains(k)), "{kinds:?}");
+            seen.insert(kinds);
+        }
+        assert!(seen.len() >= 5, "different subsets: {seen:?}");
     }
 
     #[test]

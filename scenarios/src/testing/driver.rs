@@ -64,6 +64,8 @@ pub struct Workload<D: Driver> {
     pub(crate) ops_per_client: u32,
     pub(crate) duration: Duration,
     pub(crate) client_timeout: Duration,
+    /// Each client's inputs, given instead of drawn (a proptest strategy's value).
+    pub(crate) scripts: Option<Vec<Vec<D::Input>>>,
 }
 
 impl<D: Driver> Workload<D> {
@@ -78,7 +80,19 @@ impl<D: Driver> Workload<D> {
             ops_per_client: 25,
             duration: Duration::from_secs(20),
             client_timeout: CLIENT_TIMEOUT_DEFAULT,
+            scripts: None,
         }
+    }
+
+    /// Each client's inputs, in order, instead of inputs drawn with [`Driver::next_op`]: one client per
+    /// script, each making its script's operations (for a property test whose strategy makes the scripts:
+    /// see [`crate::strategies`]). Objects and think times are still drawn from the seed.
+    pub fn scripts(mut self, scripts: Vec<Vec<D::Input>>) -> Self {
+        assert!(!scripts.is_empty(), "a workload needs at least one client's script");
+        self.clients = scripts.len() as u32;
+        self.ops_per_client = scripts.iter().map(Vec::len).max().unwrap_or(0) as u32;
+        self.scripts = Some(scripts);
+        self
     }
 
     /// The objects, by name (`id_from_name`).
@@ -123,14 +137,21 @@ impl<D: Driver> Workload<D> {
         (0..self.clients)
             .map(|c| {
                 let mut rng = SimRng::substream(seed, &format!("client-{c}"));
-                (0..self.ops_per_client)
+                let script = self.scripts.as_ref().map(|s| s[c as usize].clone());
+                let count = script.as_ref().map_or(self.ops_per_client as usize, Vec::len);
+                let mut script = script.map(Vec::into_iter);
+                (0..count)
                     .map(|_| {
                         let object = rng.below(self.objects.len() as u64) as usize;
                         // Whole ticks of think time: clients that start together call together, so calls
                         // on one object overlap (a burst), as real traffic does.
                         let ticks = rng.between(0, 2 * (mean_think / THINK_TICK_MS).max(1));
                         let think = Duration::from_millis(ticks * THINK_TICK_MS);
-                        PlannedOp { object, input: self.driver.next_op(&mut rng), think }
+                        let input = match &mut script {
+                            Some(s) => s.next().expect("the script has `count` inputs"),
+                            None => self.driver.next_op(&mut rng),
+                        };
+                        PlannedOp { object, input, think }
                     })
                     .collect()
             })

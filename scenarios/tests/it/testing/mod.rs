@@ -4,5 +4,6 @@
 mod checks;
 mod host_test;
 mod planted;
+mod properties;
 mod scenarios;
 mod shrink;
