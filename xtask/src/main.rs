@@ -1,7 +1,9 @@
 //! Project tasks, run as `cargo xtask <task>`.
 //!
 //! - `cargo xtask test`: every test of the workspace, first the plain build, then the simulation build
-//!   (`--cfg madsim`, in `target/sim`). Extra arguments go to both `cargo test` runs.
+//!   (`--cfg madsim`, in `target/sim`), then the example of a user's crate (`examples/account`, outside the
+//!   workspace, in the simulation build's target directory). Extra arguments go to the workspace's two
+//!   `cargo test` runs.
 //!
 //! Campaign-sized tests run as many seeds as `DOSIM_CAMPAIGN_SEEDS` says (one when it is unset); this task
 //! sets it to [`CI_CAMPAIGN_SEEDS`] unless the environment already does, so CI runs a small campaign.
@@ -61,7 +63,20 @@ fn test(extra: &[String]) -> ExitCode {
     }
     let plain_ok = run("plain build: cargo test --workspace", plain);
     let sim_ok = run("simulation build: cargo test --config .cargo/sim.toml --workspace", sim);
-    if plain_ok && sim_ok {
+    // The example of a user's crate outside the workspace, testing its own object with the test kit; in the
+    // simulation build's target directory, so it reuses that build.
+    let mut example = cargo();
+    let dir = workspace_root().join("examples/account");
+    example.current_dir(&dir).env("CARGO_TARGET_DIR", workspace_root().join("target/sim")).args([
+        "test",
+        "--config",
+        ".cargo/sim.toml",
+    ]);
+    if let Ok(flags) = std::env::var("RUSTFLAGS") {
+        example.env("RUSTFLAGS", format!("{flags} --cfg madsim"));
+    }
+    let example_ok = run("a user's crate: examples/account, cargo simtest", example);
+    if plain_ok && sim_ok && example_ok {
         eprintln!("xtask: all tests passed, plain and simulated");
         ExitCode::SUCCESS
     } else {
