@@ -7,3 +7,4 @@ mod planted;
 mod properties;
 mod scenarios;
 mod shrink;
+mod snapshots;
