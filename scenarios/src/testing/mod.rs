@@ -67,6 +67,9 @@ use crate::sim_host::{host_builder, host_node, HostNode};
 pub const LIVENESS_BOUND: Duration = Duration::from_secs(60);
 /// How long the hosts of a cluster get to join the directory before the clients start.
 const CLUSTER_STARTUP: Duration = Duration::from_secs(3);
+/// How often the quiescent check of alarms looks again while an alarm is still overdue.
+const ALARM_POLL: Duration = Duration::from_secs(5);
+
 /// The client number of the liveness phase's final reads in the history.
 pub const FINAL_READ_CLIENT: u32 = u32::MAX;
 /// The client number of the reads a supersede makes through another host (to take the objects over).
@@ -602,44 +605,53 @@ impl<D: Driver> Controller<D> {
     /// Runs the quiescent checks on every object of the workload: each where the object lives (on one host,
     /// there; in a cluster, on its owner, found by asking each host in turn).
     async fn check_quiescent(&self, world: &World) -> Result<(), Failure> {
-        if self.quiescent.iter().any(|q| q.needs_alarm_settle) {
-            world.sleep(quiescent::ALARM_SETTLE).await;
+        // Alarms first, until they converge: no object has one overdue or due within the settle bound (a
+        // retry waits its backoff), looked at again every few seconds; or the bound has passed.
+        let settle_until = world.now() + quiescent::ALARM_SETTLE;
+        'settle: while world.now() < settle_until {
+            for check in self.quiescent.iter().filter(|q| q.needs_alarm_settle) {
+                for object in &self.workload.objects {
+                    if self.look_inside(check, object).await.is_err() {
+                        world.sleep(ALARM_POLL).await;
+                        continue 'settle;
+                    }
+                }
+            }
+            break;
         }
         for check in &self.quiescent {
             for object in &self.workload.objects {
-                let mut refusals = Vec::new();
-                let mut verdict = None;
-                for host in &self.hosts {
-                    let (probe, binding, name) =
-                        (check.probe.clone(), self.workload.binding.clone(), object.clone());
-                    match host.run_on_host(move |h| probe(h, binding, name)).await {
-                        Ok(Ok(v)) => {
-                            verdict = Some(v);
-                            break;
-                        }
-                        Ok(Err(e)) => refusals.push(format!("{}: {}", host.node(), e.message())),
-                        Err(e) => refusals.push(format!("{}: {e}", host.node())),
+                match self.look_inside(check, object).await {
+                    Err(f) if check.needs_alarm_settle && f.message().ends_with(quiescent::ALARM_PENDING) => {
                     }
-                }
-                match verdict {
-                    Some(Ok(())) => {}
-                    Some(Err(why)) => {
-                        return Err(Failure::new(format!(
-                            "invariant {:?} of object {object}: {why}",
-                            check.name
-                        )))
-                    }
-                    None => {
-                        return Err(Failure::pending(format!(
-                            "invariant {:?}: no host could look inside object {object} ({})",
-                            check.name,
-                            refusals.join("; ")
-                        )))
-                    }
+                    other => other?,
                 }
             }
         }
         Ok(())
+    }
+
+    /// Runs `check` inside `object`, wherever it lives (on one host, there; in a cluster, on its owner,
+    /// found by asking each host in turn).
+    async fn look_inside(&self, check: &quiescent::QuiescentCheck, object: &str) -> Result<(), Failure> {
+        let mut refusals = Vec::new();
+        for host in &self.hosts {
+            let (probe, binding, name) =
+                (check.probe.clone(), self.workload.binding.clone(), object.to_string());
+            match host.run_on_host(move |h| probe(h, binding, name)).await {
+                Ok(Ok(Ok(()))) => return Ok(()),
+                Ok(Ok(Err(why))) => {
+                    return Err(Failure::new(format!("invariant {:?} of object {object}: {why}", check.name)))
+                }
+                Ok(Err(e)) => refusals.push(format!("{}: {}", host.node(), e.message())),
+                Err(e) => refusals.push(format!("{}: {e}", host.node())),
+            }
+        }
+        Err(Failure::pending(format!(
+            "invariant {:?}: no host could look inside object {object} ({})",
+            check.name,
+            refusals.join("; ")
+        )))
     }
 
     /// Client `client` makes `input` on object `object`, recorded in the history.

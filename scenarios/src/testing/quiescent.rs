@@ -14,10 +14,14 @@ use dosim_runtime::embed::Host;
 use dosim_runtime::error::Error;
 use dosim_runtime::prelude::{DurableObject, State};
 
-/// How long after the final reads the kit waits before it looks for overdue alarms: an alarm that failed
-/// is retried with backoff (spec §4: up to 6 retries, from 2 s doubling, 126 s in all, each delay up to 25%
-/// longer), so every alarm that was due has run or been given up by then.
+/// How long after the final reads the kit waits, at most, for every overdue alarm to run (it looks again every
+/// few seconds, and goes on as soon as none is overdue): an alarm that failed is retried with backoff (spec
+/// §4: up to 6 retries, from 2 s doubling, 126 s in all, each delay up to 25% longer), so every alarm that
+/// was due has run or been given up by then.
 pub const ALARM_SETTLE: Duration = Duration::from_secs(180);
+/// What the alarm probe says of an alarm still to come within the settle bound: the kit waits for it.
+pub(crate) const ALARM_PENDING: &str = "an alarm is still to run";
+
 /// How late an alarm may be at the quiescent point before it counts as never run.
 pub const ALARM_LATE_MAX: Duration = Duration::from_secs(5);
 
@@ -68,6 +72,8 @@ pub(crate) fn alarm_probe<T: DurableObject>() -> Probe {
                 "its alarm for {at} ms is still set at {now} ms, {} ms late: it never ran, or its retries gave up",
                 now - at
             )),
+            // Due within the settle bound: not converged yet.
+            Some(at) if at <= now + ALARM_SETTLE.as_millis() as i64 => Err(ALARM_PENDING.to_string()),
             _ => Ok(()),
         }
     })
