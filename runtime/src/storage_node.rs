@@ -280,6 +280,7 @@ impl StorageNode {
                 .kv_commit(&mut conn, KvCommit { object, epoch, id, after, uncertain, parts, counted, ops }),
             StorageCall::Open { object, epoch } => {
                 let tx = conn.transaction().map_err(sql_error)?;
+                let mut opened = false;
                 let reply = match meta(&tx, &object)? {
                     None => {
                         tx.execute(
@@ -297,12 +298,17 @@ impl StorageNode {
                                 params![object, epoch],
                             )
                             .map_err(sql_error)?;
-                            tracing::debug!(target: "dosim::storage_node", "opened {object} epoch={epoch}");
+                            opened = true;
                         }
                         StorageReply::Opened { version: m.version, page_size: m.page_size, size: m.size }
                     }
                 };
                 tx.commit().map_err(sql_error)?;
+                // The commit history a single-activation check reads: only once the newer epoch is committed
+                // (an open whose commit fails, on a disk error, fences nothing).
+                if opened {
+                    tracing::debug!(target: "dosim::storage_node", "opened {object} epoch={epoch}");
+                }
                 Ok(reply)
             }
             StorageCall::Fetch { object, epoch, from, max } => {

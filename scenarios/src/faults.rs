@@ -118,6 +118,12 @@ pub struct FaultMix {
 pub const FAULT_MEAN_INTERVAL_DEFAULT: Duration = Duration::from_millis(1_500);
 /// The longest outage of a crash, power cut, pause or partition.
 pub const FAULT_MAX_OUTAGE: Duration = Duration::from_millis(3_000);
+/// The range of a schedule's disk I/O error rate, per mille of disk operations: high enough that a run of
+/// a few hundred operations meets some.
+pub const DISK_ERRORS_PER_MILLE: (u64, u64) = (3, 20);
+/// The range of the disk operations at which a power cut is armed: within the first thousand, so a short
+/// run reaches it (a host's run of 100 operations makes about a thousand disk operations).
+pub const POWER_CUT_DISK_OPS: (u64, u64) = (20, 1_000);
 /// How long an overload fault makes an object refuse calls, at most.
 pub const OVERLOAD_MAX: u32 = 20;
 
@@ -295,12 +301,15 @@ impl FaultMix {
         }
         let mut disk = SimRng::substream(seed, "disk");
         if kinds.contains(&FaultKind::DiskErrors) {
-            schedule.disk_io_error_rate = Ratio::new(disk.between(1, 10) as u32, 1000);
+            schedule.disk_io_error_rate =
+                Ratio::new(disk.between(DISK_ERRORS_PER_MILLE.0, DISK_ERRORS_PER_MILLE.1) as u32, 1000);
         }
         if kinds.contains(&FaultKind::PowerCutInCommit) {
             for _ in 0..disk.between(1, 4) {
                 let node = targets.hosts[disk.below(targets.hosts.len() as u64) as usize];
-                schedule.power_cuts_at_disk_ops.push((node, disk.between(50, 3_000)));
+                schedule
+                    .power_cuts_at_disk_ops
+                    .push((node, disk.between(POWER_CUT_DISK_OPS.0, POWER_CUT_DISK_OPS.1)));
             }
             schedule.restart_after_power_cut = Duration::from_millis(disk.between(10, 1_000));
         }

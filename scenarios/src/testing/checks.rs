@@ -15,6 +15,8 @@ pub struct Observed<'a, I, O> {
     pub trace: &'a Trace,
     /// When the faults stopped (the liveness phase began).
     pub faults_stopped: Duration,
+    /// The faults the world injected, by kind.
+    pub faults: &'a dosim_sim::FaultCounts,
 }
 
 /// A property of a run. A violation is a [`Failure`] with [`Evidence`]: the operations behind it and the
@@ -294,7 +296,12 @@ mod tests {
 
     fn judge(check: &dyn Check<CounterOp, i64>, h: &History<CounterOp, i64>) -> Result<(), Failure> {
         let trace = dosim_sim::Trace::new(dosim_sim::TraceMode::Full);
-        check.check(&Observed { history: h, trace: &trace, faults_stopped: ms(90) })
+        check.check(&Observed {
+            history: h,
+            trace: &trace,
+            faults_stopped: ms(90),
+            faults: &Default::default(),
+        })
     }
 
     fn output_gate() -> NoLostWrites<CounterModel> {

@@ -435,7 +435,12 @@ impl<D: Driver> ObjectTest<D> {
         };
         let history = std::mem::take(&mut *history.lock().unwrap_or_else(|e| e.into_inner()));
         let stopped = *stopped_at.lock().unwrap_or_else(|e| e.into_inner());
-        let observed = Observed { history: &history, trace: &report.trace, faults_stopped: stopped };
+        let observed = Observed {
+            history: &history,
+            trace: &report.trace,
+            faults_stopped: stopped,
+            faults: &report.faults,
+        };
         let mut verdict = Ok(());
         for check in &self.checks {
             if let Err(failure) = check.check(&observed) {

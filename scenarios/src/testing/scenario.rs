@@ -151,8 +151,8 @@ impl fmt::Display for Scenario {
     }
 }
 
-/// The check a scenario adds: its faults fired in the seed (counted from the trace's faults and the test's
-/// own injected ones).
+/// The check a scenario adds: its faults fired in the seed (the run's fault counts, and the test's own
+/// injected faults, from its notes in the trace).
 #[derive(Clone, Copy, Debug)]
 pub struct FaultsFired(pub Scenario);
 
@@ -162,37 +162,17 @@ impl<I, O> Check<I, O> for FaultsFired {
     }
 
     fn check(&self, run: &Observed<'_, I, O>) -> Result<(), Failure> {
-        let mut faults = FaultCounts::default();
+        // The world's faults as the run counted them; the kit's own from its notes.
+        let faults = run.faults.clone();
         let mut injected = std::collections::BTreeMap::<String, u64>::new();
         for e in run.trace.events() {
-            match &e.kind {
-                dosim_sim::EventKind::Fault { kind, .. } => faults.add(*kind, 1),
-                dosim_sim::EventKind::Node(a) => {
-                    use dosim_sim::NodeAction as A;
-                    let kind = match a {
-                        A::Crash => Some(dosim_sim::FaultKind::Crash),
-                        A::PowerCut => Some(dosim_sim::FaultKind::PowerCut),
-                        _ => None,
-                    };
-                    if let Some(k) = kind {
-                        faults.add(k, 1);
-                    }
-                }
-                dosim_sim::EventKind::DiskCrash(_) => faults.add(dosim_sim::FaultKind::DiskLostWrite, 1),
-                dosim_sim::EventKind::Note { key, value } if key == "fault" => {
+            if let dosim_sim::EventKind::Note { key, value } = &e.kind {
+                if key == "fault" {
                     let kind = value.split(' ').next().unwrap_or_default().to_string();
                     *injected.entry(kind).or_default() += 1;
                 }
-                _ => {}
             }
         }
-        let disk_errors = run
-            .trace
-            .events()
-            .iter()
-            .filter(|e| matches!(&e.kind, dosim_sim::EventKind::Disk { ok: false, .. }))
-            .count() as u64;
-        faults.add(dosim_sim::FaultKind::DiskIoError, disk_errors);
         let get = |k: &str| injected.get(k).copied().unwrap_or(0);
         match self.0.fired(&faults, &get) {
             Ok(fired) => {
