@@ -144,6 +144,27 @@ mod cli {
             #[arg(long, default_value = "dosim-campaign")]
             out: PathBuf,
         },
+        /// Explore planted bugs with plain random seeds and with the coverage-guided explorer, and print how
+        /// many runs and how much wall time each took to find its bug (medians over the trials).
+        Explore {
+            /// The planted bug's name (see `dosim_scenarios::planted::catalogue`), or `all`.
+            bug: String,
+            /// `random`, `guided` or `both`.
+            #[arg(long, default_value = "both")]
+            strategy: String,
+            /// How many explorations of each bug and strategy (exploration seeds 1 to N).
+            #[arg(long, default_value_t = 11, value_parser = clap::value_parser!(u64).range(1..))]
+            trials: u64,
+            /// At most this many runs per exploration.
+            #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+            budget_runs: u64,
+            /// Explore the bugs' correct twins instead: nothing may be found.
+            #[arg(long)]
+            twin: bool,
+            /// Print each exploration's outcome as it ends.
+            #[arg(long)]
+            verbose: bool,
+        },
         /// Runs tasks from stdin and prints one JSON line each: the process `--jobs` starts.
         #[command(hide = true)]
         Worker,
@@ -198,6 +219,9 @@ mod cli {
                 campaign(&scenarios, &config, &out)
             }
             Command::Merge { dirs, out } => merge(&dirs, &out),
+            Command::Explore { bug, strategy, trials, budget_runs, twin, verbose } => {
+                explore(&bug, &strategy, trials, budget_runs, twin, verbose)
+            }
             Command::Worker => {
                 let stdin = std::io::stdin();
                 match pool::worker(stdin.lock(), std::io::stdout().lock()) {
@@ -271,6 +295,75 @@ mod cli {
                 scenarios.iter().filter(|s| s.negative_control.is_none()).map(|s| s.name).collect();
             Error::Usage(format!("--negative-control: {} has no negative control", none.join(", ")))
         })
+    }
+
+    /// `dosim explore`: the table of runs and wall time until each planted bug is found, per strategy.
+    fn explore(
+        bug: &str,
+        strategy: &str,
+        trials: u64,
+        budget_runs: u64,
+        twin: bool,
+        verbose: bool,
+    ) -> Result<i32, Error> {
+        use dosim_scenarios::explore::{measure, Budget, Strategy};
+        let names: Vec<&str> = dosim_scenarios::planted::catalogue().iter().map(|b| b.name).collect();
+        let bugs: Vec<&str> = if bug == "all" {
+            names.clone()
+        } else if names.contains(&bug) {
+            vec![bug]
+        } else {
+            return Err(Error::Usage(format!("no planted bug {bug}; the bugs: {}", names.join(", "))));
+        };
+        let strategies: Vec<Strategy> = match strategy {
+            "both" => Strategy::ALL.to_vec(),
+            "random" => vec![Strategy::Random],
+            "guided" => vec![Strategy::Guided],
+            other => return Err(Error::Usage(format!("--strategy {other}: random, guided or both"))),
+        };
+        println!(
+            "{:<20} {:<8} {:>11} {:>14} {:>8} {:>11}",
+            "bug", "strategy", "median runs", "median wall ms", "found", "ms per run"
+        );
+        let mut missed = false;
+        for bug in bugs {
+            for &s in &strategies {
+                let progress = |t: u64, o: &dosim_scenarios::explore::ExploreSummary| {
+                    if verbose {
+                        match &o.found {
+                            Some((runs, wall, seed, why)) => eprintln!(
+                                "{bug} {s} trial {t}: found after {runs} runs, {} ms, seed {seed}: {why}",
+                                wall.as_millis()
+                            ),
+                            None => eprintln!(
+                                "{bug} {s} trial {t}: nothing in {} runs, {} ms (corpus {}, {} keys)",
+                                o.runs,
+                                o.wall.as_millis(),
+                                o.corpus_size,
+                                o.coverage_keys
+                            ),
+                        }
+                    }
+                };
+                let Some(m) = measure(bug, s, trials, Budget::runs(budget_runs), twin, progress) else {
+                    return Err(Error::Usage(format!("no planted bug {bug}")));
+                };
+                let runs = m.median_runs.map_or(format!(">{budget_runs}"), |r| r.to_string());
+                let wall = m.median_wall.map_or("-".to_string(), |w| w.as_millis().to_string());
+                println!(
+                    "{:<20} {:<8} {:>11} {:>14} {:>8} {:>11.1}",
+                    m.bug,
+                    s.name(),
+                    runs,
+                    wall,
+                    format!("{}/{}", m.found, m.trials),
+                    m.mean_run.as_secs_f64() * 1000.0
+                );
+                missed |= if twin { m.found > 0 } else { m.found < m.trials };
+            }
+        }
+        // A twin found failing, or a bug some trial missed: exit 1.
+        Ok(i32::from(missed))
     }
 
     /// The command that starts a worker: this binary's hidden `worker` subcommand.

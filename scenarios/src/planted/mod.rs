@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use dosim_sim::{RunFailure, RunReport, Seed};
 
+use crate::explore::{explore, Budget, ExploreSummary, Strategy};
 use crate::faults::{FaultKind, FaultMix};
 use crate::testing::{CounterCalls, CounterModel, Linearizable, NoLostWrites, ObjectTest, Workload};
 use objects::{
@@ -96,6 +97,51 @@ pub fn catalogue() -> Vec<PlantedBug> {
             found_within: 30,
         },
     ]
+}
+
+/// Explores planted bug `name` (its buggy object, or its correct twin if `twin`) with the coverage-guided
+/// explorer ([`crate::explore::explore`]) under the same test as [`catalogue`]'s entry; `None` if there is
+/// no such bug.
+pub fn explore_bug(
+    name: &str,
+    twin: bool,
+    budget: Budget,
+    strategy: Strategy,
+    seed: Seed,
+) -> Option<ExploreSummary> {
+    macro_rules! run {
+        ($make:expr) => {
+            Some(explore($make, budget, strategy, seed).summary())
+        };
+    }
+    match (name, twin) {
+        ("concurrent-read", false) => {
+            run!(|s| counter_test(s, Backend::Kv, eviction()).kv_class::<ConcurrentReadCounter>("C"))
+        }
+        ("concurrent-read", true) => {
+            run!(|s| counter_test(s, Backend::Kv, eviction()).kv_class::<SafeCounter>("C"))
+        }
+        ("write-behind", false) => {
+            run!(|s| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter>("C"))
+        }
+        ("write-behind", true) => {
+            run!(|s| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter<1>>("C"))
+        }
+        ("unconfirmed-write", false) => {
+            run!(|s| counter_test(s, Backend::Kv, crashes()).kv_class::<UnconfirmedWriteCounter>("C"))
+        }
+        ("unconfirmed-write", true) => {
+            run!(|s| counter_test(s, Backend::Kv, crashes()).kv_class::<SafeCounter>("C"))
+        }
+        ("stale-cache", false) => run!(|s| guarded_test(s).class::<CachedCounter>("C")),
+        ("stale-cache", true) => run!(|s| guarded_test(s).class::<CachedCounter<true>>("C")),
+        ("double-charge", false) => run!(charging_test::<false>),
+        ("double-charge", true) => run!(charging_test::<true>),
+        ("retried-add", _) => run!(|s| retry_test(s, RetryingCalls { retry: !twin })),
+        ("superseded-ticket", false) => run!(|s| ticket_test(s).class::<TicketDispenser>("C")),
+        ("superseded-ticket", true) => run!(|s| ticket_test(s).class::<TicketDispenser<true>>("C")),
+        _ => None,
+    }
 }
 
 /// Tickets (adds of 1 to a counter) on a cluster whose hosts are superseded (the `superseded` scenario).
