@@ -139,8 +139,12 @@ pub enum CoverageKey {
     /// A kind of trace event (with its detail: an action, a drop reason, a disk operation and its file's
     /// shape, a note's key) on a node in a state (`up`, `down`, `paused`; `-` for no node).
     Event(String, &'static str),
-    /// A runtime log line's shape under its target.
-    Log(String, String),
+    /// A runtime log line's shape under its target, with how often the run logged it (a power-of-two
+    /// bucket, as for `sometimes` points).
+    Log(String, String, u8),
+    /// Two log shapes one after the other on one node (the previous, then this one): the analogue of a
+    /// fuzzer's edge coverage, which tells interleavings apart that reach the same lines.
+    LogEdge(String, String),
     /// A kind of fault and the phase it hit: the state of the node it hit, and whether its disk held
     /// unsynced writes (`dirty`) or not (`clean`).
     Fault(String, &'static str, &'static str),
@@ -151,7 +155,8 @@ impl fmt::Display for CoverageKey {
         match self {
             CoverageKey::Sometimes(name, bucket) => write!(f, "sometimes {name} ×2^{bucket}"),
             CoverageKey::Event(kind, state) => write!(f, "event {kind} on {state}"),
-            CoverageKey::Log(target, shape) => write!(f, "log {target}: {shape}"),
+            CoverageKey::Log(target, shape, bucket) => write!(f, "log {target}: {shape} ×2^{bucket}"),
+            CoverageKey::LogEdge(before, after) => write!(f, "log edge {before} → {after}"),
             CoverageKey::Fault(kind, state, disk) => write!(f, "fault {kind} on {state}/{disk}"),
         }
     }
@@ -255,7 +260,7 @@ pub fn coverage_of(sometimes: &BTreeMap<String, u64>, trace: &Trace) -> BTreeSet
     let mut keys = BTreeSet::new();
     for (name, &n) in sometimes {
         if n > 0 {
-            keys.insert(CoverageKey::Sometimes(name.clone(), (63 - n.leading_zeros()) as u8));
+            keys.insert(CoverageKey::Sometimes(name.clone(), bucket(n)));
         }
     }
     let mut states: BTreeMap<NodeId, NodeState> = BTreeMap::new();
@@ -272,6 +277,8 @@ pub fn coverage_of(sometimes: &BTreeMap<String, u64>, trace: &Trace) -> BTreeSet
         let disk = if node.is_some_and(|n| dirty.contains(&n)) { "dirty" } else { "clean" };
         keys.insert(CoverageKey::Fault(kind, state_of(states, node), disk));
     };
+    let mut logs: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut last_log: BTreeMap<u32, String> = BTreeMap::new();
     for e in trace.events() {
         let here = state_of(&states, e.node);
         let (label, state) = match &e.kind {
@@ -333,13 +340,26 @@ pub fn coverage_of(sometimes: &BTreeMap<String, u64>, trace: &Trace) -> BTreeSet
                 (format!("note {key}"), here)
             }
             EventKind::Log { target, text } => {
-                keys.insert(CoverageKey::Log(target.clone(), log_shape(text)));
+                let shape = log_shape(text);
+                *logs.entry((target.clone(), shape.clone())).or_default() += 1;
+                let node = e.node.map_or(u32::MAX, |n| n.0);
+                if let Some(before) = last_log.insert(node, shape.clone()) {
+                    keys.insert(CoverageKey::LogEdge(before, shape));
+                }
                 (format!("log {target}"), here)
             }
         };
         keys.insert(CoverageKey::Event(label, state));
     }
+    for ((target, shape), n) in logs {
+        keys.insert(CoverageKey::Log(target, shape, bucket(n)));
+    }
     keys
+}
+
+/// The power-of-two bucket of a count of at least 1: 0 for 1, 1 for 2–3, 2 for 4–7, …
+fn bucket(n: u64) -> u8 {
+    (63 - n.max(1).leading_zeros()) as u8
 }
 
 /// The coverage of a passing run.
