@@ -444,6 +444,36 @@ pub fn explore<D: Driver>(
     }
 }
 
+/// How many mutations [`plan_from_bytes`] applies at most.
+pub const BYTES_MUTATIONS_MAX: usize = 64;
+
+/// The seed and plan of a run of `make`'s test that `bytes` decide, for a byte-level fuzzer (`fuzz/`): the
+/// first 8 bytes are the seed (little-endian, zero-padded); each following chunk of 8 bytes (at most
+/// [`BYTES_MUTATIONS_MAX`]) is one mutation of the seed's plan, drawn as [`explore`] draws its mutations
+/// from a stream the chunk seeds. A fuzzer that changes one chunk changes one mutation, and a longer input
+/// mutates more.
+pub fn plan_from_bytes<D: Driver>(
+    make: impl Fn(Seed) -> ObjectTest<D>,
+    bytes: &[u8],
+) -> (Seed, RunPlan<D::Input>) {
+    let word = |chunk: &[u8]| {
+        let mut b = [0u8; 8];
+        b[..chunk.len()].copy_from_slice(chunk);
+        u64::from_le_bytes(b)
+    };
+    let mut chunks = bytes.chunks(8);
+    let mut seed = Seed(chunks.next().map_or(0, word));
+    let test = make(seed);
+    let mut plan = test.plan();
+    for chunk in chunks.take(BYTES_MUTATIONS_MAX) {
+        let mut rng = SimRng::substream(Seed(word(chunk)), "fuzz-mutation");
+        if let Some(s) = mutate_plan(&test, &mut plan, &mut rng) {
+            seed = s;
+        }
+    }
+    (seed, plan)
+}
+
 /// The mutations of a plan, in the order [`mutate_plan`] draws among them.
 const MUTATIONS: [&str; 10] = [
     "add-op",

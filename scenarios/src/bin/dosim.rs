@@ -165,6 +165,22 @@ mod cli {
             #[arg(long)]
             verbose: bool,
         },
+        /// What one run of a built-in scenario costs at a given size: wall time per seed, split into the
+        /// simulation and the checks after it, and the trace's size (for docs/PERFORMANCE.md).
+        #[command(hide = true)]
+        Cost {
+            /// The built-in scenario.
+            scenario: String,
+            /// Clients.
+            #[arg(long, default_value_t = 4)]
+            clients: u32,
+            /// Operations per client.
+            #[arg(long, default_value_t = 50)]
+            ops: u32,
+            /// Seeds (from 1).
+            #[arg(long, default_value_t = 100)]
+            seeds: u64,
+        },
         /// Runs tasks from stdin and prints one JSON line each: the process `--jobs` starts.
         #[command(hide = true)]
         Worker,
@@ -219,6 +235,7 @@ mod cli {
                 campaign(&scenarios, &config, &out)
             }
             Command::Merge { dirs, out } => merge(&dirs, &out),
+            Command::Cost { scenario, clients, ops, seeds } => cost(&scenario, clients, ops, seeds),
             Command::Explore { bug, strategy, trials, budget_runs, twin, verbose } => {
                 explore(&bug, &strategy, trials, budget_runs, twin, verbose)
             }
@@ -295,6 +312,59 @@ mod cli {
                 scenarios.iter().filter(|s| s.negative_control.is_none()).map(|s| s.name).collect();
             Error::Usage(format!("--negative-control: {} has no negative control", none.join(", ")))
         })
+    }
+
+    /// `dosim cost`: the mean cost of a run of a built-in scenario with `clients` x `ops` operations.
+    fn cost(scenario: &str, clients: u32, ops: u32, seeds: u64) -> Result<i32, Error> {
+        use dosim_scenarios::planted::objects::SafeCounter;
+        use dosim_scenarios::testing::{
+            CounterCalls, CounterModel, Linearizable, NoLostWrites, ObjectTest, Scenario as Kit, Workload,
+        };
+        let Some(kit) = Kit::named(scenario) else {
+            return Err(Error::Usage(format!("no built-in scenario {scenario}")));
+        };
+        let (mut total, mut sim, mut events, mut failed) = (Duration::ZERO, Duration::ZERO, 0u64, 0u64);
+        for s in 1..=seeds {
+            let test = ObjectTest::new(Seed(s))
+                .workload(
+                    Workload::new("C", CounterCalls::rpc("add", "read"))
+                        .objects(["a", "b", "c"])
+                        .clients(clients)
+                        .ops_per_client(ops)
+                        .over(Duration::from_secs(20)),
+                )
+                .scenario(kit)
+                .check(Linearizable(CounterModel::default()))
+                .check(NoLostWrites::counter())
+                .class::<SafeCounter>("C");
+            let start = Instant::now();
+            let result = test.run();
+            total += start.elapsed();
+            match result {
+                Ok(r) => {
+                    sim += r.wall_time;
+                    events += r.trace.len();
+                }
+                Err(f) => {
+                    sim += f.wall_time;
+                    events += f.trace.len();
+                    failed += 1;
+                }
+            }
+        }
+        let n = seeds as f64;
+        let per_seed = total.as_secs_f64() / n;
+        println!("scenario {scenario}: {clients} clients x {ops} ops, {seeds} seeds ({failed} failed)");
+        println!(
+            "  per seed: {:.2} ms ({:.2} ms simulation, {:.2} ms checks)",
+            per_seed * 1e3,
+            sim.as_secs_f64() / n * 1e3,
+            (total - sim).as_secs_f64() / n * 1e3
+        );
+        println!("  trace events per seed: {:.0}", events as f64 / n);
+        println!("  seeds per hour per core: {:.0}", 3600.0 / per_seed);
+        println!("  simulated requests per wall second: {:.0}", f64::from(clients * ops) / per_seed);
+        Ok(0)
     }
 
     /// `dosim explore`: the table of runs and wall time until each planted bug is found, per strategy.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use dosim_sim::{RunFailure, RunReport, Seed};
 
-use crate::explore::{explore, Budget, ExploreSummary, Strategy};
+use crate::explore::{explore, plan_from_bytes, Budget, ExploreSummary, Strategy};
 use crate::faults::{FaultKind, FaultMix};
 use crate::testing::{CounterCalls, CounterModel, Linearizable, NoLostWrites, ObjectTest, Workload};
 use objects::{
@@ -99,9 +99,77 @@ pub fn catalogue() -> Vec<PlantedBug> {
     ]
 }
 
-/// Explores planted bug `name` (its buggy object, or its correct twin if `twin`) with the coverage-guided
-/// explorer ([`crate::explore::explore`]) under the same test as [`catalogue`]'s entry; `None` if there is
-/// no such bug.
+/// Runs `$body` with `$make` bound to the test of planted bug `$name` (its buggy object, or its correct twin
+/// if `$twin`), a `Fn(Seed) -> ObjectTest<_>` under the same test as [`catalogue`]'s entry; `None` if there
+/// is no such bug.
+macro_rules! with_bug {
+    ($name:expr, $twin:expr, |$make:ident| $body:expr) => {
+        match ($name, $twin) {
+            ("concurrent-read", false) => {
+                let $make =
+                    |s: Seed| counter_test(s, Backend::Kv, eviction()).kv_class::<ConcurrentReadCounter>("C");
+                Some($body)
+            }
+            ("concurrent-read", true) => {
+                let $make = |s: Seed| counter_test(s, Backend::Kv, eviction()).kv_class::<SafeCounter>("C");
+                Some($body)
+            }
+            ("write-behind", false) => {
+                let $make =
+                    |s: Seed| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter>("C");
+                Some($body)
+            }
+            ("write-behind", true) => {
+                let $make = |s: Seed| {
+                    counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter<1>>("C")
+                };
+                Some($body)
+            }
+            ("unconfirmed-write", false) => {
+                let $make = |s: Seed| {
+                    counter_test(s, Backend::Kv, crashes()).kv_class::<UnconfirmedWriteCounter>("C")
+                };
+                Some($body)
+            }
+            ("unconfirmed-write", true) => {
+                let $make = |s: Seed| counter_test(s, Backend::Kv, crashes()).kv_class::<SafeCounter>("C");
+                Some($body)
+            }
+            ("stale-cache", false) => {
+                let $make = |s: Seed| guarded_test(s).class::<CachedCounter>("C");
+                Some($body)
+            }
+            ("stale-cache", true) => {
+                let $make = |s: Seed| guarded_test(s).class::<CachedCounter<true>>("C");
+                Some($body)
+            }
+            ("double-charge", false) => {
+                let $make = charging_test::<false>;
+                Some($body)
+            }
+            ("double-charge", true) => {
+                let $make = charging_test::<true>;
+                Some($body)
+            }
+            ("retried-add", twin) => {
+                let $make = |s: Seed| retry_test(s, RetryingCalls { retry: !twin });
+                Some($body)
+            }
+            ("superseded-ticket", false) => {
+                let $make = |s: Seed| ticket_test(s).class::<TicketDispenser>("C");
+                Some($body)
+            }
+            ("superseded-ticket", true) => {
+                let $make = |s: Seed| ticket_test(s).class::<TicketDispenser<true>>("C");
+                Some($body)
+            }
+            _ => None,
+        }
+    };
+}
+
+/// Explores planted bug `name` (its buggy object, or its correct twin if `twin`) with
+/// [`crate::explore::explore`] under the same test as [`catalogue`]'s entry; `None` if there is no such bug.
 pub fn explore_bug(
     name: &str,
     twin: bool,
@@ -109,39 +177,17 @@ pub fn explore_bug(
     strategy: Strategy,
     seed: Seed,
 ) -> Option<ExploreSummary> {
-    macro_rules! run {
-        ($make:expr) => {
-            Some(explore($make, budget, strategy, seed).summary())
-        };
-    }
-    match (name, twin) {
-        ("concurrent-read", false) => {
-            run!(|s| counter_test(s, Backend::Kv, eviction()).kv_class::<ConcurrentReadCounter>("C"))
-        }
-        ("concurrent-read", true) => {
-            run!(|s| counter_test(s, Backend::Kv, eviction()).kv_class::<SafeCounter>("C"))
-        }
-        ("write-behind", false) => {
-            run!(|s| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter>("C"))
-        }
-        ("write-behind", true) => {
-            run!(|s| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter<1>>("C"))
-        }
-        ("unconfirmed-write", false) => {
-            run!(|s| counter_test(s, Backend::Kv, crashes()).kv_class::<UnconfirmedWriteCounter>("C"))
-        }
-        ("unconfirmed-write", true) => {
-            run!(|s| counter_test(s, Backend::Kv, crashes()).kv_class::<SafeCounter>("C"))
-        }
-        ("stale-cache", false) => run!(|s| guarded_test(s).class::<CachedCounter>("C")),
-        ("stale-cache", true) => run!(|s| guarded_test(s).class::<CachedCounter<true>>("C")),
-        ("double-charge", false) => run!(charging_test::<false>),
-        ("double-charge", true) => run!(charging_test::<true>),
-        ("retried-add", _) => run!(|s| retry_test(s, RetryingCalls { retry: !twin })),
-        ("superseded-ticket", false) => run!(|s| ticket_test(s).class::<TicketDispenser>("C")),
-        ("superseded-ticket", true) => run!(|s| ticket_test(s).class::<TicketDispenser<true>>("C")),
-        _ => None,
-    }
+    with_bug!(name, twin, |make| explore(make, budget, strategy, seed).summary())
+}
+
+/// Runs planted bug `name`'s test (its buggy object, or its correct twin if `twin`) under the seed and plan
+/// that `bytes` decide ([`crate::explore::plan_from_bytes`]): a fuzzer's target. `None` if there is no such
+/// bug.
+pub fn run_bytes(name: &str, twin: bool, bytes: &[u8]) -> Option<Result<RunReport, RunFailure>> {
+    with_bug!(name, twin, |make| {
+        let (seed, plan) = plan_from_bytes(&make, bytes);
+        make(seed).run_plan(plan)
+    })
 }
 
 /// Tickets (adds of 1 to a counter) on a cluster whose hosts are superseded (the `superseded` scenario).

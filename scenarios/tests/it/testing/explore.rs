@@ -5,9 +5,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use dosim_scenarios::explore::{coverage_of, explore, log_shape, Budget, CoverageKey, Strategy};
-use dosim_scenarios::planted::explore_bug;
+use dosim_scenarios::explore::{
+    coverage_of, explore, log_shape, plan_from_bytes, Budget, CoverageKey, Strategy,
+};
 use dosim_scenarios::planted::objects::{ConcurrentReadCounter, SafeCounter};
+use dosim_scenarios::planted::{explore_bug, run_bytes};
 use dosim_scenarios::testing::{
     CounterCalls, CounterModel, FaultKind, FaultMix, Linearizable, NoLostWrites, ObjectTest, Workload,
 };
@@ -143,4 +145,19 @@ fn guided_exploration_finds_a_planted_bug_and_nothing_in_its_twin() {
     assert_eq!(twin.found, None, "the twin must pass every run");
     assert_eq!(twin.runs, 30);
     assert!(twin.corpus_size > 1 && twin.coverage_keys > 20, "{twin:?}");
+}
+
+#[test]
+fn a_fuzzers_bytes_decide_the_seed_and_the_mutations_of_its_plan() {
+    let make = |s| counter_under_evictions(s, false);
+    let seed_only = 7u64.to_le_bytes();
+    assert_eq!(plan_from_bytes(make, &seed_only), (Seed(7), make(Seed(7)).plan()));
+    let mut bytes = seed_only.to_vec();
+    bytes.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]);
+    let (seed, plan) = plan_from_bytes(make, &bytes);
+    assert_eq!(plan_from_bytes(make, &bytes), (seed, plan.clone()), "the same bytes, the same run");
+    let mutated = seed != Seed(7) || plan != make(Seed(7)).plan();
+    assert!(mutated, "three chunks of mutations change the seed or the plan");
+    // The fuzz target's entry point runs it.
+    assert!(run_bytes("no-such-bug", false, &bytes).is_none());
 }
