@@ -1,10 +1,11 @@
 //! Coverage-guided exploration of an [`ObjectTest`], on the stable toolchain: a fuzzer's loop over run
 //! plans instead of bytes.
 //!
-//! The coverage of a run is a set of [`CoverageKey`]s read from its report: the `sometimes` points it
-//! reached (with how often, in power-of-two buckets), each kind of trace event paired with the state of the
-//! node it happened on, the *shapes* of the runtime's log lines (numbers, hex ids and quoted values replaced
-//! by placeholders, per target), and each kind of fault paired with the phase it hit (the node's state, and
+//! The coverage of a run is a set of [`CoverageKey`]s read from its report: the `sometimes` points it reached
+//! (with how often, in power-of-two buckets), each kind of trace event paired with the state of the node it
+//! happened on, the *shapes* of the runtime's log lines (numbers, hex ids and quoted values replaced by
+//! placeholders, per target) with how often each was logged, the pairs of shapes logged one after the other
+//! on a node (a fuzzer's edges), and each kind of fault paired with the phase it hit (the node's state, and
 //! whether its disk held unsynced writes). [`explore`] keeps a corpus of the runs (seed and [`RunPlan`]) that
 //! added keys no earlier run had; each iteration either runs a fresh seed, or takes a corpus entry and
 //! mutates its plan (adds, removes, duplicates or changes an operation, shifts think times, adds, removes or

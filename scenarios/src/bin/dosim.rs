@@ -1,4 +1,5 @@
-//! `dosim`: list the scenarios, run them over seeds, replay one seed, run and merge fuzz campaigns.
+//! `dosim`: list the scenarios, run them over seeds, replay one seed, run and merge fuzz campaigns, explore
+//! the planted bugs.
 //!
 //! - `dosim list`;
 //! - `dosim run <scenario|all> [--seed S] [--seeds N] [--jobs J] [--json] [--check-determinism]
@@ -10,7 +11,13 @@
 //! - `dosim campaign [--scenarios LIST|all] [--seeds N | --time DURATION] [--jobs J] [--shard I/N] [--out DIR]
 //!   [--seed-base S] [--determinism-share P | --check-determinism] [--negative-control]`: the nightly fuzz
 //!   campaign, writing `report.json`, `regressions.txt` and `failures/` to its directory;
-//! - `dosim merge <DIR>... [--out DIR]`: the reports of a campaign's shards, merged.
+//! - `dosim merge <DIR>... [--out DIR]`: the reports of a campaign's shards, merged;
+//! - `dosim explore <planted-bug|all> [--strategy random|guided|both] [--trials N] [--budget-runs N] [--twin]
+//!   [--verbose]`: how many runs and how much wall time plain random seeds and the coverage-guided explorer
+//!   (`dosim_scenarios::explore`) take to find each planted bug, the medians over N explorations; exits 1 if
+//!   some exploration missed its bug (or, with `--twin`, found a failure in a correct twin);
+//! - `dosim cost <scenario> [--clients C] [--ops N] [--seeds S]` (hidden): the wall time of a run of a
+//!   built-in scenario with C × N operations, for docs/PERFORMANCE.md.
 //!
 //! Exit codes (the README has the table): 0 when every seed passed, 2 on a usage error, and for the first
 //! failing seed 3 for a broken invariant, 4 for a liveness failure (something pending after the liveness
