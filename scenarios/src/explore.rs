@@ -496,7 +496,7 @@ fn mutate_plan<D: Driver>(
     plan: &mut RunPlan<D::Input>,
     rng: &mut SimRng,
 ) -> Option<Seed> {
-    let Some(workload) = test.workload_of() else { return None };
+    let workload = test.workload_of()?;
     let mean_think = workload.duration.as_millis() as u64 / u64::from(workload.ops_per_client.max(1));
     let think = |rng: &mut SimRng| {
         Duration::from_millis(rng.between(0, 2 * (mean_think / THINK_TICK_MS).max(1)) * THINK_TICK_MS)

@@ -185,7 +185,7 @@ pub fn explore_bug(
 /// bug.
 pub fn run_bytes(name: &str, twin: bool, bytes: &[u8]) -> Option<Result<RunReport, RunFailure>> {
     with_bug!(name, twin, |make| {
-        let (seed, plan) = plan_from_bytes(&make, bytes);
+        let (seed, plan) = plan_from_bytes(make, bytes);
         make(seed).run_plan(plan)
     })
 }
