@@ -476,8 +476,10 @@ pub fn plan_from_bytes<D: Driver>(
 }
 
 /// The mutations of a plan, in the order [`mutate_plan`] draws among them.
-const MUTATIONS: [&str; 10] = [
+const MUTATIONS: [&str; 12] = [
     "add-op",
+    "collide",
+    "fault-after-op",
     "remove-op",
     "duplicate-op",
     "change-op",
@@ -519,6 +521,46 @@ fn mutate_plan<D: Driver>(
                 think: think(rng),
             };
             ops.insert(at, op);
+        }
+        "collide" if clients > 1 => {
+            // Two clients call one object at once: client b's operation nearest in planned time to client
+            // a's operation moves onto a's object and to a's time (the think times before it add up to it).
+            let a = rng.below(clients) as usize;
+            let b = (a + 1 + rng.below(clients - 1) as usize) % plan.ops.len();
+            if plan.ops[a].is_empty() || plan.ops[b].is_empty() {
+                return Some(Seed(rng.next_u64()));
+            }
+            let i = rng.below(plan.ops[a].len() as u64) as usize;
+            let at =
+                |ops: &[PlannedOp<D::Input>], k: usize| ops[..=k].iter().map(|o| o.think).sum::<Duration>();
+            let target = at(&plan.ops[a], i);
+            let object = plan.ops[a][i].object;
+            let j = (0..plan.ops[b].len()).min_by_key(|&k| at(&plan.ops[b], k).abs_diff(target)).unwrap_or(0);
+            let before = at(&plan.ops[b], j) - plan.ops[b][j].think;
+            let op = &mut plan.ops[b][j];
+            op.object = object;
+            op.think = target.saturating_sub(before);
+        }
+        "fault-after-op" if clients > 0 && !timed_kinds.is_empty() => {
+            // A fault lands just after an operation's planned time: while its write may still be in flight.
+            let ops = &plan.ops[rng.below(clients) as usize];
+            if ops.is_empty() {
+                return Some(Seed(rng.next_u64()));
+            }
+            let i = rng.below(ops.len() as u64) as usize;
+            let planned = start + ops[..=i].iter().map(|o| o.think).sum::<Duration>();
+            let at = planned + Duration::from_millis(rng.below(THINK_TICK_MS));
+            let kind = timed_kinds[rng.below(timed_kinds.len() as u64) as usize];
+            match FaultMix::draw_action(kind, rng, &targets) {
+                Some(action) if !matches!(action, Action::Supersede { .. }) => {
+                    plan.schedule.timed.push(TimedFault { at, action });
+                    if !plan.schedule.kinds.contains(&kind) {
+                        plan.schedule.kinds.push(kind);
+                        plan.schedule.kinds.sort();
+                    }
+                }
+                _ => return Some(Seed(rng.next_u64())),
+            }
         }
         "remove-op" if clients > 0 => {
             let ops = &mut plan.ops[rng.below(clients) as usize];
@@ -638,7 +680,7 @@ impl<I> ExploreOutcome<I> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Measurement {
     /// The planted bug.
-    pub bug: &'static str,
+    pub bug: String,
     /// The strategy.
     pub strategy: Strategy,
     /// How many explorations ran.
@@ -670,7 +712,8 @@ fn median<T: Ord + Copy>(values: &[Option<T>]) -> Option<T> {
     v[(v.len() - 1) / 2]
 }
 
-/// Explores planted bug `bug` (its buggy object, or its correct twin if `twin`) with `strategy` for
+/// Explores planted bug `bug` (a name of the catalogue or of [`crate::planted::SPARSE_VARIANTS`]; its buggy
+/// object, or its correct twin if `twin`) with `strategy` for
 /// `trials` explorations (exploration seeds 1 to `trials`), each within `budget`, and sums them up;
 /// `None` if there is no such bug. `progress` sees each exploration's summary as it ends.
 pub fn measure(
@@ -681,7 +724,11 @@ pub fn measure(
     twin: bool,
     mut progress: impl FnMut(u64, &ExploreSummary),
 ) -> Option<Measurement> {
-    let entry = crate::planted::catalogue().into_iter().find(|b| b.name == bug)?;
+    let known = crate::planted::catalogue().iter().any(|b| b.name == bug)
+        || crate::planted::SPARSE_VARIANTS.contains(&bug);
+    if !known {
+        return None;
+    }
     let (mut runs, mut walls, mut found) = (Vec::new(), Vec::new(), 0);
     let (mut all_runs, mut all_wall) = (0u64, Duration::ZERO);
     for t in 1..=trials {
@@ -702,7 +749,7 @@ pub fn measure(
         }
     }
     Some(Measurement {
-        bug: entry.name,
+        bug: bug.to_string(),
         strategy,
         trials,
         found,

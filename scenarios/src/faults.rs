@@ -201,6 +201,11 @@ impl FaultMix {
         self
     }
 
+    /// The mean time between two faults.
+    pub fn mean_interval_of(&self) -> Duration {
+        self.mean_interval
+    }
+
     /// The kinds asked for.
     pub fn kinds(&self) -> impl Iterator<Item = FaultKind> + '_ {
         self.kinds.iter().copied()

@@ -154,7 +154,8 @@ mod cli {
         /// Explore planted bugs with plain random seeds and with the coverage-guided explorer, and print how
         /// many runs and how much wall time each took to find its bug (medians over the trials).
         Explore {
-            /// The planted bug's name (see `dosim_scenarios::planted::catalogue`), or `all`.
+            /// The planted bug's name (see `dosim_scenarios::planted::catalogue`; or a harder variant of
+            /// `SPARSE_VARIANTS`, such as `concurrent-read/sparse`), or `all` (the catalogue).
             bug: String,
             /// `random`, `guided` or `both`.
             #[arg(long, default_value = "both")]
@@ -384,9 +385,11 @@ mod cli {
         verbose: bool,
     ) -> Result<i32, Error> {
         use dosim_scenarios::explore::{measure, Budget, Strategy};
-        let names: Vec<&str> = dosim_scenarios::planted::catalogue().iter().map(|b| b.name).collect();
+        let mut names: Vec<&str> = dosim_scenarios::planted::catalogue().iter().map(|b| b.name).collect();
+        let catalogue = names.clone();
+        names.extend(dosim_scenarios::planted::SPARSE_VARIANTS);
         let bugs: Vec<&str> = if bug == "all" {
-            names.clone()
+            catalogue
         } else if names.contains(&bug) {
             vec![bug]
         } else {

@@ -163,9 +163,46 @@ macro_rules! with_bug {
                 let $make = |s: Seed| ticket_test(s).class::<TicketDispenser<true>>("C");
                 Some($body)
             }
+            ("concurrent-read/sparse", false) => {
+                let $make = |s: Seed| sparse_test(s, eviction()).kv_class::<ConcurrentReadCounter>("C");
+                Some($body)
+            }
+            ("concurrent-read/sparse", true) => {
+                let $make = |s: Seed| sparse_test(s, eviction()).kv_class::<SafeCounter>("C");
+                Some($body)
+            }
+            ("unconfirmed-write/sparse", false) => {
+                let $make = |s: Seed| sparse_test(s, crashes()).kv_class::<UnconfirmedWriteCounter>("C");
+                Some($body)
+            }
+            ("unconfirmed-write/sparse", true) => {
+                let $make = |s: Seed| sparse_test(s, crashes()).kv_class::<SafeCounter>("C");
+                Some($body)
+            }
             _ => None,
         }
     };
+}
+
+/// Harder variants of planted bugs, for measuring explorers (`dosim explore`) where plain random seeds need
+/// many runs: the same objects under [`sparse_test`]'s smaller workload. Not in the [`catalogue`].
+pub const SPARSE_VARIANTS: [&str; 2] = ["concurrent-read/sparse", "unconfirmed-write/sparse"];
+
+/// [`counter_test`] with 2 clients of 8 operations each over 12 s (so calls seldom overlap), and the faults
+/// of `faults` three times as far apart.
+fn sparse_test(seed: Seed, faults: FaultMix) -> ObjectTest<CounterCalls> {
+    let interval = faults.mean_interval_of() * 3;
+    ObjectTest::new(seed)
+        .workload(
+            Workload::new("C", CounterCalls::rpc("add", "read"))
+                .objects(["a", "b"])
+                .clients(2)
+                .ops_per_client(8)
+                .over(Duration::from_secs(12)),
+        )
+        .faults(faults.mean_interval(interval))
+        .check(NoLostWrites::counter())
+        .check(Linearizable(CounterModel::default()))
 }
 
 /// Explores planted bug `name` (its buggy object, or its correct twin if `twin`) with
