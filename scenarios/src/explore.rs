@@ -12,6 +12,10 @@
 //! shifts a fault drawn as [`FaultMix::draw`] draws them, or keeps the plan under another seed), and keeps
 //! the result if it adds coverage. It stops at the first failing run, or when its [`Budget`] is used.
 //!
+//! Two of the mutations aim at the bugs of objects rather than at coverage: `collide` moves another client's
+//! nearest operation onto an operation's object and time (two calls overlap), and `fault-after-op` puts a
+//! fault of the test's mix just after an operation's planned time (while its write may be in flight).
+//!
 //! Every choice comes from [`SimRng`] streams of the explorer's own seed, so under a run budget an
 //! exploration is deterministic: the same seed gives the same corpus and the same first failure.
 //! [`Strategy::Random`] is the baseline the guided loop is measured against: fresh seeds only, which is
