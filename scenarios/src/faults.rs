@@ -207,6 +207,11 @@ impl FaultMix {
         self
     }
 
+    /// The mean time between two faults.
+    pub fn mean_interval_of(&self) -> Duration {
+        self.mean_interval
+    }
+
     /// The kinds asked for.
     pub fn kinds(&self) -> impl Iterator<Item = FaultKind> + '_ {
         self.kinds.iter().copied()
@@ -243,13 +248,7 @@ impl FaultMix {
             return schedule;
         }
         // Timed faults: a Poisson-ish process over the span, each fault of a kind drawn from the timed ones.
-        let timed: Vec<FaultKind> = kinds
-            .iter()
-            .copied()
-            .filter(|k| {
-                !matches!(k, FaultKind::DiskErrors | FaultKind::Network | FaultKind::PowerCutInCommit)
-            })
-            .collect();
+        let timed: Vec<FaultKind> = kinds.iter().copied().filter(|k| FaultMix::is_timed(*k)).collect();
         let mut times = SimRng::substream(seed, "fault-times");
         let mean = self.mean_interval.as_millis() as u64;
         let mut at = start;
@@ -260,43 +259,13 @@ impl FaultMix {
                 break;
             }
             let kind = timed[times.below(timed.len() as u64) as usize];
-            let host = targets.hosts[times.below(targets.hosts.len() as u64) as usize];
-            let outage = Duration::from_millis(times.between(50, FAULT_MAX_OUTAGE.as_millis() as u64));
-            let action = match kind {
-                FaultKind::Crash => Action::Crash { node: host, outage },
-                FaultKind::PowerCut => Action::PowerCut { node: host, outage },
-                FaultKind::Pause => Action::Pause { node: host, outage },
-                FaultKind::Eviction => Action::Evict { node: host },
-                FaultKind::Overload => Action::Overload {
-                    object: times.below(1 << 16) as u32,
-                    calls: times.between(1, OVERLOAD_MAX as u64) as u32,
-                },
-                FaultKind::Reset => Action::Reset { object: times.below(1 << 16) as u32 },
-                FaultKind::CodeUpdate => Action::CodeUpdate { node: host },
-                FaultKind::Partition => {
-                    let Some(cluster) = &targets.cluster else { continue };
-                    let hop = Hop::ALL[times.below(Hop::ALL.len() as u64) as usize];
-                    let (from, to) = match hop {
-                        Hop::HostDirectory => (host, cluster.directory),
-                        Hop::FrontHost => (cluster.front, host),
-                        Hop::HostStorage => (host, cluster.storage),
-                    };
-                    Action::Partition { hop, from, to, outage }
-                }
-                FaultKind::Supersede => {
-                    if targets.cluster.is_none() || targets.hosts.len() < 2 {
-                        continue;
-                    }
-                    // One at a time: the next fault comes after this one's timeline.
-                    let action = Action::Supersede { survivor: host };
-                    schedule.timed.push(TimedFault { at, action });
-                    at += SUPERSEDE_TIMELINE.3;
-                    continue;
-                }
-                FaultKind::DiskErrors | FaultKind::Network | FaultKind::PowerCutInCommit => {
-                    unreachable!("not a timed fault")
-                }
-            };
+            let Some(action) = FaultMix::draw_action(kind, &mut times, targets) else { continue };
+            if let Action::Supersede { .. } = action {
+                // One at a time: the next fault comes after this one's timeline.
+                schedule.timed.push(TimedFault { at, action });
+                at += SUPERSEDE_TIMELINE.3;
+                continue;
+            }
             schedule.timed.push(TimedFault { at, action });
         }
         let mut disk = SimRng::substream(seed, "disk");
@@ -320,6 +289,54 @@ impl FaultMix {
             schedule.net_reorder = Ratio::new(net.between(1, 50) as u32, 1000);
         }
         schedule
+    }
+}
+
+impl FaultMix {
+    /// One timed fault of `kind`, drawn from `rng` as [`FaultMix::draw`] draws each fault of a schedule (its
+    /// host, its outage, its object or hop), on `targets`; `None` for a kind that is not a timed fault (disk
+    /// errors, network rates, power cuts armed at disk operations) or that `targets` cannot have (a partition
+    /// or a supersede without a cluster). An explorer adds faults to a schedule with it.
+    pub fn draw_action(kind: FaultKind, rng: &mut SimRng, targets: &Targets) -> Option<Action> {
+        if targets.hosts.is_empty() {
+            return None;
+        }
+        let host = targets.hosts[rng.below(targets.hosts.len() as u64) as usize];
+        let outage = Duration::from_millis(rng.between(50, FAULT_MAX_OUTAGE.as_millis() as u64));
+        Some(match kind {
+            FaultKind::Crash => Action::Crash { node: host, outage },
+            FaultKind::PowerCut => Action::PowerCut { node: host, outage },
+            FaultKind::Pause => Action::Pause { node: host, outage },
+            FaultKind::Eviction => Action::Evict { node: host },
+            FaultKind::Overload => Action::Overload {
+                object: rng.below(1 << 16) as u32,
+                calls: rng.between(1, OVERLOAD_MAX as u64) as u32,
+            },
+            FaultKind::Reset => Action::Reset { object: rng.below(1 << 16) as u32 },
+            FaultKind::CodeUpdate => Action::CodeUpdate { node: host },
+            FaultKind::Partition => {
+                let cluster = targets.cluster.as_ref()?;
+                let hop = Hop::ALL[rng.below(Hop::ALL.len() as u64) as usize];
+                let (from, to) = match hop {
+                    Hop::HostDirectory => (host, cluster.directory),
+                    Hop::FrontHost => (cluster.front, host),
+                    Hop::HostStorage => (host, cluster.storage),
+                };
+                Action::Partition { hop, from, to, outage }
+            }
+            FaultKind::Supersede => {
+                if targets.cluster.is_none() || targets.hosts.len() < 2 {
+                    return None;
+                }
+                Action::Supersede { survivor: host }
+            }
+            FaultKind::DiskErrors | FaultKind::Network | FaultKind::PowerCutInCommit => return None,
+        })
+    }
+
+    /// Whether `kind` is a timed fault (one [`FaultMix::draw_action`] draws), not a rate or an armed cut.
+    pub fn is_timed(kind: FaultKind) -> bool {
+        !matches!(kind, FaultKind::DiskErrors | FaultKind::Network | FaultKind::PowerCutInCommit)
     }
 }
 

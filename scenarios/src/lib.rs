@@ -14,6 +14,8 @@ pub mod check;
 pub mod cluster;
 #[cfg(madsim)]
 mod counter;
+#[cfg(madsim)]
+pub mod explore;
 pub mod faults;
 pub mod history;
 #[cfg(madsim)]

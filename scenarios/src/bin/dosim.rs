@@ -1,4 +1,5 @@
-//! `dosim`: list the scenarios, run them over seeds, replay one seed, run and merge fuzz campaigns.
+//! `dosim`: list the scenarios, run them over seeds, replay one seed, run and merge fuzz campaigns, explore
+//! the planted bugs.
 //!
 //! - `dosim list`;
 //! - `dosim run <scenario|all> [--seed S] [--seeds N] [--jobs J] [--json] [--check-determinism]
@@ -15,6 +16,12 @@
 //! - `dosim shrink <scenario> --seed S [--save FILE] [--negative-control]`: for a scenario of the test kit,
 //!   one run, and if it fails, the smallest plan that still fails the same check, printed as numbered steps
 //!   with its plan mask; `--save` appends its regression line to FILE.
+//! - `dosim explore <planted-bug|all> [--strategy random|guided|both] [--trials N] [--budget-runs N] [--twin]
+//!   [--verbose]`: how many runs and how much wall time plain random seeds and the coverage-guided explorer
+//!   (`dosim_scenarios::explore`) take to find each planted bug, the medians over N explorations; exits 1 if
+//!   some exploration missed its bug (or, with `--twin`, found a failure in a correct twin);
+//! - `dosim cost <scenario> [--clients C] [--ops N] [--seeds S]` (hidden): the wall time of a run of a
+//!   built-in scenario with C × N operations, for docs/PERFORMANCE.md.
 //!
 //! Exit codes (the README has the table): 0 when every seed passed, 2 on a usage error, and for the first
 //! failing seed 3 for a broken invariant, 4 for a liveness failure (something pending after the liveness
@@ -171,6 +178,44 @@ mod cli {
             #[arg(long)]
             negative_control: bool,
         },
+        /// Explore planted bugs with plain random seeds and with the coverage-guided explorer, and print how
+        /// many runs and how much wall time each took to find its bug (medians over the trials).
+        Explore {
+            /// The planted bug's name (see `dosim_scenarios::planted::catalogue`; or a harder variant of
+            /// `SPARSE_VARIANTS`, such as `concurrent-read/sparse`), or `all` (the catalogue).
+            bug: String,
+            /// `random`, `guided` or `both`.
+            #[arg(long, default_value = "both")]
+            strategy: String,
+            /// How many explorations of each bug and strategy (exploration seeds 1 to N).
+            #[arg(long, default_value_t = 11, value_parser = clap::value_parser!(u64).range(1..))]
+            trials: u64,
+            /// At most this many runs per exploration.
+            #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+            budget_runs: u64,
+            /// Explore the bugs' correct twins instead: nothing may be found.
+            #[arg(long)]
+            twin: bool,
+            /// Print each exploration's outcome as it ends.
+            #[arg(long)]
+            verbose: bool,
+        },
+        /// What one run of a built-in scenario costs at a given size: wall time per seed, split into the
+        /// simulation and the checks after it, and the trace's size (for docs/PERFORMANCE.md).
+        #[command(hide = true)]
+        Cost {
+            /// The built-in scenario.
+            scenario: String,
+            /// Clients.
+            #[arg(long, default_value_t = 4)]
+            clients: u32,
+            /// Operations per client.
+            #[arg(long, default_value_t = 50)]
+            ops: u32,
+            /// Seeds (from 1).
+            #[arg(long, default_value_t = 100)]
+            seeds: u64,
+        },
         /// Runs tasks from stdin and prints one JSON line each: the process `--jobs` starts.
         #[command(hide = true)]
         Worker,
@@ -227,6 +272,10 @@ mod cli {
             Command::Merge { dirs, out } => merge(&dirs, &out),
             Command::Shrink { scenario, seed, save, negative_control } => {
                 shrink(&scenario, seed, save.as_deref(), negative_control)
+            }
+            Command::Cost { scenario, clients, ops, seeds } => cost(&scenario, clients, ops, seeds),
+            Command::Explore { bug, strategy, trials, budget_runs, twin, verbose } => {
+                explore(&bug, &strategy, trials, budget_runs, twin, verbose)
             }
             Command::Worker => {
                 let stdin = std::io::stdin();
@@ -301,6 +350,130 @@ mod cli {
                 scenarios.iter().filter(|s| s.negative_control.is_none()).map(|s| s.name).collect();
             Error::Usage(format!("--negative-control: {} has no negative control", none.join(", ")))
         })
+    }
+
+    /// `dosim cost`: the mean cost of a run of a built-in scenario with `clients` x `ops` operations.
+    fn cost(scenario: &str, clients: u32, ops: u32, seeds: u64) -> Result<i32, Error> {
+        use dosim_scenarios::planted::objects::SafeCounter;
+        use dosim_scenarios::testing::{
+            CounterCalls, CounterModel, Linearizable, NoLostWrites, ObjectTest, Scenario as Kit, Workload,
+        };
+        let Some(kit) = Kit::named(scenario) else {
+            return Err(Error::Usage(format!("no built-in scenario {scenario}")));
+        };
+        let (mut total, mut sim, mut events, mut failed) = (Duration::ZERO, Duration::ZERO, 0u64, 0u64);
+        for s in 1..=seeds {
+            let test = ObjectTest::new(Seed(s))
+                .workload(
+                    Workload::new("C", CounterCalls::rpc("add", "read"))
+                        .objects(["a", "b", "c"])
+                        .clients(clients)
+                        .ops_per_client(ops)
+                        .over(Duration::from_secs(20)),
+                )
+                .scenario(kit)
+                .check(Linearizable(CounterModel::default()))
+                .check(NoLostWrites::counter())
+                .class::<SafeCounter>("C");
+            let start = Instant::now();
+            let result = test.run();
+            total += start.elapsed();
+            match result {
+                Ok(r) => {
+                    sim += r.wall_time;
+                    events += r.trace.len();
+                }
+                Err(f) => {
+                    sim += f.wall_time;
+                    events += f.trace.len();
+                    failed += 1;
+                }
+            }
+        }
+        let n = seeds as f64;
+        let per_seed = total.as_secs_f64() / n;
+        println!("scenario {scenario}: {clients} clients x {ops} ops, {seeds} seeds ({failed} failed)");
+        println!(
+            "  per seed: {:.2} ms ({:.2} ms simulation, {:.2} ms checks)",
+            per_seed * 1e3,
+            sim.as_secs_f64() / n * 1e3,
+            (total - sim).as_secs_f64() / n * 1e3
+        );
+        println!("  trace events per seed: {:.0}", events as f64 / n);
+        println!("  seeds per hour per core: {:.0}", 3600.0 / per_seed);
+        println!("  simulated requests per wall second: {:.0}", f64::from(clients * ops) / per_seed);
+        Ok(0)
+    }
+
+    /// `dosim explore`: the table of runs and wall time until each planted bug is found, per strategy.
+    fn explore(
+        bug: &str,
+        strategy: &str,
+        trials: u64,
+        budget_runs: u64,
+        twin: bool,
+        verbose: bool,
+    ) -> Result<i32, Error> {
+        use dosim_scenarios::explore::{measure, Budget, Strategy};
+        let mut names: Vec<&str> = dosim_scenarios::planted::catalogue().iter().map(|b| b.name).collect();
+        let catalogue = names.clone();
+        names.extend(dosim_scenarios::planted::SPARSE_VARIANTS);
+        let bugs: Vec<&str> = if bug == "all" {
+            catalogue
+        } else if names.contains(&bug) {
+            vec![bug]
+        } else {
+            return Err(Error::Usage(format!("no planted bug {bug}; the bugs: {}", names.join(", "))));
+        };
+        let strategies: Vec<Strategy> = match strategy {
+            "both" => Strategy::ALL.to_vec(),
+            "random" => vec![Strategy::Random],
+            "guided" => vec![Strategy::Guided],
+            other => return Err(Error::Usage(format!("--strategy {other}: random, guided or both"))),
+        };
+        println!(
+            "{:<20} {:<8} {:>11} {:>14} {:>8} {:>11}",
+            "bug", "strategy", "median runs", "median wall ms", "found", "ms per run"
+        );
+        let mut missed = false;
+        for bug in bugs {
+            for &s in &strategies {
+                let progress = |t: u64, o: &dosim_scenarios::explore::ExploreSummary| {
+                    if verbose {
+                        match &o.found {
+                            Some((runs, wall, seed, why)) => eprintln!(
+                                "{bug} {s} trial {t}: found after {runs} runs, {} ms, seed {seed}: {why}",
+                                wall.as_millis()
+                            ),
+                            None => eprintln!(
+                                "{bug} {s} trial {t}: nothing in {} runs, {} ms (corpus {}, {} keys)",
+                                o.runs,
+                                o.wall.as_millis(),
+                                o.corpus_size,
+                                o.coverage_keys
+                            ),
+                        }
+                    }
+                };
+                let Some(m) = measure(bug, s, trials, Budget::runs(budget_runs), twin, progress) else {
+                    return Err(Error::Usage(format!("no planted bug {bug}")));
+                };
+                let runs = m.median_runs.map_or(format!(">{budget_runs}"), |r| r.to_string());
+                let wall = m.median_wall.map_or("-".to_string(), |w| w.as_millis().to_string());
+                println!(
+                    "{:<20} {:<8} {:>11} {:>14} {:>8} {:>11.1}",
+                    m.bug,
+                    s.name(),
+                    runs,
+                    wall,
+                    format!("{}/{}", m.found, m.trials),
+                    m.mean_run.as_secs_f64() * 1000.0
+                );
+                missed |= if twin { m.found > 0 } else { m.found < m.trials };
+            }
+        }
+        // A twin found failing, or a bug some trial missed: exit 1.
+        Ok(i32::from(missed))
     }
 
     /// The command that starts a worker: this binary's hidden `worker` subcommand.

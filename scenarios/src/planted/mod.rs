@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use dosim_sim::{RunFailure, RunReport, Seed};
 
+use crate::explore::{explore, plan_from_bytes, Budget, ExploreSummary, Strategy};
 use crate::faults::{FaultKind, FaultMix};
 use crate::testing::{CounterCalls, CounterModel, Linearizable, NoLostWrites, ObjectTest, Workload};
 use objects::{
@@ -115,6 +116,134 @@ pub fn catalogue() -> Vec<PlantedBug> {
             found_within: 30,
         },
     ]
+}
+
+/// Runs `$body` with `$make` bound to the test of planted bug `$name` (its buggy object, or its correct twin
+/// if `$twin`), a `Fn(Seed) -> ObjectTest<_>` under the same test as [`catalogue`]'s entry; `None` if there
+/// is no such bug.
+macro_rules! with_bug {
+    ($name:expr, $twin:expr, |$make:ident| $body:expr) => {
+        match ($name, $twin) {
+            ("concurrent-read", false) => {
+                let $make =
+                    |s: Seed| counter_test(s, Backend::Kv, eviction()).kv_class::<ConcurrentReadCounter>("C");
+                Some($body)
+            }
+            ("concurrent-read", true) => {
+                let $make = |s: Seed| counter_test(s, Backend::Kv, eviction()).kv_class::<SafeCounter>("C");
+                Some($body)
+            }
+            ("write-behind", false) => {
+                let $make =
+                    |s: Seed| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter>("C");
+                Some($body)
+            }
+            ("write-behind", true) => {
+                let $make = |s: Seed| {
+                    counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter<1>>("C")
+                };
+                Some($body)
+            }
+            ("unconfirmed-write", false) => {
+                let $make = |s: Seed| {
+                    counter_test(s, Backend::Kv, crashes()).kv_class::<UnconfirmedWriteCounter>("C")
+                };
+                Some($body)
+            }
+            ("unconfirmed-write", true) => {
+                let $make = |s: Seed| counter_test(s, Backend::Kv, crashes()).kv_class::<SafeCounter>("C");
+                Some($body)
+            }
+            ("stale-cache", false) => {
+                let $make = |s: Seed| guarded_test(s).class::<CachedCounter>("C");
+                Some($body)
+            }
+            ("stale-cache", true) => {
+                let $make = |s: Seed| guarded_test(s).class::<CachedCounter<true>>("C");
+                Some($body)
+            }
+            ("double-charge", false) => {
+                let $make = charging_test::<false>;
+                Some($body)
+            }
+            ("double-charge", true) => {
+                let $make = charging_test::<true>;
+                Some($body)
+            }
+            ("retried-add", twin) => {
+                let $make = |s: Seed| retry_test(s, RetryingCalls { retry: !twin });
+                Some($body)
+            }
+            ("superseded-ticket", false) => {
+                let $make = |s: Seed| ticket_test(s).class::<TicketDispenser>("C");
+                Some($body)
+            }
+            ("superseded-ticket", true) => {
+                let $make = |s: Seed| ticket_test(s).class::<TicketDispenser<true>>("C");
+                Some($body)
+            }
+            ("concurrent-read/sparse", false) => {
+                let $make = |s: Seed| sparse_test(s, eviction()).kv_class::<ConcurrentReadCounter>("C");
+                Some($body)
+            }
+            ("concurrent-read/sparse", true) => {
+                let $make = |s: Seed| sparse_test(s, eviction()).kv_class::<SafeCounter>("C");
+                Some($body)
+            }
+            ("unconfirmed-write/sparse", false) => {
+                let $make = |s: Seed| sparse_test(s, crashes()).kv_class::<UnconfirmedWriteCounter>("C");
+                Some($body)
+            }
+            ("unconfirmed-write/sparse", true) => {
+                let $make = |s: Seed| sparse_test(s, crashes()).kv_class::<SafeCounter>("C");
+                Some($body)
+            }
+            _ => None,
+        }
+    };
+}
+
+/// Harder variants of planted bugs, for measuring explorers (`dosim explore`) where plain random seeds need
+/// many runs: the same objects under [`sparse_test`]'s smaller workload. Not in the [`catalogue`].
+pub const SPARSE_VARIANTS: [&str; 2] = ["concurrent-read/sparse", "unconfirmed-write/sparse"];
+
+/// [`counter_test`] with 2 clients of 8 operations each over 12 s (so calls seldom overlap), and the faults
+/// of `faults` three times as far apart.
+fn sparse_test(seed: Seed, faults: FaultMix) -> ObjectTest<CounterCalls> {
+    let interval = faults.mean_interval_of() * 3;
+    ObjectTest::new(seed)
+        .workload(
+            Workload::new("C", CounterCalls::rpc("add", "read"))
+                .objects(["a", "b"])
+                .clients(2)
+                .ops_per_client(8)
+                .over(Duration::from_secs(12)),
+        )
+        .faults(faults.mean_interval(interval))
+        .check(NoLostWrites::counter())
+        .check(Linearizable(CounterModel::default()))
+}
+
+/// Explores planted bug `name` (its buggy object, or its correct twin if `twin`) with
+/// [`crate::explore::explore`] under the same test as [`catalogue`]'s entry; `None` if there is no such bug.
+pub fn explore_bug(
+    name: &str,
+    twin: bool,
+    budget: Budget,
+    strategy: Strategy,
+    seed: Seed,
+) -> Option<ExploreSummary> {
+    with_bug!(name, twin, |make| explore(make, budget, strategy, seed).summary())
+}
+
+/// Runs planted bug `name`'s test (its buggy object, or its correct twin if `twin`) under the seed and plan
+/// that `bytes` decide ([`crate::explore::plan_from_bytes`]): a fuzzer's target. `None` if there is no such
+/// bug.
+pub fn run_bytes(name: &str, twin: bool, bytes: &[u8]) -> Option<Result<RunReport, RunFailure>> {
+    with_bug!(name, twin, |make| {
+        let (seed, plan) = plan_from_bytes(make, bytes);
+        make(seed).run_plan(plan)
+    })
 }
 
 /// Tickets (adds of 1 to a counter) on a cluster whose hosts are superseded (the `superseded` scenario).

@@ -58,7 +58,8 @@ use dosim_sim::{DiskConfig, Failure, NodeId, RunFailure, RunOptions, RunReport, 
 
 pub use crate::faults::{Action, FaultSchedule, TimedFault};
 
-use crate::faults::{ClusterNodes, Targets};
+use crate::faults::ClusterNodes;
+pub use crate::faults::Targets;
 use crate::history::OpId;
 use crate::sim_host::{host_builder, host_node, HostNode};
 
@@ -270,12 +271,7 @@ impl<D: Driver> ObjectTest<D> {
 
     /// The fault schedule and options of this test's seed.
     pub fn schedule(&self) -> (FaultSchedule, RunOptions) {
-        let layout = self.layout();
-        let targets = Targets { hosts: layout.hosts.clone(), cluster: layout.cluster };
-        let (start, span) = match &self.workload {
-            Some(w) => (if layout.cluster.is_some() { CLUSTER_STARTUP } else { Duration::ZERO }, w.duration),
-            None => (Duration::ZERO, Duration::ZERO),
-        };
+        let (targets, start, span) = self.fault_targets();
         let schedule = self.faults.draw(self.seed, &targets, start, span);
         let mut options = RunOptions::new(self.seed).with(
             "topology",
@@ -306,6 +302,29 @@ impl<D: Driver> ObjectTest<D> {
     /// The test's seed.
     pub fn seed(&self) -> Seed {
         self.seed
+    }
+
+    /// The test's fault mix.
+    pub fn fault_mix(&self) -> &FaultMix {
+        &self.faults
+    }
+
+    /// The nodes its faults may hit, and the stretch of simulated time (start, length) its faults are drawn
+    /// over: what an explorer needs to draw more faults like [`FaultMix::draw`] does.
+    pub fn fault_targets(&self) -> (Targets, Duration, Duration) {
+        let layout = self.layout();
+        let targets = Targets { hosts: layout.hosts.clone(), cluster: layout.cluster };
+        match &self.workload {
+            Some(w) => {
+                (targets, if layout.cluster.is_some() { CLUSTER_STARTUP } else { Duration::ZERO }, w.duration)
+            }
+            None => (targets, Duration::ZERO, Duration::ZERO),
+        }
+    }
+
+    /// The test's workload, if it has one.
+    pub fn workload_of(&self) -> Option<&Workload<D>> {
+        self.workload.as_ref()
     }
 
     /// Runs the test under its seed: the workload with the faults, the liveness phase, then every check.

@@ -1,6 +1,6 @@
 //! The `dosim` CLI: listing, the options printed before each run, JSON lines, exit codes, errors that name
 //! the bad value; `--jobs` against a serial run, `replay --trace`, campaigns (their output directory, shards,
-//! the time budget, the determinism sample) and `merge`.
+//! the time budget, the determinism sample), `merge` and `explore`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -571,4 +571,20 @@ fn replay_html_writes_the_failing_runs_timeline_with_its_clients_and_its_violati
     let (code, _, err) = dosim(&["replay", "eviction", "--seed", "1", "--html", passing.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(!passing.exists() && err.contains("was not written"), "{err}");
+}
+
+#[test]
+fn explore_prints_a_row_per_bug_and_strategy_and_names_a_bad_bug() {
+    let (code, out, err) = dosim(&["explore", "write-behind", "--trials", "2", "--budget-runs", "20"]);
+    assert_eq!(code, 0, "both strategies find write-behind within 20 runs: {out}{err}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("write-behind")).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(rows[0].contains("random") && rows[0].contains("2/2"), "{out}");
+    assert!(rows[1].contains("guided") && rows[1].contains("2/2"), "{out}");
+    let (code, _, err) = dosim(&["explore", "no-such-bug"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no planted bug no-such-bug") && err.contains("concurrent-read"), "{err}");
+    let (code, _, err) = dosim(&["explore", "write-behind", "--strategy", "clever"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--strategy clever"), "{err}");
 }

@@ -2,6 +2,7 @@
 //! pass; its checks catch what they claim; a user's test is a few lines.
 
 mod checks;
+mod explore;
 mod host_test;
 mod planted;
 mod properties;
