@@ -51,6 +51,9 @@ pub(crate) const ROUTE_RETRY_DELAY: Duration = Duration::from_millis(250);
 pub(crate) const OWNER_HINTS_MAX: usize = 65_536;
 /// How long a host waits before joining the directory again after a failed attempt.
 const REJOIN_DELAY: Duration = Duration::from_millis(500);
+/// How often an activation starts over when its container left the host's map while it waited (an eviction
+/// or a reset of the instance it found): past it, the call is answered "not the owner", which is resent.
+const ACTIVATE_ATTEMPTS_MAX: u32 = 3;
 /// How long a host tries to revoke a lease it gave up.
 const REVOKE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -378,38 +381,49 @@ impl HostInner {
             return Ok(Err(None));
         }
         let Some(lease) = cluster.valid_lease() else { return Ok(Err(None)) };
-        let container = self.route(class, id, None)?;
-        let owned = container.ownership.get().is_some_and(|(l, _)| l == lease.lease());
-        if !owned {
-            match lease.claim(&class.namespace.uid, id).await? {
-                Claim::Owned { epoch } => container.ownership.set(Some((lease.lease(), epoch))),
-                Claim::OwnedBy(o) => return Ok(Err(Some(o.host))),
+        for _ in 0..ACTIVATE_ATTEMPTS_MAX {
+            let container = self.route(class, id, None)?;
+            let owned = container.ownership.get().is_some_and(|(l, _)| l == lease.lease());
+            if !owned {
+                match lease.claim(&class.namespace.uid, id).await? {
+                    Claim::Owned { epoch } => container.ownership.set(Some((lease.lease(), epoch))),
+                    Claim::OwnedBy(o) => return Ok(Err(Some(o.host))),
+                }
             }
-        }
-        // One activation at a time: the replica is rebuilt from the storage node, then the instance starts
-        // on it.
-        let _activating = container.activating.lock().await;
-        // Waiting for the lock took time: the lease may have lapsed meanwhile, and the host given up its
-        // ownerships (found by the object-cluster scenario). Then nothing has run, and "not the owner" is safe
-        // to resend.
-        let Some((_, epoch)) = container.ownership.get().filter(|(l, _)| *l == lease.lease()) else {
-            return Ok(Err(None));
-        };
-        let fresh = !container.has_live_instance();
-        if fresh {
-            self.prepare_replica(class, id, &container, epoch).await?;
-        }
-        // The claim and the rebuild took time: check again that the belief holds as the event starts.
-        if !lease.is_valid() {
-            return Ok(Err(None));
-        }
-        let instance = container.instance()?;
-        if fresh {
-            if let Some(t) = instance.storage.get_alarm().await? {
-                self.alarms.note(&container.key, t)?;
+            // One activation at a time: the replica is rebuilt from the storage node, then the instance starts
+            // on it.
+            let _activating = container.activating.lock().await;
+            // Waiting for the lock took time: the lease may have lapsed meanwhile, and the host given up its
+            // ownerships (found by the object-cluster scenario). Then nothing has run, and "not the owner" is
+            // safe to resend.
+            let Some((_, epoch)) = container.ownership.get().filter(|(l, _)| *l == lease.lease()) else {
+                return Ok(Err(None));
+            };
+            let fresh = !container.has_live_instance();
+            if fresh {
+                self.prepare_replica(class, id, &container, epoch).await?;
             }
+            // The claim and the rebuild took time: check again that the belief holds as the event starts.
+            if !lease.is_valid() {
+                return Ok(Err(None));
+            }
+            // And the instance may have been evicted or reset meanwhile, its container leaving the host's map
+            // (found by the swarm scenario: an eviction while a call waited for the lock). A new container
+            // takes its place: activate that one.
+            if !self.is_attached(&container.key, &container) {
+                tracing::debug!(target: "dosim::runtime", "{id}: its container left while it was activated; again");
+                continue;
+            }
+            let instance = container.instance()?;
+            if fresh {
+                if let Some(t) = instance.storage.get_alarm().await? {
+                    self.alarms.note(&container.key, t)?;
+                }
+            }
+            return Ok(Ok((instance, container.serial)));
         }
-        Ok(Ok((instance, container.serial)))
+        // Evicted or reset at every attempt: nothing ran, so the caller may resend.
+        Ok(Err(None))
     }
 
     /// Opens the object at its storage node under `epoch` (which fences older owners there), for the
