@@ -41,86 +41,9 @@ pub struct PlantedBug {
     pub found_within: u64,
 }
 
-/// Every planted bug.
-pub fn catalogue() -> Vec<PlantedBug> {
-    vec![
-        PlantedBug {
-            name: "concurrent-read",
-            bug: "read-modify-write across an allow_concurrency read: concurrent adds read the same value",
-            scenario: "eviction",
-            buggy: |s| counter_test(s, Backend::Kv, eviction()).kv_class::<ConcurrentReadCounter>("C").run(),
-            buggy_test: Some(|s| counter_test(s, Backend::Kv, eviction()).kv_class::<ConcurrentReadCounter>("C")),
-            shrink: |s, f| summary(|| counter_test(s, Backend::Kv, eviction()).kv_class::<ConcurrentReadCounter>("C"), f),
-            correct: |s| counter_test(s, Backend::Kv, eviction()).kv_class::<SafeCounter>("C").run(),
-            found_within: 10,
-        },
-        PlantedBug {
-            name: "write-behind",
-            bug: "in-memory state trusted across eviction: adds are written to storage only every 4th time",
-            scenario: "eviction",
-            buggy: |s| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter>("C").run(),
-            buggy_test: Some(|s| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter>("C")),
-            shrink: |s, f| summary(|| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter>("C"), f),
-            correct: |s| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter<1>>("C").run(),
-            found_within: 10,
-        },
-        PlantedBug {
-            name: "unconfirmed-write",
-            bug: "allow_unconfirmed answers before the write is durable; a crash then loses an acknowledged add",
-            scenario: "coalescing-crash",
-            buggy: |s| counter_test(s, Backend::Kv, crashes()).kv_class::<UnconfirmedWriteCounter>("C").run(),
-            buggy_test: Some(|s| counter_test(s, Backend::Kv, crashes()).kv_class::<UnconfirmedWriteCounter>("C")),
-            shrink: |s, f| summary(|| counter_test(s, Backend::Kv, crashes()).kv_class::<UnconfirmedWriteCounter>("C"), f),
-            correct: |s| counter_test(s, Backend::Kv, crashes()).kv_class::<SafeCounter>("C").run(),
-            found_within: 20,
-        },
-        PlantedBug {
-            name: "stale-cache",
-            bug: "a module-level cache updated inside block_concurrency_while is not dropped when the section fails",
-            scenario: "swarm",
-            buggy: |s| guarded_test(s).class::<CachedCounter>("C").run(),
-            buggy_test: Some(|s| guarded_test(s).class::<CachedCounter>("C")),
-            shrink: |s, f| summary(|| guarded_test(s).class::<CachedCounter>("C"), f),
-            correct: |s| guarded_test(s).class::<CachedCounter<true>>("C").run(),
-            found_within: 10,
-        },
-        PlantedBug {
-            name: "double-charge",
-            bug: "a non-idempotent alarm handler: a retry after a failed payment call charges the queue again",
-            scenario: "alarm-retry",
-            buggy: |s| charging_test::<false>(s).run(),
-            buggy_test: None,
-            shrink: |s, f| summary(|| charging_test::<false>(s), f),
-            correct: |s| charging_test::<true>(s).run(),
-            found_within: 10,
-        },
-        PlantedBug {
-            name: "retried-add",
-            bug: "a client retries a non-idempotent add after `Network connection lost.`, though the first may have run",
-            scenario: "partition",
-            buggy: |s| retry_test(s, RetryingCalls { retry: true }).run(),
-            buggy_test: None,
-            shrink: |s, f| summary(|| retry_test(s, RetryingCalls { retry: true }), f),
-            correct: |s| retry_test(s, RetryingCalls { retry: false }).run(),
-            found_within: 30,
-        },
-        PlantedBug {
-            name: "superseded-ticket",
-            bug: "a dispenser answers tickets from memory before they are durable; superseded, it hands out tickets \
-                  the new owner hands out again",
-            scenario: "superseded",
-            buggy: |s| ticket_test(s).class::<TicketDispenser>("C").run(),
-            buggy_test: None,
-            shrink: |s, f| summary(|| ticket_test(s).class::<TicketDispenser>("C"), f),
-            correct: |s| ticket_test(s).class::<TicketDispenser<true>>("C").run(),
-            found_within: 30,
-        },
-    ]
-}
-
 /// Runs `$body` with `$make` bound to the test of planted bug `$name` (its buggy object, or its correct twin
-/// if `$twin`), a `Fn(Seed) -> ObjectTest<_>` under the same test as [`catalogue`]'s entry; `None` if there
-/// is no such bug.
+/// if `$twin`), a `Fn(Seed) -> ObjectTest<_>`; `None` if there is no such bug. The one place each bug's test
+/// is built: the [`catalogue`]'s runs, the shrinker and the explorer all go through it.
 macro_rules! with_bug {
     ($name:expr, $twin:expr, |$make:ident| $body:expr) => {
         match ($name, $twin) {
@@ -201,6 +124,83 @@ macro_rules! with_bug {
             _ => None,
         }
     };
+}
+
+/// Every planted bug.
+pub fn catalogue() -> Vec<PlantedBug> {
+    vec![
+        PlantedBug {
+            name: "concurrent-read",
+            bug: "read-modify-write across an allow_concurrency read: concurrent adds read the same value",
+            scenario: "eviction",
+            buggy: |s| with_bug!("concurrent-read", false, |make| make(s).run()).expect("in the catalogue"),
+            buggy_test: Some(|s| counter_test(s, Backend::Kv, eviction()).kv_class::<ConcurrentReadCounter>("C")),
+            shrink: |s, f| with_bug!("concurrent-read", false, |make| summary(|| make(s), f)).expect("in the catalogue"),
+            correct: |s| with_bug!("concurrent-read", true, |make| make(s).run()).expect("in the catalogue"),
+            found_within: 10,
+        },
+        PlantedBug {
+            name: "write-behind",
+            bug: "in-memory state trusted across eviction: adds are written to storage only every 4th time",
+            scenario: "eviction",
+            buggy: |s| with_bug!("write-behind", false, |make| make(s).run()).expect("in the catalogue"),
+            buggy_test: Some(|s| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter>("C")),
+            shrink: |s, f| with_bug!("write-behind", false, |make| summary(|| make(s), f)).expect("in the catalogue"),
+            correct: |s| with_bug!("write-behind", true, |make| make(s).run()).expect("in the catalogue"),
+            found_within: 10,
+        },
+        PlantedBug {
+            name: "unconfirmed-write",
+            bug: "allow_unconfirmed answers before the write is durable; a crash then loses an acknowledged add",
+            scenario: "coalescing-crash",
+            buggy: |s| with_bug!("unconfirmed-write", false, |make| make(s).run()).expect("in the catalogue"),
+            buggy_test: Some(|s| counter_test(s, Backend::Kv, crashes()).kv_class::<UnconfirmedWriteCounter>("C")),
+            shrink: |s, f| with_bug!("unconfirmed-write", false, |make| summary(|| make(s), f)).expect("in the catalogue"),
+            correct: |s| with_bug!("unconfirmed-write", true, |make| make(s).run()).expect("in the catalogue"),
+            found_within: 20,
+        },
+        PlantedBug {
+            name: "stale-cache",
+            bug: "a module-level cache updated inside block_concurrency_while is not dropped when the section fails",
+            scenario: "swarm",
+            buggy: |s| with_bug!("stale-cache", false, |make| make(s).run()).expect("in the catalogue"),
+            buggy_test: Some(|s| guarded_test(s).class::<CachedCounter>("C")),
+            shrink: |s, f| with_bug!("stale-cache", false, |make| summary(|| make(s), f)).expect("in the catalogue"),
+            correct: |s| with_bug!("stale-cache", true, |make| make(s).run()).expect("in the catalogue"),
+            found_within: 10,
+        },
+        PlantedBug {
+            name: "double-charge",
+            bug: "a non-idempotent alarm handler: a retry after a failed payment call charges the queue again",
+            scenario: "alarm-retry",
+            buggy: |s| with_bug!("double-charge", false, |make| make(s).run()).expect("in the catalogue"),
+            buggy_test: None,
+            shrink: |s, f| with_bug!("double-charge", false, |make| summary(|| make(s), f)).expect("in the catalogue"),
+            correct: |s| with_bug!("double-charge", true, |make| make(s).run()).expect("in the catalogue"),
+            found_within: 10,
+        },
+        PlantedBug {
+            name: "retried-add",
+            bug: "a client retries a non-idempotent add after `Network connection lost.`, though the first may have run",
+            scenario: "partition",
+            buggy: |s| with_bug!("retried-add", false, |make| make(s).run()).expect("in the catalogue"),
+            buggy_test: None,
+            shrink: |s, f| with_bug!("retried-add", false, |make| summary(|| make(s), f)).expect("in the catalogue"),
+            correct: |s| with_bug!("retried-add", true, |make| make(s).run()).expect("in the catalogue"),
+            found_within: 30,
+        },
+        PlantedBug {
+            name: "superseded-ticket",
+            bug: "a dispenser answers tickets from memory before they are durable; superseded, it hands out tickets \
+                  the new owner hands out again",
+            scenario: "superseded",
+            buggy: |s| with_bug!("superseded-ticket", false, |make| make(s).run()).expect("in the catalogue"),
+            buggy_test: None,
+            shrink: |s, f| with_bug!("superseded-ticket", false, |make| summary(|| make(s), f)).expect("in the catalogue"),
+            correct: |s| with_bug!("superseded-ticket", true, |make| make(s).run()).expect("in the catalogue"),
+            found_within: 30,
+        },
+    ]
 }
 
 /// Harder variants of planted bugs, for measuring explorers (`dosim explore`) where plain random seeds need

@@ -244,11 +244,11 @@ impl<D: Driver> ObjectTest<D> {
     /// The layout of the world: the hosts, and the cluster's other nodes.
     fn layout(&self) -> Layout {
         match self.hosts {
-            None => Layout { hosts: vec![NodeId(0)], cluster: None, nodes: 1 },
+            None => Layout { hosts: vec![NodeId(0)], cluster: None },
             Some(n) => {
                 let hosts: Vec<NodeId> = (0..n).map(|i| NodeId(2 + i)).collect();
                 let cluster = ClusterNodes { directory: NodeId(0), front: NodeId(1), storage: NodeId(2 + n) };
-                Layout { hosts, cluster: Some(cluster), nodes: 3 + n }
+                Layout { hosts, cluster: Some(cluster) }
             }
         }
     }
@@ -526,8 +526,6 @@ fn config_failure(seed: Seed, message: &str) -> RunFailure {
 struct Layout {
     hosts: Vec<NodeId>,
     cluster: Option<ClusterNodes>,
-    #[allow(dead_code)]
-    nodes: u32,
 }
 
 /// The run's controller: clients, the faults the world does not run itself, and the liveness phase.
