@@ -116,7 +116,7 @@ impl Scenario {
             Scenario::Partition => ("partitions", faults.get(K::Partition)),
             Scenario::Eviction => ("evictions", injected("eviction")),
             Scenario::Superseded => ("superseded owners", injected("supersede")),
-            Scenario::Overload => ("overloaded refusals armed", injected("overload")),
+            Scenario::Overload => ("calls refused as overloaded", injected("refused")),
             Scenario::CoalescingCrash | Scenario::AlarmRetry => {
                 ("crashes and power cuts", faults.get(K::Crash) + faults.get(K::PowerCut))
             }
@@ -173,6 +173,14 @@ impl<I, O> Check<I, O> for FaultsFired {
                 }
             }
         }
+        // The calls an overload refused, as the clients saw them.
+        let refused = run
+            .history
+            .ops()
+            .iter()
+            .filter(|o| matches!(&o.outcome, crate::history::Outcome::Err { flags, .. } if flags.overloaded))
+            .count() as u64;
+        injected.insert("refused".to_string(), refused);
         let get = |k: &str| injected.get(k).copied().unwrap_or(0);
         match self.0.fired(&faults, &get) {
             Ok(fired) => {
