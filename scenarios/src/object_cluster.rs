@@ -66,6 +66,7 @@ use dosim_sim::{
 use crate::cluster::etcd::{etcd_addr, etcd_node, EtcdCoordinator};
 use crate::cluster::transport::{addr_of, CLUSTER_PORT};
 use crate::cluster::{cluster_node, storage_node};
+pub use crate::faults::Hop;
 use crate::list;
 use crate::object_counters::{check_history, Ack, History};
 use crate::objects::{Counter, Register};
@@ -119,29 +120,6 @@ fn build() -> HostBuilder {
             new_sqlite_classes: vec!["Counter".into(), "Register".into()],
             ..Migration::default()
         })
-}
-
-/// A hop of the cluster that a scripted partition cuts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Hop {
-    /// A host from the directory (both ways): its lease lapses, its objects move.
-    HostDirectory,
-    /// The front from a host (both ways): calls to that host's objects get no answer.
-    FrontHost,
-    /// A host from the storage node (both ways): its activations and commits fail.
-    HostStorage,
-}
-
-impl Hop {
-    const ALL: [Hop; 3] = [Hop::HostDirectory, Hop::FrontHost, Hop::HostStorage];
-
-    fn name(self) -> &'static str {
-        match self {
-            Hop::HostDirectory => "host-directory",
-            Hop::FrontHost => "front-host",
-            Hop::HostStorage => "host-storage",
-        }
-    }
 }
 
 /// A scripted partition: `hop`, with `host` on one side, from `at` (since the run started) for `lasts`.
