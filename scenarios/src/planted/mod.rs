@@ -13,7 +13,9 @@ use dosim_sim::{RunFailure, RunReport, Seed};
 
 use crate::explore::{explore, plan_from_bytes, Budget, ExploreSummary, Strategy};
 use crate::faults::{FaultKind, FaultMix};
-use crate::testing::{CounterCalls, CounterModel, Linearizable, NoLostWrites, ObjectTest, Workload};
+use crate::testing::{
+    CounterCalls, CounterModel, Linearizable, NoLostWrites, ObjectTest, Scenario, Workload,
+};
 use objects::{
     CachedCounter, ChargingAlarm, ConcurrentReadCounter, SafeCounter, TicketDispenser,
     UnconfirmedWriteCounter, WriteBehindCounter,
@@ -48,33 +50,39 @@ macro_rules! with_bug {
     ($name:expr, $twin:expr, |$make:ident| $body:expr) => {
         match ($name, $twin) {
             ("concurrent-read", false) => {
-                let $make =
-                    |s: Seed| counter_test(s, Backend::Kv, eviction()).kv_class::<ConcurrentReadCounter>("C");
+                let $make = |s: Seed| {
+                    counter_test(s, eviction(), Scenario::Eviction).kv_class::<ConcurrentReadCounter>("C")
+                };
                 Some($body)
             }
             ("concurrent-read", true) => {
-                let $make = |s: Seed| counter_test(s, Backend::Kv, eviction()).kv_class::<SafeCounter>("C");
+                let $make =
+                    |s: Seed| counter_test(s, eviction(), Scenario::Eviction).kv_class::<SafeCounter>("C");
                 Some($body)
             }
             ("write-behind", false) => {
-                let $make =
-                    |s: Seed| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter>("C");
+                let $make = |s: Seed| {
+                    counter_test(s, eviction(), Scenario::Eviction).class::<WriteBehindCounter>("C")
+                };
                 Some($body)
             }
             ("write-behind", true) => {
                 let $make = |s: Seed| {
-                    counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter<1>>("C")
+                    counter_test(s, eviction(), Scenario::Eviction).class::<WriteBehindCounter<1>>("C")
                 };
                 Some($body)
             }
             ("unconfirmed-write", false) => {
                 let $make = |s: Seed| {
-                    counter_test(s, Backend::Kv, crashes()).kv_class::<UnconfirmedWriteCounter>("C")
+                    counter_test(s, crashes(), Scenario::CoalescingCrash)
+                        .kv_class::<UnconfirmedWriteCounter>("C")
                 };
                 Some($body)
             }
             ("unconfirmed-write", true) => {
-                let $make = |s: Seed| counter_test(s, Backend::Kv, crashes()).kv_class::<SafeCounter>("C");
+                let $make = |s: Seed| {
+                    counter_test(s, crashes(), Scenario::CoalescingCrash).kv_class::<SafeCounter>("C")
+                };
                 Some($body)
             }
             ("stale-cache", false) => {
@@ -134,7 +142,7 @@ pub fn catalogue() -> Vec<PlantedBug> {
             bug: "read-modify-write across an allow_concurrency read: concurrent adds read the same value",
             scenario: "eviction",
             buggy: |s| with_bug!("concurrent-read", false, |make| make(s).run()).expect("in the catalogue"),
-            buggy_test: Some(|s| counter_test(s, Backend::Kv, eviction()).kv_class::<ConcurrentReadCounter>("C")),
+            buggy_test: Some(|s| counter_test(s, eviction(), Scenario::Eviction).kv_class::<ConcurrentReadCounter>("C")),
             shrink: |s, f| with_bug!("concurrent-read", false, |make| summary(|| make(s), f)).expect("in the catalogue"),
             correct: |s| with_bug!("concurrent-read", true, |make| make(s).run()).expect("in the catalogue"),
             found_within: 10,
@@ -144,7 +152,7 @@ pub fn catalogue() -> Vec<PlantedBug> {
             bug: "in-memory state trusted across eviction: adds are written to storage only every 4th time",
             scenario: "eviction",
             buggy: |s| with_bug!("write-behind", false, |make| make(s).run()).expect("in the catalogue"),
-            buggy_test: Some(|s| counter_test(s, Backend::Sqlite, eviction()).class::<WriteBehindCounter>("C")),
+            buggy_test: Some(|s| counter_test(s, eviction(), Scenario::Eviction).class::<WriteBehindCounter>("C")),
             shrink: |s, f| with_bug!("write-behind", false, |make| summary(|| make(s), f)).expect("in the catalogue"),
             correct: |s| with_bug!("write-behind", true, |make| make(s).run()).expect("in the catalogue"),
             found_within: 10,
@@ -154,7 +162,7 @@ pub fn catalogue() -> Vec<PlantedBug> {
             bug: "allow_unconfirmed answers before the write is durable; a crash then loses an acknowledged add",
             scenario: "coalescing-crash",
             buggy: |s| with_bug!("unconfirmed-write", false, |make| make(s).run()).expect("in the catalogue"),
-            buggy_test: Some(|s| counter_test(s, Backend::Kv, crashes()).kv_class::<UnconfirmedWriteCounter>("C")),
+            buggy_test: Some(|s| counter_test(s, crashes(), Scenario::CoalescingCrash).kv_class::<UnconfirmedWriteCounter>("C")),
             shrink: |s, f| with_bug!("unconfirmed-write", false, |make| summary(|| make(s), f)).expect("in the catalogue"),
             correct: |s| with_bug!("unconfirmed-write", true, |make| make(s).run()).expect("in the catalogue"),
             found_within: 20,
@@ -407,12 +415,6 @@ fn summary<D: crate::testing::Driver>(
     })
 }
 
-/// Which storage backend a test's class uses.
-enum Backend {
-    Sqlite,
-    Kv,
-}
-
 fn eviction() -> FaultMix {
     FaultMix::none().with(FaultKind::Eviction).mean_interval(Duration::from_millis(400))
 }
@@ -424,9 +426,9 @@ fn crashes() -> FaultMix {
         .mean_interval(Duration::from_millis(800))
 }
 
-/// A counter test over objects bound to `C`: 4 clients, 30 operations each, over 12 s; linearizability and
-/// no lost acknowledged write.
-fn counter_test(seed: Seed, _backend: Backend, faults: FaultMix) -> ObjectTest<CounterCalls> {
+/// A counter test over objects bound to `C`: 4 clients, 30 operations each, over 12 s, under `faults`;
+/// linearizability, no lost acknowledged write, and that the faults `fired` counts did fire.
+fn counter_test(seed: Seed, faults: FaultMix, fired: Scenario) -> ObjectTest<CounterCalls> {
     ObjectTest::new(seed)
         .workload(
             Workload::new("C", CounterCalls::rpc("add", "read"))
@@ -438,6 +440,7 @@ fn counter_test(seed: Seed, _backend: Backend, faults: FaultMix) -> ObjectTest<C
         .faults(faults)
         .check(NoLostWrites::counter())
         .check(Linearizable(CounterModel::default()))
+        .check(crate::testing::FaultsFired(fired))
 }
 
 /// A counter that refuses negative amounts: an `add` of a negative amount changes nothing.
