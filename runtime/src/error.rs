@@ -17,6 +17,10 @@ pub enum ErrorKind {
     TypeError,
     /// `RangeError`: a value outside its limits.
     RangeError,
+    /// `DOMException` named `InvalidAccessError` (a WebSocket close code the standard forbids).
+    InvalidAccessError,
+    /// `DOMException` named `SyntaxError` (a WebSocket close reason over its byte limit).
+    SyntaxError,
 }
 
 impl fmt::Display for ErrorKind {
@@ -25,6 +29,8 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Error => "Error",
             ErrorKind::TypeError => "TypeError",
             ErrorKind::RangeError => "RangeError",
+            ErrorKind::InvalidAccessError => "InvalidAccessError",
+            ErrorKind::SyntaxError => "SyntaxError",
         })
     }
 }
@@ -343,6 +349,76 @@ pub mod messages {
     pub const ALARM_TIMEOUT: &str = "Alarm exceeded its allowed execution time";
     /// §2.3: how [`storage_write_internal`] messages start.
     pub const STORAGE_WRITE_INTERNAL_PREFIX: &str = "Internal error in Durable Object storage write";
+
+    // WebSockets (spec §5.2; workerd `api/web-socket.c++`, `api/actor-state.c++`,
+    // `io/legacy-hibernation-manager.c++`).
+
+    /// §5.2: `acceptWebSocket` on a socket already accepted with `accept()` (or accepted before).
+    pub const WS_ALREADY_ACCEPTED: &str =
+        "Cannot call `acceptWebSocket()` if the WebSocket was already accepted via `accept()`";
+    /// §5.2: `acceptWebSocket` on a socket whose pair was accepted or used in a response.
+    pub const WS_PAIR_USED: &str = "Cannot call `acceptWebSocket()` on this WebSocket because its pair has already been accepted or used in a Response.";
+    /// §5.2: more than 10 tags on one socket.
+    pub const WS_TOO_MANY_TAGS: &str = "a Hibernatable WebSocket cannot have more than 10 tags";
+    /// §5.2: more sockets than an object may accept.
+    pub const WS_TOO_MANY_SOCKETS: &str =
+        "only 32768 websockets can be accepted on a single Durable Object instance";
+    /// §5.2: `getTags` on a socket not accepted with `acceptWebSocket`.
+    pub const WS_TAGS_NOT_ACCEPTED: &str =
+        "you must call 'acceptWebSocket()' before attempting to access the tags of a WebSocket.";
+    /// §5.2: `getTags` on a socket accepted with `accept()`.
+    pub const WS_TAGS_NOT_HIBERNATABLE: &str = "only hibernatable websockets can have tags.";
+    /// §5.2: the event timeout over its 7-day limit.
+    pub const WS_EVENT_TIMEOUT_TOO_LONG: &str = "Event timeout should not exceed 604800000 ms.";
+    /// §5.2: a hibernatable event handler ran past the event timeout (retryable, reset).
+    pub const WS_EVENT_TIMEOUT: &str = "Actor exceeded event execution time and was disconnected.";
+    /// §5.2: a disconnect without a Close frame, as the close reason of code 1006.
+    pub const WS_DISCONNECTED: &str = "WebSocket disconnected without sending Close frame.";
+    /// `send()` after `close()` (TypeError).
+    pub const WS_SEND_AFTER_CLOSE: &str = "Can't call WebSocket send() after close().";
+    /// `send()` or `close()` on a socket never accepted (TypeError).
+    pub const WS_NOT_ACCEPTED: &str =
+        "You must call one of accept() or state.acceptWebSocket() on this WebSocket before sending messages.";
+    /// `accept()` after `acceptWebSocket()` (TypeError).
+    pub const WS_ACCEPT_AFTER_HIBERNATION: &str = "Can't accept() WebSocket after enabling hibernation.";
+    /// `accept()` on a socket used in a response (TypeError).
+    pub const WS_ACCEPT_USED_IN_RESPONSE: &str = "Can't accept() WebSocket that was already used in a response.";
+    /// A close reason over 123 bytes (DOMException SyntaxError).
+    pub const WS_CLOSE_REASON_TOO_LONG: &str =
+        "WebSocket close reason must not be longer than 123 bytes when UTF-8 encoded.";
+
+    /// §5.2: an attachment over 16,384 bytes serialized (workerd's text, with its missing space).
+    pub fn ws_attachment_too_large(size: usize) -> String {
+        format!("A WebSocket 'attachment' cannot be larger than 16384 bytes.'attachment' was {size} bytes.")
+    }
+
+    /// §5.2: a tag over 256 characters.
+    pub fn ws_tag_too_long(tag: &str) -> String {
+        format!("\"{tag}\" is longer than the max tag length (256 characters).")
+    }
+
+    /// §5.2: an auto-response request over 2,048 bytes (RangeError).
+    pub fn ws_auto_request_too_large(size: usize) -> String {
+        format!("Request cannot be larger than 2048 bytes. A request of size {size} was provided.")
+    }
+
+    /// §5.2: an auto-response response over 2,048 bytes (RangeError).
+    pub fn ws_auto_response_too_large(size: usize) -> String {
+        format!("Response cannot be larger than 2048 bytes. A response of size {size} was provided.")
+    }
+
+    /// A close code the standard does not let an application send (DOMException InvalidAccessError).
+    pub fn ws_invalid_close_code(code: u16) -> String {
+        format!("Invalid WebSocket close code: {code}.")
+    }
+
+    /// §5.2: a received message over 32 MiB (kj's protocol error, as workerd reports it to the socket's
+    /// error handler; the peer gets close code 1009).
+    pub fn ws_message_too_large(size: usize, max: usize) -> String {
+        format!(
+            "WebSocket protocol error; protocolError.statusCode = 1009; protocolError.description = Message is too large: {size} > {max}"
+        )
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::websocket::{Parked, WebSocket};
 
 /// `body` as text, or a TypeError naming whose body (`request`, `response`) is not UTF-8.
 fn utf8(body: &[u8], whose: &str) -> Result<String, Error> {
@@ -185,7 +186,34 @@ pub struct Response {
     status: u16,
     headers: Headers,
     body: Vec<u8>,
+    /// The WebSocket end a `101 Switching Protocols` response hands the caller. Never on the wire: the host
+    /// that carries the response across the network binds it to a session instead.
+    #[serde(skip)]
+    websocket: Upgrade,
 }
+
+/// A response's WebSocket end, parked on the thread that made the response (ends are not `Send`), compared
+/// by identity.
+#[derive(Clone, Debug, Default)]
+struct Upgrade(Option<std::sync::Arc<Parked>>);
+
+impl Upgrade {
+    fn of(ws: WebSocket) -> Upgrade {
+        Upgrade(Some(Parked::park(ws)))
+    }
+}
+
+impl PartialEq for Upgrade {
+    fn eq(&self, other: &Upgrade) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Upgrade {}
 
 impl Response {
     /// A 200 response with a text body.
@@ -200,7 +228,34 @@ impl Response {
     /// in the calling code, not a condition to handle.
     pub fn with_status(status: u16, body: impl Into<Vec<u8>>) -> Response {
         assert!((200..=599).contains(&status), "a response status is in 200..=599, got {status}");
-        Response { status, headers: Headers::new(), body: body.into() }
+        Response { status, headers: Headers::new(), body: body.into(), websocket: Upgrade(None) }
+    }
+
+    /// A `101 Switching Protocols` response handing the caller `client`, one end of a
+    /// [`WebSocketPair`](crate::websocket::WebSocketPair) (workers-rs `Response::from_websocket`). The other
+    /// end can no longer be accepted with `accept()` once this one is in a response.
+    pub fn from_websocket(client: WebSocket) -> Result<Response, Error> {
+        client.mark_used_in_response();
+        Ok(Response { status: 101, headers: Headers::new(), body: Vec::new(), websocket: Upgrade::of(client) })
+    }
+
+    /// The WebSocket end of a `101` response (workers-rs `Response::websocket`): the caller accepts it with
+    /// [`WebSocket::accept`] and reads its events. The end stays connected while the caller holds it (or a
+    /// clone of the response); dropped, its peer sees the connection drop. On another thread than the one
+    /// that received the response: `None`.
+    pub fn websocket(&self) -> Option<WebSocket> {
+        self.websocket.0.as_ref().and_then(|p| p.get())
+    }
+
+    /// Takes the WebSocket end out of this response.
+    pub(crate) fn take_websocket(&mut self) -> Option<WebSocket> {
+        std::mem::take(&mut self.websocket).0.and_then(|p| p.get())
+    }
+
+    /// This response with the WebSocket end `ws`.
+    pub(crate) fn with_websocket(mut self, ws: WebSocket) -> Response {
+        self.websocket = Upgrade::of(ws);
+        self
     }
 
     /// A 404 response with body `Not found`.

@@ -29,11 +29,13 @@ use crate::config::{HostConfig, OVERLOAD_WINDOW};
 use crate::error::{messages, Error};
 use crate::future::LocalFuture;
 use crate::gate::{InputGate, OutputGate};
+use crate::hibernation::ObjectSockets;
 use crate::id::ObjectId;
 use crate::object::LiveObject;
 use crate::state::{AlarmRetry, InstanceControl};
 use crate::storage::Storage;
 use crate::turn::{EventSlot, Gated, TurnQueue};
+use crate::websocket::{enter_scope, SocketScope};
 
 /// How long the eviction timer waits before trying again when an idle instance still has a write on its way
 /// to storage.
@@ -126,6 +128,24 @@ pub(crate) struct Instance {
     pub(crate) alarm_retry_disabled: Cell<bool>,
     /// Runs at the end of every turn (hands the alarm time set in the turn to the scheduler).
     end_turn: Rc<dyn Fn()>,
+    /// The object's sockets, which outlive this instance when it hibernates.
+    pub(crate) sockets: Rc<ObjectSockets>,
+}
+
+/// An event's future with the object's socket scope entered around each poll: sends made in its turns are
+/// held behind the object's output gate.
+struct Scoped<T> {
+    scope: Rc<dyn SocketScope>,
+    inner: LocalFuture<'static, Result<T, Error>>,
+}
+
+impl<T> std::future::Future for Scoped<T> {
+    type Output = Result<T, Error>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let _scope = enter_scope(self.scope.clone());
+        self.inner.as_mut().poll(cx)
+    }
 }
 
 impl std::fmt::Debug for Instance {
@@ -150,6 +170,7 @@ impl Instance {
         output: OutputGate,
         storage: Storage,
         end_turn: Rc<dyn Fn()>,
+        sockets: Rc<ObjectSockets>,
     ) -> Rc<Instance> {
         let label = trace_label(&class_name, &id);
         Rc::new(Instance {
@@ -173,6 +194,7 @@ impl Instance {
             own_tasks: RefCell::new(Vec::new()),
             alarm_retry_disabled: Cell::new(false),
             end_turn,
+            sockets,
         })
     }
 
@@ -180,6 +202,7 @@ impl Instance {
     /// breaks, and the eviction timer.
     pub(crate) fn start(self: &Rc<Self>, construct: LocalFuture<'static, Result<Rc<dyn LiveObject>, Error>>) {
         tracing::debug!(target: "dosim::runtime", "{} starts", self.label);
+        self.sockets.instance_started(self.output.clone());
         let me = self.clone();
         let constructor: LocalFuture<'static, Result<(), Error>> = Box::pin(async move {
             // The constructor runs as a critical section: no event interleaves with it (spec §1.1).
@@ -313,10 +336,12 @@ impl Instance {
             q.waiting.insert(id, Queued { bytes, since: Instant::now() });
         }
         let me = self.clone();
-        let inner: LocalFuture<'static, Result<T, Error>> = Box::pin(async move {
+        let body: LocalFuture<'static, Result<T, Error>> = Box::pin(async move {
             me.started(id);
             inner.await
         });
+        let scope: Rc<dyn SocketScope> = self.sockets.clone();
+        let inner: LocalFuture<'static, Result<T, Error>> = Box::pin(Scoped { scope, inner: body });
         let gated = Gated::new(slot, self.turns.clone(), first, inner, self.end_turn.clone());
         let (tx, rx) = oneshot::channel();
         let me = self.clone();
@@ -382,6 +407,11 @@ impl Instance {
             return None;
         }
         let eviction = &self.config.eviction;
+        if let Some(idle) = self.sockets.idle_override() {
+            // A non-hibernatable socket is open: 70–140 s without an event or a frame (spec §5.1).
+            let last = self.sockets.last_frame.get().map_or(self.last_activity.get(), |f| f.max(self.last_activity.get()));
+            return Some(last + idle);
+        }
         let wait = if events.is_empty() { eviction.idle_timeout } else { eviction.wait_until_max };
         Some(self.last_activity.get() + wait)
     }
@@ -399,7 +429,7 @@ impl Instance {
         // The gate breaks with the reset's error before storage shuts down, so replies still waiting for it
         // get that error, not the shutdown's.
         self.output.break_with(error.clone());
-        self.end(None);
+        self.end(false);
         if let Some(owner) = self.owner.upgrade() {
             owner.instance_reset(self, &error);
         }
@@ -413,17 +443,19 @@ impl Instance {
             return false;
         }
         tracing::debug!(target: "dosim::runtime", "{} evicted", self.label);
-        self.end(None);
+        self.end(true);
         if let Some(owner) = self.owner.upgrade() {
             owner.instance_evicted(self);
         }
         true
     }
 
-    /// Ends the instance: storage shuts down and every task is cancelled.
-    fn end(&self, storage_reason: Option<Error>) {
+    /// Ends the instance: storage shuts down and every task is cancelled. `hibernating` (an eviction): its
+    /// hibernatable sockets stay connected; otherwise (a reset) they drop.
+    fn end(&self, hibernating: bool) {
         self.ended.set(true);
-        self.storage.backend().shutdown(storage_reason);
+        self.sockets.instance_ended(hibernating);
+        self.storage.backend().shutdown(None);
         self.turns.clear();
         let events = std::mem::take(&mut *self.events.borrow_mut());
         for event in events.into_values() {
@@ -451,13 +483,16 @@ async fn eviction_timer(instance: Weak<Instance>) {
         match deadline {
             Some(at) if !prevent => {
                 let Some(i) = instance.upgrade() else { return };
-                // An event ending moves the deadline (a `wait_until` task finishing shortens it): look again.
+                let frames = i.sockets.frame_arrived.clone();
+                // An event ending moves the deadline (a `wait_until` task finishing shortens it), and so does a
+                // frame on a non-hibernatable socket: look again.
                 madsim_tokio::select! {
                     // Biased: an unbiased select draws from tokio's thread RNG, seeded from a process-wide counter,
                     // so a second run of a seed in one process would poll the branches in another order.
                     biased;
                     _ = madsim_tokio::time::sleep_until(at) => {}
                     _ = i.activity.notified() => continue,
+                    _ = frames.notified() => continue,
                 }
                 if i.idle_deadline().is_some_and(|d| d <= Instant::now()) {
                     if i.evict() {

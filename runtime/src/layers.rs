@@ -11,15 +11,17 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     // The basics: errors, the boxed future, where a database lives, ids, HTTP values, deploys.
     &["error", "future", "location"],
+    // A WebSocket end, which a response can carry.
+    &["websocket"],
     &["id", "http", "deploy"],
     // What the embedder provides, and the messages between nodes.
     &["world", "wire"],
     // Storage, the directory of owners and the calls between nodes, then what runs beside them: the gates and the alarm index.
     &["storage", "directory", "rpc"],
-    &["gate", "alarm", "storage_node", "replication"],
+    &["gate", "alarm", "storage_node", "replication", "stream"],
     &["config"],
     // The event loop's turns and critical sections.
-    &["turn"],
+    &["turn", "hibernation"],
     // The user's API, then the instance that runs it.
     &["state", "namespace"],
     &["env"],

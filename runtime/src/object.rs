@@ -19,6 +19,7 @@ use crate::future::LocalFuture;
 use crate::http::{Request, Response};
 use crate::state::State;
 use crate::storage::value;
+use crate::websocket::{WebSocket, WebSocketEvent, WebSocketIncomingMessage};
 
 /// What an alarm handler is told (spec §4 `alarmInfo`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +82,30 @@ pub trait DurableObject: Sized + 'static {
         Err(Error::type_error(messages::ALARM_HANDLER_REQUIRED))
     }
 
+    /// Handles a message on one of the object's hibernatable sockets (spec §5.2; workers-rs
+    /// `websocket_message`). The object may have hibernated since the socket was accepted: then this runs on
+    /// a newly constructed instance. The default drops the message, as a class without the handler does.
+    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<(), Error> {
+        let _ = (ws, message);
+        Ok(())
+    }
+
+    /// Handles the close of one of the object's hibernatable sockets (workers-rs `websocket_close`): the
+    /// peer's code and reason with `was_clean`, or 1006 and `WebSocket disconnected without sending Close
+    /// frame.` when the connection dropped. The runtime has already answered the Close frame. The default
+    /// does nothing.
+    async fn websocket_close(&self, ws: WebSocket, code: u16, reason: String, was_clean: bool) -> Result<(), Error> {
+        let _ = (ws, code, reason, was_clean);
+        Ok(())
+    }
+
+    /// Handles a read error on one of the object's hibernatable sockets (workers-rs `websocket_error`): a
+    /// message over the 32 MiB limit. The connection is closed. The default does nothing.
+    async fn websocket_error(&self, ws: WebSocket, error: Error) -> Result<(), Error> {
+        let _ = (ws, error);
+        Ok(())
+    }
+
     /// Declares the typed RPC methods (workers-rs has no equivalent; Rust has no reflection to find them).
     fn handlers(handlers: &mut Handlers<Self>) {
         let _ = handlers;
@@ -132,6 +157,8 @@ pub(crate) trait LiveObject {
     fn call(self: Rc<Self>, method: &str, args: Vec<u8>) -> LocalFuture<'static, Result<Vec<u8>, Error>>;
     fn alarm(self: Rc<Self>, info: AlarmInfo) -> Option<LocalFuture<'static, Result<(), Error>>>;
     fn has_alarm(&self) -> bool;
+    /// Runs the handler of a hibernatable socket's event.
+    fn websocket(self: Rc<Self>, ws: WebSocket, event: WebSocketEvent) -> LocalFuture<'static, Result<(), Error>>;
     /// The object as `Any`, for [`downcast`] (the embedder's test hooks reach the typed object through it).
     fn as_any(self: Rc<Self>) -> Rc<dyn Any>;
 }
@@ -174,6 +201,17 @@ impl<T: DurableObject> LiveObject for Live<T> {
 
     fn has_alarm(&self) -> bool {
         T::HAS_ALARM
+    }
+
+    fn websocket(self: Rc<Self>, ws: WebSocket, event: WebSocketEvent) -> LocalFuture<'static, Result<(), Error>> {
+        let object = self.object.clone();
+        Box::pin(async move {
+            match event {
+                WebSocketEvent::Message(m) => object.websocket_message(ws, m).await,
+                WebSocketEvent::Close(c) => object.websocket_close(ws, c.code, c.reason, c.was_clean).await,
+                WebSocketEvent::Error(e) => object.websocket_error(ws, e).await,
+            }
+        })
     }
 
     fn as_any(self: Rc<Self>) -> Rc<dyn Any> {

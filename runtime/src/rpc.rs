@@ -47,7 +47,15 @@ enum Envelope {
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
+    /// A packet of a WebSocket session (`stream.rs`), outside the request/response protocol.
+    Stream {
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
 }
+
+/// What a node does with the stream packets it receives.
+pub(crate) type StreamHandler = Rc<dyn Fn(String, Vec<u8>)>;
 
 /// What a server knows of one client incarnation's calls.
 #[derive(Default)]
@@ -75,6 +83,7 @@ pub struct RpcNode {
     next_id: Cell<u64>,
     pending: RefCell<BTreeMap<u64, oneshot::Sender<Vec<u8>>>>,
     handler: RefCell<Option<Handler>>,
+    stream_handler: RefCell<Option<StreamHandler>>,
     served: RefCell<BTreeMap<(String, u64), Served>>,
     /// Run duplicates again: the negative control of deduplication.
     at_least_once: bool,
@@ -115,6 +124,7 @@ impl RpcNode {
             next_id: Cell::new(0),
             pending: RefCell::new(BTreeMap::new()),
             handler: RefCell::new(None),
+            stream_handler: RefCell::new(None),
             served: RefCell::new(BTreeMap::new()),
             at_least_once,
             dispatcher: Cell::new(None),
@@ -127,6 +137,21 @@ impl RpcNode {
     /// This node's address.
     pub fn local_addr(&self) -> String {
         self.transport.local_addr()
+    }
+
+    /// This node's incarnation.
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Sets what this node does with stream packets (until set, they are dropped).
+    pub(crate) fn set_stream_handler(&self, handler: StreamHandler) {
+        *self.stream_handler.borrow_mut() = Some(handler);
+    }
+
+    /// Sends a stream packet to `to`. Fire and forget.
+    pub(crate) fn send_stream(&self, to: &str, body: Vec<u8>) {
+        self.transport.send(to, encode(&Envelope::Stream { body }));
     }
 
     /// Sets what this node does with the calls it receives (until set, requests are dropped).
@@ -212,6 +237,13 @@ async fn dispatch(me: Weak<RpcNode>) {
         match ciborium::from_reader::<Envelope, _>(&bytes[..]) {
             Ok(Envelope::Request { client, id, body }) => node.on_request(from, client, id, body),
             Ok(Envelope::Response { client, id, body }) => node.on_response(client, id, body),
+            Ok(Envelope::Stream { body }) => {
+                let handler = node.stream_handler.borrow().clone();
+                drop(node);
+                if let Some(h) = handler {
+                    h(from, body);
+                }
+            }
             Err(e) => tracing::debug!(target: "dosim::runtime", "a message from {from} does not decode: {e}"),
         }
     }

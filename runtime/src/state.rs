@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use crate::error::{messages, Error};
 use crate::future::LocalFuture;
+use crate::hibernation::{ObjectSockets, WebSocketRequestResponsePair};
 use crate::id::ObjectId;
+use crate::websocket::WebSocket;
 use crate::storage::Storage;
 use crate::turn::critical_section;
 use crate::world::{Clock, Entropy};
@@ -43,6 +45,7 @@ struct StateInner {
     instance: Weak<dyn InstanceControl>,
     clock: Arc<dyn Clock>,
     entropy: Rc<dyn Entropy>,
+    sockets: Rc<ObjectSockets>,
 }
 
 impl std::fmt::Debug for State {
@@ -58,8 +61,9 @@ impl State {
         instance: Weak<dyn InstanceControl>,
         clock: Arc<dyn Clock>,
         entropy: Rc<dyn Entropy>,
+        sockets: Rc<ObjectSockets>,
     ) -> State {
-        State { inner: Rc::new(StateInner { id, storage, instance, clock, entropy }) }
+        State { inner: Rc::new(StateInner { id, storage, instance, clock, entropy, sockets }) }
     }
 
     /// The object's id (`ctx.id`).
@@ -128,6 +132,65 @@ impl State {
     /// Fills `buf` with random bytes from the world (`crypto.getRandomValues`).
     pub fn random_bytes(&self, buf: &mut [u8]) {
         self.inner.entropy.fill(buf);
+    }
+
+    /// Accepts `ws` as a hibernatable WebSocket with `tags` (spec §5.2; workers-rs `accept_web_socket` and
+    /// `accept_websocket_with_tags`): its events go to [`DurableObject::websocket_message`] and the other
+    /// handlers, and it stays connected while the object hibernates. Duplicate tags count once.
+    ///
+    /// Errors, with the spec's messages: `ws` was accepted already or its pair was accepted or used in a
+    /// response; more than 10 tags, or one over 256 characters; the object has 32,768 sockets.
+    ///
+    /// [`DurableObject::websocket_message`]: crate::object::DurableObject::websocket_message
+    pub fn accept_web_socket(&self, ws: &WebSocket, tags: &[&str]) -> Result<(), Error> {
+        self.inner.sockets.accept(ws, tags)
+    }
+
+    /// The object's hibernatable sockets still connected, those with `tag` if given, in accept order
+    /// (workers-rs `get_websockets` / `get_websockets_with_tag`).
+    pub fn get_web_sockets(&self, tag: Option<&str>) -> Vec<WebSocket> {
+        self.inner.sockets.sockets(tag)
+    }
+
+    /// The tags `ws` was accepted with (workers-rs `get_tags`). Errors if it was not accepted with
+    /// [`State::accept_web_socket`].
+    pub fn get_tags(&self, ws: &WebSocket) -> Result<Vec<String>, Error> {
+        if ws.is_hibernatable() {
+            Ok(ws.tags())
+        } else if ws.is_accepted_plain() {
+            Err(Error::new(messages::WS_TAGS_NOT_HIBERNATABLE))
+        } else {
+            Err(Error::new(messages::WS_TAGS_NOT_ACCEPTED))
+        }
+    }
+
+    /// Sets the auto-response (spec §5.2; workers-rs `set_websocket_auto_response`): a text message equal to
+    /// the pair's request is answered with its response by the runtime, without waking the object. `None`
+    /// removes it. It lasts as long as the object's sockets registry (across hibernation; a reset clears it).
+    pub fn set_web_socket_auto_response(&self, pair: Option<&WebSocketRequestResponsePair>) {
+        self.inner.sockets.set_auto_response(pair.cloned());
+    }
+
+    /// The auto-response, if set.
+    pub fn get_web_socket_auto_response(&self) -> Option<WebSocketRequestResponsePair> {
+        self.inner.sockets.auto_response()
+    }
+
+    /// When the runtime last auto-responded on `ws`, in ms since the epoch (the world's clock), if it has.
+    pub fn get_web_socket_auto_response_timestamp(&self, ws: &WebSocket) -> Option<i64> {
+        ws.auto_response_timestamp()
+    }
+
+    /// Sets how long a hibernatable socket's event handler may run (spec §5.2): past it the object is reset
+    /// with `Actor exceeded event execution time and was disconnected.` `None` or 0 clears it; at most
+    /// 604,800,000 ms (7 days).
+    pub fn set_hibernatable_web_socket_event_timeout(&self, ms: Option<u64>) -> Result<(), Error> {
+        self.inner.sockets.set_event_timeout(ms)
+    }
+
+    /// The hibernatable event timeout, in ms, if set.
+    pub fn get_hibernatable_web_socket_event_timeout(&self) -> Option<u64> {
+        self.inner.sockets.event_timeout_ms()
     }
 
     /// A random `u64` from the world.

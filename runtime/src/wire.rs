@@ -55,6 +55,24 @@ pub(crate) struct ObjectCall {
     /// The container of the answering host that the caller's stub is bound to (spec §6.2: a stub keeps its
     /// instance, and keeps failing once it was reset), if the stub is bound to one there.
     pub(crate) bound: Option<u64>,
+    /// A fetch that asks for a WebSocket: the connection the caller opened for it (`stream.rs`). An answer
+    /// with a WebSocket end binds that end to this connection.
+    #[serde(default)]
+    pub(crate) upgrade: Option<ConnId>,
+}
+
+/// A WebSocket connection's name, given by its client: the client node, its RPC incarnation, a counter.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct ConnId {
+    pub(crate) client: String,
+    pub(crate) incarnation: u64,
+    pub(crate) n: u64,
+}
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.client, self.n)
+    }
 }
 
 /// An error on the wire: the message, the class and the four flags, exactly as they were.
@@ -75,6 +93,8 @@ impl WireError {
                 ErrorKind::Error => 0,
                 ErrorKind::TypeError => 1,
                 ErrorKind::RangeError => 2,
+                ErrorKind::InvalidAccessError => 3,
+                ErrorKind::SyntaxError => 4,
             },
             message: e.message().to_string(),
             retryable: e.retryable(),
@@ -88,6 +108,8 @@ impl WireError {
         let kind = match self.kind {
             1 => ErrorKind::TypeError,
             2 => ErrorKind::RangeError,
+            3 => ErrorKind::InvalidAccessError,
+            4 => ErrorKind::SyntaxError,
             _ => ErrorKind::Error,
         };
         let mut e = Error::of(kind, self.message.clone());

@@ -43,7 +43,7 @@ fn poll_broken(
 }
 
 pub(crate) use input::{CriticalSection, InputGate, InputLock, LockWait, CRITICAL_SECTION_DEPTH_MAX};
-pub(crate) use output::OutputGate;
+pub(crate) use output::{GateWait, OutputGate};
 
 #[cfg(test)]
 mod tests;

@@ -229,6 +229,7 @@ impl HostBuilder {
             next_container: std::cell::Cell::new(u64::from(container_epoch) << 32),
             broken_containers: RefCell::new(BTreeMap::new()),
             forced_overloads: RefCell::new(BTreeMap::new()),
+            sockets: RefCell::new(BTreeMap::new()),
         });
         let mut namespaces = BTreeMap::new();
         for b in &self.bindings {

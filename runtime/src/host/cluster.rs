@@ -79,6 +79,8 @@ pub(crate) struct Cluster {
     storage_nodes: Vec<String>,
     /// This host's location (a location hint's name), if it has one.
     pub(crate) location: Option<String>,
+    /// The WebSocket connections between this node and others.
+    streams: Rc<crate::stream::Streams>,
 }
 
 impl Cluster {
@@ -89,6 +91,7 @@ impl Cluster {
         storage_nodes: Vec<String>,
     ) -> Cluster {
         Cluster {
+            streams: crate::stream::Streams::new(rpc.clone()),
             storage_nodes,
             location: None,
             directory: Directory::new(store.clone()),
@@ -188,6 +191,12 @@ impl HostInner {
             if let Some(e) = bound.broken.borrow().clone() {
                 return Err(e);
             }
+            // A fetch asking for a WebSocket opens its connection first: frames the object sends before the
+            // answer arrives are kept.
+            let upgrade = match &call {
+                Call::Fetch(r) if wants_websocket(r) => Some(self.cluster().streams.open_client()),
+                _ => None,
+            };
             let mut message = ObjectCall {
                 namespace: class.namespace.uid.to_string(),
                 id: WireId::of(&id),
@@ -197,6 +206,7 @@ impl HostInner {
                 },
                 bytes: bytes as u64,
                 bound: None,
+                upgrade: upgrade.as_ref().map(|u| u.conn()),
             };
             let key: AlarmKey = (class.namespace.uid.clone(), *id.as_bytes());
             let at = bound.at.borrow().clone();
@@ -217,8 +227,9 @@ impl HostInner {
                 };
                 message.bound = at.as_ref().filter(|(host, _)| *host == to).map(|(_, serial)| *serial);
                 let body = wire::encode(&message);
-                let reply = if to == self.cluster().me() && self.cluster().role == ClusterRole::Host {
-                    self.clone().serve(body).await
+                let local = to == self.cluster().me() && self.cluster().role == ClusterRole::Host;
+                let reply = if local {
+                    self.clone().serve(body, None).await
                 } else {
                     let answer = match self.cluster().rpc.call(&to, body, REMOTE_CALL_TIMEOUT).await {
                         Ok(answer) => answer,
@@ -234,7 +245,13 @@ impl HostInner {
                     ObjectReply::Done { container, outcome } => {
                         *bound.at.borrow_mut() = Some((to.clone(), container));
                         return match outcome {
-                            Outcome::Response(r) => {
+                            Outcome::Response(mut r) => {
+                                if let Some(upgrade) = upgrade {
+                                    // Answered on this host: the response carries the object's pair itself.
+                                    if r.status() == 101 && !local && r.websocket().is_none() {
+                                        r = r.with_websocket(upgrade.connected(&to));
+                                    }
+                                }
                                 self.cluster().remember_owner(key, to);
                                 Ok(Reply::Response(r))
                             }
@@ -283,16 +300,17 @@ impl HostInner {
 
     /// Serves an object call that arrived from another node (or from this one): claims the object if this
     /// host does not own it yet, and runs the call on its instance.
-    pub(super) fn serve(self: Rc<Self>, body: Vec<u8>) -> LocalFuture<'static, ObjectReply> {
+    /// `from`: the calling node, `None` when the call came from this host itself.
+    pub(super) fn serve(self: Rc<Self>, body: Vec<u8>, from: Option<String>) -> LocalFuture<'static, ObjectReply> {
         Box::pin(async move {
-            match self.serve_call(body).await {
+            match self.serve_call(body, from).await {
                 Ok(reply) => reply,
                 Err(e) => ObjectReply::Failed(WireError::of(&e)),
             }
         })
     }
 
-    async fn serve_call(self: Rc<Self>, body: Vec<u8>) -> Result<ObjectReply, Error> {
+    async fn serve_call(self: Rc<Self>, body: Vec<u8>, from: Option<String>) -> Result<ObjectReply, Error> {
         let call: ObjectCall = wire::decode(&body, "object call")?;
         let class = self.classes.get(call.namespace.as_str()).cloned().ok_or_else(|| {
             Error::new(messages::internal_error(&format!(
@@ -326,6 +344,7 @@ impl HostInner {
             WireCall::Rpc { method, args } => crate::namespace::describe_rpc(method, args),
             WireCall::Activate => unreachable!("answered before delivery"),
         };
+        let upgrade = call.upgrade.clone();
         let reply =
             instance.deliver(EventKind::Request, call.bytes as usize, what, move |object| match call.call {
                 WireCall::Fetch(request) => {
@@ -338,7 +357,18 @@ impl HostInner {
                 }
                 WireCall::Activate => unreachable!("answered before delivery"),
             });
-        Ok(done(reply.await.unwrap_or_else(|e| Outcome::Error(WireError::of(&e)))))
+        let mut outcome = reply.await.unwrap_or_else(|e| Outcome::Error(WireError::of(&e)));
+        if let (Outcome::Response(r), Some(from)) = (&mut outcome, from) {
+            // A WebSocket end for a caller on another node: bound to the connection the caller opened, or
+            // dropped if it opened none.
+            if let Some(end) = r.take_websocket() {
+                match upgrade {
+                    Some(conn) => self.cluster().streams.accept(conn, &from, &end),
+                    None => end.drop_connection(),
+                }
+            }
+        }
+        Ok(done(outcome))
     }
 
     /// Hands the alarm of an object that `owner` owns over to it: activates the object there (its activation
@@ -355,6 +385,7 @@ impl HostInner {
             call: WireCall::Activate,
             bytes: 0,
             bound: None,
+            upgrade: None,
         };
         let answer = self.cluster().rpc.call(owner, wire::encode(&message), REMOTE_CALL_TIMEOUT).await?;
         match wire::decode::<ObjectReply>(&answer, "object reply")? {
@@ -483,6 +514,9 @@ impl HostInner {
                 i.reset(Error::new(messages::STORAGE_NO_LONGER_ACCESSIBLE).with_retryable().with_reset());
             }
         }
+        // Hibernated objects' sockets too: this host runs none of its objects any more (spec §7: a
+        // superseded instance's sockets close).
+        self.drop_all_sockets();
     }
 }
 
@@ -527,11 +561,11 @@ pub(super) async fn membership(host: Weak<HostInner>) {
 
 /// The handler a host serves its node's calls with.
 pub(super) fn handler(host: Weak<HostInner>) -> crate::rpc::Handler {
-    Rc::new(move |_from, body| {
+    Rc::new(move |from, body| {
         let host = host.clone();
         Box::pin(async move {
             let reply = match host.upgrade() {
-                Some(inner) => inner.serve(body).await,
+                Some(inner) => inner.serve(body, Some(from)).await,
                 None => ObjectReply::Failed(WireError::of(
                     &Error::new(messages::INSTANCE_NO_LONGER_ACTIVE).with_retryable(),
                 )),
@@ -539,4 +573,9 @@ pub(super) fn handler(host: Weak<HostInner>) -> crate::rpc::Handler {
             wire::encode(&reply)
         })
     })
+}
+
+/// Whether `request` asks for a WebSocket (`Upgrade: websocket`).
+fn wants_websocket(request: &crate::http::Request) -> bool {
+    request.headers().get("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }

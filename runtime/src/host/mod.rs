@@ -20,6 +20,7 @@ mod builder;
 mod cluster;
 mod hooks;
 mod routing;
+mod sockets;
 
 pub use builder::HostBuilder;
 pub use cluster::ClusterRole;
@@ -85,6 +86,7 @@ impl InstanceOwner for Container {
         if let Some(host) = self.host.upgrade() {
             host.remember_broken(self.serial, error);
             host.detach(&self.key, self);
+            host.release_sockets(&self.key, true);
             // The alarm outlives the instance: a run that was cut off is retried by its run loop; an alarm
             // set but not yet run stays in the index.
         }
@@ -94,6 +96,7 @@ impl InstanceOwner for Container {
         self.drop_instance(instance);
         if let Some(host) = self.host.upgrade() {
             host.detach(&self.key, self);
+            host.release_sockets(&self.key, false);
         }
     }
 }
@@ -159,6 +162,8 @@ pub(crate) struct HostInner {
     broken_containers: RefCell<BTreeMap<u64, Error>>,
     /// Injected overloads ([`Host::overload_next`]): how many more calls to each object are refused.
     forced_overloads: RefCell<BTreeMap<AlarmKey, u32>>,
+    /// The socket registries of objects with sockets (or socket settings), live or hibernated.
+    sockets: RefCell<BTreeMap<AlarmKey, Rc<crate::hibernation::ObjectSockets>>>,
 }
 
 /// How many broken containers a host remembers for the remote stubs bound to them; a stub bound to one it
@@ -265,6 +270,7 @@ impl HostInner {
             let weak: Weak<Container> = Rc::downgrade(container);
             weak
         };
+        let sockets = self.sockets_of(container);
         let instance = Instance::new(
             container.id.clone(),
             class.namespace.class_name.clone(),
@@ -275,6 +281,7 @@ impl HostInner {
             output,
             storage.clone(),
             end_turn,
+            sockets.clone(),
         );
         let state = State::new(
             container.id.clone(),
@@ -286,6 +293,7 @@ impl HostInner {
             },
             self.clock.clone(),
             self.entropy.clone(),
+            sockets,
         );
         let construct = class.class.construct(state, self.env.borrow().clone());
         instance.start(construct);
@@ -361,6 +369,8 @@ impl Host {
         for i in instances {
             i.reset(reason.clone());
         }
+        // Hibernated objects' sockets too: the host takes no more events.
+        self.inner.drop_all_sockets();
         for t in self.inner.tasks.borrow_mut().drain(..) {
             t.abort();
         }
@@ -398,6 +408,7 @@ impl Drop for Host {
                 i.reset(Error::new(messages::INSTANCE_NO_LONGER_ACTIVE).with_retryable());
             }
         }
+        self.inner.drop_all_sockets();
         self.inner.alarms.close();
     }
 }
