@@ -121,5 +121,5 @@ fn an_upward_edge_is_reported() {
     let mut edges = edges();
     edges.get_mut("namespace").unwrap().push("host".to_string());
     let found = violations(&edges);
-    assert_eq!(found, vec!["namespace (layer 7) uses host (layer 11)".to_string()]);
+    assert_eq!(found, vec!["namespace (layer 8) uses host (layer 12)".to_string()]);
 }
