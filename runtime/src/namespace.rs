@@ -248,7 +248,13 @@ impl Stub {
     pub async fn fetch(&self, request: Request) -> Result<Response, Error> {
         let bytes = request.size();
         match self.send(bytes, Call::Fetch(request)).await? {
-            Reply::Response(r) => Ok(r),
+            Reply::Response(r) => {
+                // An end answered on this host is the object's own: the caller may accept it now.
+                if let Some(ws) = r.websocket() {
+                    ws.hand_to_caller();
+                }
+                Ok(r)
+            }
             Reply::Rpc(_) => unreachable!("a fetch is answered with a response"),
         }
     }

@@ -199,6 +199,8 @@ struct End {
     peer: RefCell<Peer>,
     role: RefCell<Role>,
     used_in_response: Cell<bool>,
+    /// The response carrying it reached the caller of a `fetch`, who may accept it.
+    handed_to_caller: Cell<bool>,
     sent_close: Cell<bool>,
     closed: Cell<bool>,
     events: RefCell<VecDeque<WebSocketEvent>>,
@@ -283,6 +285,7 @@ impl WebSocket {
                 peer: RefCell::new(peer),
                 role: RefCell::new(Role::Fresh(VecDeque::new())),
                 used_in_response: Cell::new(false),
+                handed_to_caller: Cell::new(false),
                 sent_close: Cell::new(false),
                 closed: Cell::new(false),
                 events: RefCell::new(VecDeque::new()),
@@ -306,7 +309,7 @@ impl WebSocket {
     /// the object from hibernating: it is evicted after 70–140 s without events instead (spec §5.1), and
     /// the socket closes then. Accepting twice does nothing.
     pub fn accept(&self) -> Result<(), Error> {
-        if self.end.used_in_response.get() {
+        if self.end.used_in_response.get() && !self.end.handed_to_caller.get() {
             return Err(Error::type_error(messages::WS_ACCEPT_USED_IN_RESPONSE));
         }
         let buffered = {
@@ -376,6 +379,13 @@ impl WebSocket {
     /// Marks the end as put in a response (its pair may no longer be accepted, spec §5.2).
     pub(crate) fn mark_used_in_response(&self) {
         self.end.used_in_response.set(true);
+    }
+
+    /// The response carrying the end reached the caller of a `fetch` on this host: the caller holds it as
+    /// workerd's caller holds a new WebSocket on the same connection, and may [`accept`](WebSocket::accept)
+    /// it. (Its pair stays used: the object may still not accept the other end.)
+    pub(crate) fn hand_to_caller(&self) {
+        self.end.handed_to_caller.set(true);
     }
 
     /// Binds the end to a network session: what its peer sends goes to `sink`.

@@ -131,6 +131,14 @@ fn accept_rules_follow_workerd() {
     let e = pair.client.accept().unwrap_err();
     assert_eq!((e.kind(), e.message()), (ErrorKind::TypeError, messages::WS_ACCEPT_USED_IN_RESPONSE));
     assert_eq!(pair.server.hibernation_refused().map(|e| e.message().to_string()).as_deref(), Some(messages::WS_PAIR_USED));
+    // The response reached the caller of a stub's `fetch` on this host (the same end): the caller accepts it
+    // and reads what the object sends; the object still may not make its end hibernatable.
+    response.websocket().expect("the end").hand_to_caller();
+    pair.client.accept().expect("the caller accepts the end it was handed");
+    assert_eq!(pair.server.hibernation_refused().map(|e| e.message().to_string()).as_deref(), Some(messages::WS_PAIR_USED));
+    pair.server.accept().unwrap();
+    pair.server.send_with_str("hi").unwrap();
+    assert_eq!(events(&pair.client), vec![text("hi")]);
     // An accepted end cannot be made hibernatable, nor can its pair; accepting twice is no error.
     let pair = WebSocketPair::new().unwrap();
     pair.server.accept().unwrap();
