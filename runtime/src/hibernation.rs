@@ -191,7 +191,11 @@ impl ObjectSockets {
         if distinct.len() > TAGS_PER_SOCKET_MAX {
             return Err(Error::new(messages::WS_TOO_MANY_TAGS));
         }
-        self.prune();
+        // A closed socket normally leaves the registry with its close event; the sweep for any other is
+        // only needed at the limit (sweeping at every accept made n accepts O(n²)).
+        if self.hibernatable.borrow().len() >= SOCKETS_PER_OBJECT_MAX {
+            self.prune();
+        }
         if self.hibernatable.borrow().len() >= SOCKETS_PER_OBJECT_MAX {
             return Err(Error::new(messages::WS_TOO_MANY_SOCKETS));
         }
