@@ -26,7 +26,7 @@ pub mod sim {
 
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::rc::Rc;
-    use std::sync::atomic::{AtomicIsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
     use std::time::{Duration, Instant};
 
     use criterion::{BenchmarkId, Criterion, Throughput};
@@ -46,9 +46,25 @@ pub mod sim {
     pub struct Counting;
 
     static LIVE: AtomicIsize = AtomicIsize::new(0);
+    /// Whether allocations are also counted by size (only while memory is measured).
+    static BY_SIZE_ON: AtomicBool = AtomicBool::new(false);
+    /// Live allocations by size in bytes (the last slot: 4,096 bytes and more).
+    static BY_SIZE: [AtomicIsize; SIZES] = [const { AtomicIsize::new(0) }; SIZES];
+    const SIZES: usize = 4_097;
 
     fn live() -> isize {
         LIVE.load(Ordering::SeqCst)
+    }
+
+    fn count(size: usize, delta: isize) {
+        LIVE.fetch_add(size as isize * delta, Ordering::Relaxed);
+        if BY_SIZE_ON.load(Ordering::Relaxed) {
+            BY_SIZE[size.min(SIZES - 1)].fetch_add(delta, Ordering::Relaxed);
+        }
+    }
+
+    fn by_size() -> Vec<isize> {
+        BY_SIZE.iter().map(|c| c.load(Ordering::SeqCst)).collect()
     }
 
     // SAFETY: every call is forwarded to `System` unchanged; only a counter is updated beside it.
@@ -57,7 +73,7 @@ pub mod sim {
             // SAFETY: the caller's contract is passed on.
             let p = unsafe { System.alloc(layout) };
             if !p.is_null() {
-                LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+                count(layout.size(), 1);
             }
             p
         }
@@ -66,7 +82,7 @@ pub mod sim {
             // SAFETY: the caller's contract is passed on.
             let p = unsafe { System.alloc_zeroed(layout) };
             if !p.is_null() {
-                LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+                count(layout.size(), 1);
             }
             p
         }
@@ -74,14 +90,15 @@ pub mod sim {
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
             // SAFETY: the caller's contract is passed on.
             unsafe { System.dealloc(ptr, layout) };
-            LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+            count(layout.size(), -1);
         }
 
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
             // SAFETY: the caller's contract is passed on.
             let p = unsafe { System.realloc(ptr, layout, new_size) };
             if !p.is_null() {
-                LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+                count(layout.size(), -1);
+                count(new_size, 1);
             }
             p
         }
@@ -107,7 +124,11 @@ pub mod sim {
             Response::from_websocket(pair.client)
         }
 
-        async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<(), Error> {
+        async fn websocket_message(
+            &self,
+            ws: WebSocket,
+            message: WebSocketIncomingMessage,
+        ) -> Result<(), Error> {
             match &message {
                 WebSocketIncomingMessage::String(s) if s == "b" => {
                     for socket in self.state.get_web_sockets(None) {
@@ -261,8 +282,18 @@ pub mod sim {
         start.elapsed()
     }
 
-    /// Heap bytes per hibernated socket with `n` sockets: (both ends, the server side alone).
-    fn bytes_per_socket(n: usize) -> (f64, f64) {
+    /// What [`bytes_per_socket`] measured.
+    struct Memory {
+        /// Heap bytes per socket, both ends and everything else the host and the simulation kept.
+        per_socket: f64,
+        /// One end (half of a pair made outside any object).
+        end: f64,
+        /// The allocations live per socket, by size: (bytes, count per socket), the larger shares first.
+        sizes: Vec<(usize, f64)>,
+    }
+
+    /// Heap bytes per hibernated socket with `n` sockets on one object.
+    fn bytes_per_socket(n: usize) -> Memory {
         let sim = Sim::builder()
             .seed(Seed(1))
             .nodes(1)
@@ -270,11 +301,10 @@ pub mod sim {
             .trace_mode(TraceMode::HashOnly)
             .build()
             .expect("a valid bench config");
-        let out = std::sync::Arc::new(std::sync::Mutex::new((0.0, 0.0)));
+        let out = std::sync::Arc::new(std::sync::Mutex::new(None));
         let result = out.clone();
         sim.run(move |world| async move {
             let measured = on_node(&world, NodeId(0), move || async move {
-                // One end's bytes: a pair made and measured outside any object, halved.
                 let before = live();
                 let pair = WebSocketPair::new().unwrap();
                 let end = (live() - before) as f64 / 2.0;
@@ -287,34 +317,56 @@ pub mod sim {
                 madsim::time::sleep(Duration::from_secs(11)).await;
                 assert_eq!(host.live_instances(), 0, "idle for 11 s: evicted");
                 let mut clients = Vec::with_capacity(n);
+                BY_SIZE_ON.store(true, Ordering::SeqCst);
+                let sizes_before = by_size();
                 let before = live();
                 for _ in 0..n {
                     clients.push(connect(&stub).await);
                 }
                 madsim::time::sleep(Duration::from_secs(11)).await;
-                assert_eq!(host.live_instances(), 0, "idle for 11 s with only hibernatable sockets: hibernated");
+                assert_eq!(
+                    host.live_instances(),
+                    0,
+                    "idle for 11 s with only hibernatable sockets: hibernated"
+                );
                 let per_socket = (live() - before) as f64 / n as f64;
+                BY_SIZE_ON.store(false, Ordering::SeqCst);
+                let mut sizes: Vec<(usize, f64)> = by_size()
+                    .iter()
+                    .zip(&sizes_before)
+                    .enumerate()
+                    .take(SIZES - 1)
+                    .map(|(size, (after, before))| (size, (after - before) as f64 / n as f64))
+                    .filter(|&(size, per)| per * size as f64 >= 4.0)
+                    .collect();
+                sizes.sort_by(|a, b| (b.1 * b.0 as f64).total_cmp(&(a.1 * a.0 as f64)));
                 assert!(clients.iter().all(|ws| !ws.is_closed()), "the sockets stay connected");
                 drop(clients);
                 drop(host);
-                (per_socket, per_socket - end)
+                Memory { per_socket, end, sizes }
             })
             .await?;
-            *result.lock().unwrap() = measured;
+            *result.lock().unwrap() = Some(measured);
             Ok(())
         })
         .expect("the memory run passes");
-        let measured = *out.lock().unwrap();
+        let measured = out.lock().unwrap().take().expect("measured");
         measured
     }
 
     /// Prints the heap bytes per hibernated socket (criterion cannot measure memory).
     pub fn memory() {
         for n in [1_000, 10_000] {
-            let (both, server) = bytes_per_socket(n);
+            let m = bytes_per_socket(n);
+            let sizes: Vec<String> =
+                m.sizes.iter().map(|(size, per)| format!("{size} B × {per:.2}")).collect();
             println!(
-                "websocket memory: {n} hibernated sockets on one object: {both:.0} bytes per socket (both ends), \
-                 {server:.0} bytes server side"
+                "websocket memory: {n} hibernated sockets on one object: {:.0} bytes per socket (both ends), \
+                 {:.0} without the client's end ({:.0} bytes an end); live allocations per socket by size: {}",
+                m.per_socket,
+                m.per_socket - m.end,
+                m.end,
+                sizes.join(", ")
             );
         }
     }
