@@ -358,9 +358,9 @@ impl WebSocket {
             return Some(Error::new(messages::WS_ALREADY_ACCEPTED));
         }
         let pair_used = match &*self.end.peer.borrow() {
-            Peer::Local(peer) => peer.upgrade().is_some_and(|p| {
-                p.used_in_response.get() || !matches!(&*p.role.borrow(), Role::Fresh(_))
-            }),
+            Peer::Local(peer) => peer
+                .upgrade()
+                .is_some_and(|p| p.used_in_response.get() || !matches!(&*p.role.borrow(), Role::Fresh(_))),
             _ => false,
         };
         pair_used.then(|| Error::new(messages::WS_PAIR_USED))
