@@ -51,6 +51,9 @@ sim_test!(fn a_client_on_the_host_accepts_the_fetched_end_and_talks_across_hiber
             drop(response);
             // The end the object put in its response is the caller's now: it may accept it.
             let accepted = ws.accept().map_err(|e| e.message().to_string());
+            if accepted.is_err() {
+                return (status, accepted, None, host.live_instances(), None, ws.is_closed());
+            }
             ws.send_with_str("before").unwrap();
             let first = ws.next_event().await;
             madsim::time::sleep(Duration::from_secs(11)).await;
