@@ -9,9 +9,9 @@ pub mod bank;
 pub mod builtin;
 #[cfg(madsim)]
 pub mod campaign;
-pub mod check;
 #[cfg(madsim)]
 pub mod chat;
+pub mod check;
 #[cfg(madsim)]
 pub mod cluster;
 #[cfg(madsim)]

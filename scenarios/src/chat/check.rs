@@ -94,7 +94,10 @@ struct Member {
 
 /// Checks the log against the properties in the module docs; `histories` holds each room's final history
 /// as `(sender, id)` pairs.
-pub fn check_chat(log: &[ChatEvent], histories: &BTreeMap<usize, Vec<(u32, u32)>>) -> Result<ChatStats, String> {
+pub fn check_chat(
+    log: &[ChatEvent],
+    histories: &BTreeMap<usize, Vec<(u32, u32)>>,
+) -> Result<ChatStats, String> {
     let mut members: BTreeMap<u32, Member> = BTreeMap::new();
     let mut stats = ChatStats::default();
     for e in log {
@@ -136,13 +139,19 @@ pub fn check_chat(log: &[ChatEvent], histories: &BTreeMap<usize, Vec<(u32, u32)>
     // Nothing received that was not sent to the receiver's room; nothing twice; in the sender's order.
     for (conn, m) in &members {
         for (from, ids) in &m.received {
-            let sender = members.get(from).ok_or(format!("m{conn} received from m{from}, who never joined"))?;
+            let sender =
+                members.get(from).ok_or(format!("m{conn} received from m{from}, who never joined"))?;
             if sender.room != m.room {
-                return Err(format!("m{conn} (room {}) received from m{from} of room {}", m.room, sender.room));
+                return Err(format!(
+                    "m{conn} (room {}) received from m{from} of room {}",
+                    m.room, sender.room
+                ));
             }
             for id in ids {
                 if !sender.sent.contains_key(id) {
-                    return Err(format!("m{conn} received message {id} of m{from}, which m{from} never sent"));
+                    return Err(format!(
+                        "m{conn} received message {id} of m{from}, which m{from} never sent"
+                    ));
                 }
             }
             for w in ids.windows(2) {
@@ -183,7 +192,10 @@ pub fn check_chat(log: &[ChatEvent], histories: &BTreeMap<usize, Vec<(u32, u32)>
         let history = histories.get(&m.room).ok_or(format!("no history of room {}", m.room))?;
         for id in &m.acked {
             if !history.contains(&(*conn, *id)) {
-                return Err(format!("message {id} of m{conn} was acknowledged but is not in room {}'s history", m.room));
+                return Err(format!(
+                    "message {id} of m{conn} was acknowledged but is not in room {}'s history",
+                    m.room
+                ));
             }
         }
     }
@@ -220,7 +232,10 @@ mod tests {
     #[test]
     fn a_correct_log_passes_and_is_counted() {
         let stats = check_chat(&good(), &history()).unwrap();
-        assert_eq!((stats.members, stats.sent, stats.acked, stats.required_deliveries, stats.deliveries), (2, 2, 2, 2, 2));
+        assert_eq!(
+            (stats.members, stats.sent, stats.acked, stats.required_deliveries, stats.deliveries),
+            (2, 2, 2, 2, 2)
+        );
     }
 
     #[test]

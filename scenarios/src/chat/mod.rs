@@ -43,8 +43,8 @@ use dosim_runtime::embed::{ClusterRole, HostBuilder, Migration};
 use dosim_runtime::prelude::*;
 use dosim_sim::net::NetConfig;
 use dosim_sim::{
-    ensure, ensure_live, Direction, EventKind, Failure, NodeId, Ratio, RunFailure, RunOptions, RunReport, Seed,
-    Sim, SimRng, World,
+    ensure, ensure_live, Direction, EventKind, Failure, NodeId, Ratio, RunFailure, RunOptions, RunReport,
+    Seed, Sim, SimRng, World,
 };
 
 use crate::cluster::etcd::etcd_node;
@@ -67,6 +67,13 @@ pub const LIVENESS_BOUND: Duration = Duration::from_secs(60);
 const REJOIN_DELAY: Duration = Duration::from_millis(400);
 /// How long the front waits for an eviction command to reach a host that may be down.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A `sometimes` mark: a member saw its connection drop (close code 1006).
+pub const MARK_DROPPED: &str = "a member's connection dropped (1006)";
+/// A `sometimes` mark: a member left cleanly (close code 1000, answered by the room's runtime).
+pub const MARK_LEFT: &str = "a member left cleanly (1000)";
+/// A `sometimes` mark: an injected eviction hibernated a room.
+pub const MARK_EVICTED: &str = "an eviction hibernated a room";
 
 /// The rooms' names.
 const ROOMS: [&str; 3] = ["lobby", "games", "music"];
@@ -163,7 +170,9 @@ impl Options {
         let evictions = if f.below(2) == 0 {
             Vec::new()
         } else {
-            (0..f.between(1, 4)).map(|_| Duration::from_millis(f.between(1_000, run_for.as_millis() as u64))).collect()
+            (0..f.between(1, 4))
+                .map(|_| Duration::from_millis(f.between(1_000, run_for.as_millis() as u64)))
+                .collect()
         };
         let mut p = SimRng::substream(seed, "partitions");
         let mut partitions = Vec::new();
@@ -226,7 +235,12 @@ impl Options {
     }
 
     fn network(&self) -> NetConfig {
-        NetConfig { loss: self.net_loss, duplicate: self.net_duplicate, reorder: self.net_reorder, ..NetConfig::default() }
+        NetConfig {
+            loss: self.net_loss,
+            duplicate: self.net_duplicate,
+            reorder: self.net_reorder,
+            ..NetConfig::default()
+        }
     }
 
     fn quiet_at(&self, t: Duration) -> Option<Duration> {
@@ -268,6 +282,11 @@ pub(crate) fn options(seed: Seed) -> RunOptions {
 /// catch it under some seeds.
 pub fn run_negative_control(seed: Seed) -> Result<RunReport, RunFailure> {
     run_with(seed, &Options::from_seed(seed), Room::InMemory)
+}
+
+/// [`run_negative_control`] with `options` instead of the seed's own.
+pub fn run_negative_control_with_options(seed: Seed, options: &Options) -> Result<RunReport, RunFailure> {
+    run_with(seed, options, Room::InMemory)
 }
 
 /// The scenario under `seed` with `options` instead of the seed's own.
@@ -320,7 +339,8 @@ async fn client(
         log.borrow_mut().push(ChatEvent::Joined { conn, room, at: now() });
         let mut id = 0u32;
         let mut leaving = false;
-        let think = |rng: &mut SimRng| Duration::from_millis(rng.between(options.think_ms.0, options.think_ms.1));
+        let think =
+            |rng: &mut SimRng| Duration::from_millis(rng.between(options.think_ms.0, options.think_ms.1));
         let mut next_send = madsim::time::Instant::now() + think(&mut rng);
         loop {
             madsim_tokio::select! {
@@ -398,11 +418,20 @@ async fn members(env: Env, seed: Seed, options: Options) -> Vec<ChatEvent> {
 }
 
 /// A room's history, read through the front until it answers or the bound passes.
-async fn history(world: &World, front: &HostNode, room: usize, deadline: Duration) -> Result<Vec<(u32, u32)>, Failure> {
+async fn history(
+    world: &World,
+    front: &HostNode,
+    room: usize,
+    deadline: Duration,
+) -> Result<Vec<(u32, u32)>, Failure> {
     loop {
         let answer = front
             .run(move |env| async move {
-                let r = env.durable_object("ROOM")?.get_by_name(ROOMS[room]).fetch(Request::get("/history")).await?;
+                let r = env
+                    .durable_object("ROOM")?
+                    .get_by_name(ROOMS[room])
+                    .fetch(Request::get("/history"))
+                    .await?;
                 r.text()
             })
             .await?;
@@ -410,7 +439,8 @@ async fn history(world: &World, front: &HostNode, room: usize, deadline: Duratio
             Ok(text) => {
                 let mut pairs = Vec::new();
                 for line in text.lines().filter(|l| !l.is_empty()) {
-                    let (sender, id) = line.split_once(' ').ok_or(Failure::new(format!("history line {line:?}")))?;
+                    let (sender, id) =
+                        line.split_once(' ').ok_or(Failure::new(format!("history line {line:?}")))?;
                     let sender = sender.strip_prefix('m').and_then(|s| s.parse().ok());
                     let (Some(sender), Ok(id)) = (sender, id.parse()) else {
                         return Err(Failure::new(format!("history line {line:?}")));
@@ -443,7 +473,11 @@ async fn faults(world: World, hosts: Vec<HostNode>, options: Options) -> usize {
         tasks.push(madsim::task::spawn(async move {
             world.sleep((t0 + at).saturating_sub(world.now())).await;
             for h in &hosts {
-                let n = madsim::time::timeout(COMMAND_TIMEOUT, h.run_on_host(|host| async move { host.evict_idle() })).await;
+                let n = madsim::time::timeout(
+                    COMMAND_TIMEOUT,
+                    h.run_on_host(|host| async move { host.evict_idle() }),
+                )
+                .await;
                 if let Ok(Ok(n)) = n {
                     evicted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -479,12 +513,15 @@ async fn faults(world: World, hosts: Vec<HostNode>, options: Options) -> usize {
 
 fn run_with(seed: Seed, options: &Options, room: Room) -> Result<RunReport, RunFailure> {
     let mut b = Sim::builder().seed(seed).node(etcd_node(ETCD, "etcd"));
-    let (config, front) = cluster_node(FRONT, "front", ETCD, &[STORAGE], ClusterRole::Front, move || build(room));
+    let (config, front) =
+        cluster_node(FRONT, "front", ETCD, &[STORAGE], ClusterRole::Front, move || build(room));
     b = b.node(config);
     let mut hosts = Vec::new();
     for (i, node) in HOSTS.iter().enumerate() {
         let (config, host) =
-            cluster_node(*node, &format!("host-{}", i + 1), ETCD, &[STORAGE], ClusterRole::Host, move || build(room));
+            cluster_node(*node, &format!("host-{}", i + 1), ETCD, &[STORAGE], ClusterRole::Host, move || {
+                build(room)
+            });
         b = b.node(config);
         hosts.push(host);
     }
@@ -512,9 +549,21 @@ fn run_with(seed: Seed, options: &Options, room: Room) -> Result<RunReport, RunF
         let stats = check_chat(&log, &histories).map_err(Failure::new)?;
         dosim_sim::note("members", stats.members);
         dosim_sim::note("messages", format!("sent={} acked={}", stats.sent, stats.acked));
-        dosim_sim::note("deliveries", format!("required={} seen={}", stats.required_deliveries, stats.deliveries));
+        dosim_sim::note(
+            "deliveries",
+            format!("required={} seen={}", stats.required_deliveries, stats.deliveries),
+        );
         dosim_sim::note("closes", format!("{:?}", stats.closes));
         dosim_sim::note("evicted", evicted);
+        for (code, n) in &stats.closes {
+            for _ in 0..*n {
+                dosim_sim::sometimes_if(*code == 1006, MARK_DROPPED);
+                dosim_sim::sometimes_if(*code == 1000, MARK_LEFT);
+            }
+        }
+        for _ in 0..evicted {
+            dosim_sim::sometimes(MARK_EVICTED);
+        }
         ensure_live!(stats.acked > 0, "no message was acknowledged in the whole run");
         ensure!(stats.acked <= stats.sent, "more acks than messages");
         Ok(())

@@ -22,7 +22,8 @@ pub const PING: &str = "ping";
 /// See [`PING`].
 pub const PONG: &str = "pong";
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS history (seq INTEGER PRIMARY KEY AUTOINCREMENT, sender TEXT NOT NULL, \
+const SCHEMA: &str =
+    "CREATE TABLE IF NOT EXISTS history (seq INTEGER PRIMARY KEY AUTOINCREMENT, sender TEXT NOT NULL, \
                       id INTEGER NOT NULL, text TEXT NOT NULL); \
                       CREATE TABLE IF NOT EXISTS members (name TEXT PRIMARY KEY)";
 
@@ -61,7 +62,8 @@ impl RoomCore {
         let sql = self.state.storage().sql()?;
         let stored: Vec<String> = sql
             .exec("SELECT name FROM members ORDER BY name", &[])?
-            .to_array().into_iter()
+            .to_array()
+            .into_iter()
             .filter_map(|r| match r.get("name") {
                 Some(SqlValue::Text(t)) => Some(t.clone()),
                 _ => None,
@@ -95,7 +97,8 @@ impl RoomCore {
         let lines: Vec<String> = match request.path() {
             "/history" => sql
                 .exec("SELECT sender, id FROM history ORDER BY seq", &[])?
-                .to_array().into_iter()
+                .to_array()
+                .into_iter()
                 .map(|r| match (r.get("sender"), r.get("id")) {
                     (Some(SqlValue::Text(s)), Some(SqlValue::Integer(i))) => format!("{s} {i}"),
                     other => format!("? {other:?}"),
@@ -103,7 +106,8 @@ impl RoomCore {
                 .collect(),
             "/members" => sql
                 .exec("SELECT name FROM members ORDER BY name", &[])?
-                .to_array().into_iter()
+                .to_array()
+                .into_iter()
                 .filter_map(|r| match r.get("name") {
                     Some(SqlValue::Text(t)) => Some(t.clone()),
                     _ => None,
@@ -127,7 +131,10 @@ impl RoomCore {
 
     fn leave(&self, ws: &WebSocket) -> Result<(), Error> {
         if let Some(name) = ws.deserialize_attachment::<String>()? {
-            self.state.storage().sql()?.exec("DELETE FROM members WHERE name = ?", &[SqlValue::Text(name)])?;
+            self.state
+                .storage()
+                .sql()?
+                .exec("DELETE FROM members WHERE name = ?", &[SqlValue::Text(name)])?;
         }
         Ok(())
     }
@@ -165,7 +172,13 @@ impl DurableObject for ChatRoom {
         ws.send_with_str(format!("ack {id}"))
     }
 
-    async fn websocket_close(&self, ws: WebSocket, _code: u16, _reason: String, _clean: bool) -> Result<(), Error> {
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        _code: u16,
+        _reason: String,
+        _clean: bool,
+    ) -> Result<(), Error> {
         self.core.leave(&ws)
     }
 }
@@ -204,7 +217,13 @@ impl DurableObject for InMemoryChatRoom {
         ws.send_with_str(format!("ack {id}"))
     }
 
-    async fn websocket_close(&self, ws: WebSocket, _code: u16, _reason: String, _clean: bool) -> Result<(), Error> {
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        _code: u16,
+        _reason: String,
+        _clean: bool,
+    ) -> Result<(), Error> {
         self.members.borrow_mut().retain(|m| *m != ws);
         self.core.leave(&ws)
     }
