@@ -279,7 +279,9 @@ impl Acceptor for ObjectSockets {
         let sink = self.events.borrow().clone();
         match sink {
             Some(sink) => sink(ws.clone(), event),
-            None => tracing::debug!(target: "dosim::runtime", "{} socket {n}: no handler; dropped", self.label),
+            None => {
+                tracing::debug!(target: "dosim::runtime", "{} socket {n}: no handler; dropped", self.label)
+            }
         }
     }
 }
@@ -306,7 +308,6 @@ impl SocketScope for ObjectSockets {
         self.unhibernatable.borrow_mut().push(ws.clone());
     }
 }
-
 
 /// An instance's socket output: each frame waits for the output gate as it was when the frame was sent,
 /// and frames leave in send order (spec §1.4, §5.2). A frame sent with nothing held and no lock pending

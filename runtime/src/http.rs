@@ -236,7 +236,12 @@ impl Response {
     /// end can no longer be accepted with `accept()` once this one is in a response.
     pub fn from_websocket(client: WebSocket) -> Result<Response, Error> {
         client.mark_used_in_response();
-        Ok(Response { status: 101, headers: Headers::new(), body: Vec::new(), websocket: Upgrade::of(client) })
+        Ok(Response {
+            status: 101,
+            headers: Headers::new(),
+            body: Vec::new(),
+            websocket: Upgrade::of(client),
+        })
     }
 
     /// The WebSocket end of a `101` response (workers-rs `Response::websocket`): the caller accepts it with
@@ -245,6 +250,13 @@ impl Response {
     /// that received the response: `None`.
     pub fn websocket(&self) -> Option<WebSocket> {
         self.websocket.0.as_ref().and_then(|p| p.get())
+    }
+
+    /// The response reached its caller: its WebSocket end is the caller's now, who may accept it.
+    pub(crate) fn arrived(&self) {
+        if let Some(ws) = self.websocket() {
+            ws.handed_over();
+        }
     }
 
     /// Takes the WebSocket end out of this response.

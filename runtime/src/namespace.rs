@@ -248,7 +248,10 @@ impl Stub {
     pub async fn fetch(&self, request: Request) -> Result<Response, Error> {
         let bytes = request.size();
         match self.send(bytes, Call::Fetch(request)).await? {
-            Reply::Response(r) => Ok(r),
+            Reply::Response(r) => {
+                r.arrived();
+                Ok(r)
+            }
             Reply::Rpc(_) => unreachable!("a fetch is answered with a response"),
         }
     }

@@ -355,9 +355,9 @@ impl WebSocket {
             return Some(Error::new(messages::WS_ALREADY_ACCEPTED));
         }
         let pair_used = match &*self.end.peer.borrow() {
-            Peer::Local(peer) => peer.upgrade().is_some_and(|p| {
-                p.used_in_response.get() || !matches!(&*p.role.borrow(), Role::Fresh(_))
-            }),
+            Peer::Local(peer) => peer
+                .upgrade()
+                .is_some_and(|p| p.used_in_response.get() || !matches!(&*p.role.borrow(), Role::Fresh(_))),
             _ => false,
         };
         pair_used.then(|| Error::new(messages::WS_PAIR_USED))
@@ -376,6 +376,11 @@ impl WebSocket {
     /// Marks the end as put in a response (its pair may no longer be accepted, spec §5.2).
     pub(crate) fn mark_used_in_response(&self) {
         self.end.used_in_response.set(true);
+    }
+
+    /// The response that carried the end reached its caller: the caller may accept it.
+    pub(crate) fn handed_over(&self) {
+        self.end.used_in_response.set(false);
     }
 
     /// Binds the end to a network session: what its peer sends goes to `sink`.
