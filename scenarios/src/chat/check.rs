@@ -80,6 +80,59 @@ pub struct ChatStats {
     pub closes: BTreeMap<u16, usize>,
 }
 
+/// A violation: what broke, the log lines behind it, and the stretch of time they span.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatViolation {
+    /// What broke, in one sentence.
+    pub message: String,
+    /// The members' events behind it, one per line.
+    pub lines: Vec<String>,
+    /// From the first of those events to the last.
+    pub window: Option<(Duration, Duration)>,
+}
+
+impl std::fmt::Display for ChatViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for ChatViolation {
+    fn from(message: String) -> ChatViolation {
+        ChatViolation { message, lines: Vec::new(), window: None }
+    }
+}
+
+impl ChatEvent {
+    /// When it happened.
+    pub fn at(&self) -> Duration {
+        match *self {
+            ChatEvent::Joined { at, .. }
+            | ChatEvent::Sent { at, .. }
+            | ChatEvent::Acked { at, .. }
+            | ChatEvent::Received { at, .. }
+            | ChatEvent::Closed { at, .. } => at,
+        }
+    }
+}
+
+/// The evidence of a lost broadcast: the message's send and ack, both members' joins and closes, and what
+/// the receiver got from the sender.
+fn lost_broadcast(log: &[ChatEvent], message: String, sender: u32, id: u32, receiver: u32) -> ChatViolation {
+    let relevant = |e: &ChatEvent| match *e {
+        ChatEvent::Sent { conn, id: i, .. } | ChatEvent::Acked { conn, id: i, .. } => {
+            conn == sender && i == id
+        }
+        ChatEvent::Joined { conn, .. } | ChatEvent::Closed { conn, .. } => conn == receiver || conn == sender,
+        ChatEvent::Received { conn, from, .. } => conn == receiver && from == sender,
+    };
+    let events: Vec<&ChatEvent> = log.iter().filter(|e| relevant(e)).collect();
+    let sent = events.iter().find(|e| matches!(e, ChatEvent::Sent { .. })).map(|e| e.at());
+    let acked = events.iter().find(|e| matches!(e, ChatEvent::Acked { .. })).map(|e| e.at());
+    let lines = events.iter().map(|e| format!("{:>12.3?} {e:?}", e.at())).collect();
+    ChatViolation { message, lines, window: sent.zip(acked) }
+}
+
 #[derive(Default)]
 struct Member {
     room: usize,
@@ -97,7 +150,7 @@ struct Member {
 pub fn check_chat(
     log: &[ChatEvent],
     histories: &BTreeMap<usize, Vec<(u32, u32)>>,
-) -> Result<ChatStats, String> {
+) -> Result<ChatStats, ChatViolation> {
     let mut members: BTreeMap<u32, Member> = BTreeMap::new();
     let mut stats = ChatStats::default();
     for e in log {
@@ -116,10 +169,10 @@ pub fn check_chat(
             ChatEvent::Acked { conn, id, .. } => {
                 let m = members.get_mut(&conn).ok_or(format!("m{conn} got an ack before it joined"))?;
                 if !m.sent.contains_key(&id) {
-                    return Err(format!("m{conn} got an ack for message {id}, which it never sent"));
+                    return Err(format!("m{conn} got an ack for message {id}, which it never sent").into());
                 }
                 if !m.acked.insert(id) {
-                    return Err(format!("m{conn} got message {id} acknowledged twice"));
+                    return Err(format!("m{conn} got message {id} acknowledged twice").into());
                 }
                 stats.acked += 1;
             }
@@ -145,24 +198,26 @@ pub fn check_chat(
                 return Err(format!(
                     "m{conn} (room {}) received from m{from} of room {}",
                     m.room, sender.room
-                ));
+                )
+                .into());
             }
             for id in ids {
                 if !sender.sent.contains_key(id) {
                     return Err(format!(
                         "m{conn} received message {id} of m{from}, which m{from} never sent"
-                    ));
+                    )
+                    .into());
                 }
             }
             for w in ids.windows(2) {
                 if w[1] == w[0] {
-                    return Err(format!("m{conn} received message {} of m{from} twice", w[0]));
+                    return Err(format!("m{conn} received message {} of m{from} twice", w[0]).into());
                 }
                 if w[1] < w[0] {
                     return Err(format!(
                         "m{conn} received m{from}'s messages out of the sender's order: {} after {} ({ids:?})",
                         w[1], w[0]
-                    ));
+                    ).into());
                 }
             }
         }
@@ -178,11 +233,12 @@ pub fn check_chat(
                 stats.required_deliveries += 1;
                 let got = m.received.get(sender_conn).is_some_and(|ids| ids.contains(id));
                 if !got {
-                    return Err(format!(
+                    let message = format!(
                         "message {id} of m{sender_conn} (room {}, sent at {sent_at:?}, acknowledged) never reached \
                          m{conn}, which joined at {:?} and stayed connected",
                         sender.room, m.joined
-                    ));
+                    );
+                    return Err(lost_broadcast(log, message, *sender_conn, *id, *conn));
                 }
             }
         }
@@ -195,7 +251,8 @@ pub fn check_chat(
                 return Err(format!(
                     "message {id} of m{conn} was acknowledged but is not in room {}'s history",
                     m.room
-                ));
+                )
+                .into());
             }
         }
     }
@@ -243,7 +300,13 @@ mod tests {
         let mut log = good();
         log.retain(|e| !matches!(e, Received { id: 1, .. }));
         let e = check_chat(&log, &history()).unwrap_err();
-        assert!(e.contains("message 1 of m1") && e.contains("never reached m2"), "{e}");
+        assert!(e.message.contains("message 1 of m1") && e.message.contains("never reached m2"), "{e}");
+        assert_eq!(e.window, Some((ms(4), ms(8))), "from the send to the ack");
+        assert!(
+            e.lines.iter().any(|l| l.contains("Acked")) && e.lines.iter().any(|l| l.contains("Joined")),
+            "{:?}",
+            e.lines
+        );
     }
 
     #[test]
@@ -262,22 +325,22 @@ mod tests {
     fn reordering_duplicates_phantoms_and_other_rooms_are_caught() {
         let mut log = good();
         log.swap(4, 6);
-        assert!(check_chat(&log, &history()).unwrap_err().contains("out of the sender's order"));
+        assert!(check_chat(&log, &history()).unwrap_err().message.contains("out of the sender's order"));
         let mut log = good();
         log.push(Received { conn: 2, from: 1, id: 1, at: ms(9) });
-        assert!(check_chat(&log, &history()).unwrap_err().contains("twice"));
+        assert!(check_chat(&log, &history()).unwrap_err().message.contains("twice"));
         let mut log = good();
         log.push(Received { conn: 2, from: 1, id: 7, at: ms(9) });
-        assert!(check_chat(&log, &history()).unwrap_err().contains("never sent"));
+        assert!(check_chat(&log, &history()).unwrap_err().message.contains("never sent"));
         let mut log = good();
         log.push(Joined { conn: 3, room: 1, at: ms(1) });
         log.push(Received { conn: 3, from: 1, id: 0, at: ms(9) });
-        assert!(check_chat(&log, &history()).unwrap_err().contains("received from m1 of room 0"));
+        assert!(check_chat(&log, &history()).unwrap_err().message.contains("received from m1 of room 0"));
     }
 
     #[test]
     fn an_acknowledged_message_missing_from_the_history_is_caught() {
-        let e = check_chat(&good(), &BTreeMap::from([(0, vec![(1, 0)])])).unwrap_err();
+        let e = check_chat(&good(), &BTreeMap::from([(0, vec![(1, 0)])])).unwrap_err().message;
         assert!(e.contains("message 1 of m1 was acknowledged but is not in room 0's history"), "{e}");
     }
 }

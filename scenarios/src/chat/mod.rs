@@ -30,7 +30,7 @@
 mod check;
 mod room;
 
-pub use check::{check_chat, ChatEvent, ChatStats};
+pub use check::{check_chat, ChatEvent, ChatStats, ChatViolation};
 pub use room::{ChatRoom, InMemoryChatRoom, PING, PONG};
 
 use std::cell::RefCell;
@@ -314,12 +314,12 @@ async fn client(
     number: u32,
     options: Rc<Options>,
     mut rng: SimRng,
-    start: madsim::time::Instant,
+    (start, offset): (madsim::time::Instant, Duration),
     log: Rc<RefCell<Vec<ChatEvent>>>,
 ) {
     let stop = start + options.run_for;
     let end = stop + SETTLE;
-    let now = || start.elapsed();
+    let now = || offset + start.elapsed();
     let namespace = env.durable_object("ROOM").expect("the ROOM binding");
     let mut next_conn = number * 10_000;
     while madsim::time::Instant::now() < stop {
@@ -400,14 +400,14 @@ async fn client(
 }
 
 /// Every client, on the front; returns the log.
-async fn members(env: Env, seed: Seed, options: Options) -> Vec<ChatEvent> {
+async fn members(env: Env, seed: Seed, options: Options, offset: Duration) -> Vec<ChatEvent> {
     let options = Rc::new(options);
     let log = Rc::new(RefCell::new(Vec::new()));
     let start = madsim::time::Instant::now();
     let mut tasks = Vec::new();
     for n in 0..options.clients {
         let rng = SimRng::substream(seed, &format!("client-{n}"));
-        let task = client(env.clone(), n + 1, options.clone(), rng, start, log.clone());
+        let task = client(env.clone(), n + 1, options.clone(), rng, (start, offset), log.clone());
         tasks.push(madsim::task::spawn_local(task));
     }
     for t in tasks {
@@ -528,47 +528,98 @@ fn run_with(seed: Seed, options: &Options, room: Room) -> Result<RunReport, RunF
     b = b.node(storage_node("storage", true));
     let sim = b.network(options.network()).options(options.describe(seed)).build()?;
     let options = options.clone();
-    let report = sim.run(move |world| async move {
-        world.sleep(STARTUP).await;
-        let driver = madsim::task::spawn(faults(world.clone(), hosts.clone(), options.clone()));
-        let plan = options.clone();
-        let log = front.run(move |env| members(env, seed, plan)).await?;
-        let evicted = driver.await.expect("the fault driver");
-        world.stop_faults();
-        world.heal();
-        for h in HOSTS {
-            if world.state(h).is_ok_and(|s| s != dosim_sim::NodeState::Running) {
-                let _ = world.restart(h);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let described = options.describe(seed);
+    let report = sim.run({
+        let seen = seen.clone();
+        move |world| async move {
+            world.sleep(STARTUP).await;
+            let driver = madsim::task::spawn(faults(world.clone(), hosts.clone(), options.clone()));
+            let plan = options.clone();
+            // The members stamp their events with the world's time (the report's), from this start.
+            let offset = world.now();
+            let log = front.run(move |env| members(env, seed, plan, offset)).await?;
+            let evicted = driver.await.expect("the fault driver");
+            world.stop_faults();
+            world.heal();
+            for h in HOSTS {
+                if world.state(h).is_ok_and(|s| s != dosim_sim::NodeState::Running) {
+                    let _ = world.restart(h);
+                }
             }
-        }
-        let deadline = world.now() + LIVENESS_BOUND;
-        let mut histories = BTreeMap::new();
-        for r in 0..options.rooms {
-            histories.insert(r, history(&world, &front, r, deadline).await?);
-        }
-        let stats = check_chat(&log, &histories).map_err(Failure::new)?;
-        dosim_sim::note("members", stats.members);
-        dosim_sim::note("messages", format!("sent={} acked={}", stats.sent, stats.acked));
-        dosim_sim::note(
-            "deliveries",
-            format!("required={} seen={}", stats.required_deliveries, stats.deliveries),
-        );
-        dosim_sim::note("closes", format!("{:?}", stats.closes));
-        dosim_sim::note("evicted", evicted);
-        for (code, n) in &stats.closes {
-            for _ in 0..*n {
-                dosim_sim::sometimes_if(*code == 1006, MARK_DROPPED);
-                dosim_sim::sometimes_if(*code == 1000, MARK_LEFT);
+            let deadline = world.now() + LIVENESS_BOUND;
+            let mut histories = BTreeMap::new();
+            for r in 0..options.rooms {
+                histories.insert(r, history(&world, &front, r, deadline).await?);
             }
+            // A violation is judged after the run, where its evidence can quote the rooms' trace.
+            let Ok(stats) = check_chat(&log, &histories) else {
+                *seen.lock().expect("the run's one thread") = Some((log, histories));
+                return Ok(());
+            };
+            dosim_sim::note("members", stats.members);
+            dosim_sim::note("messages", format!("sent={} acked={}", stats.sent, stats.acked));
+            dosim_sim::note(
+                "deliveries",
+                format!("required={} seen={}", stats.required_deliveries, stats.deliveries),
+            );
+            dosim_sim::note("closes", format!("{:?}", stats.closes));
+            dosim_sim::note("evicted", evicted);
+            for (code, n) in &stats.closes {
+                for _ in 0..*n {
+                    dosim_sim::sometimes_if(*code == 1006, MARK_DROPPED);
+                    dosim_sim::sometimes_if(*code == 1000, MARK_LEFT);
+                }
+            }
+            for _ in 0..evicted {
+                dosim_sim::sometimes(MARK_EVICTED);
+            }
+            ensure_live!(stats.acked > 0, "no message was acknowledged in the whole run");
+            ensure!(stats.acked <= stats.sent, "more acks than messages");
+            Ok(())
         }
-        for _ in 0..evicted {
-            dosim_sim::sometimes(MARK_EVICTED);
-        }
-        ensure_live!(stats.acked > 0, "no message was acknowledged in the whole run");
-        ensure!(stats.acked <= stats.sent, "more acks than messages");
-        Ok(())
     })?;
-    Ok(report)
+    let failed = seen.lock().expect("the run is over").take();
+    match failed {
+        None => Ok(report),
+        Some((log, histories)) => {
+            let v = check_chat(&log, &histories).expect_err("it failed in the run");
+            let mut lines = v.lines.clone();
+            if let Some((from, to)) = v.window {
+                lines.extend(room_lines(&report, from.saturating_sub(RUNTIME_CONTEXT), to));
+            }
+            let evidence = dosim_sim::Evidence { lines, window: v.window };
+            Err(RunFailure::after(report, described, Failure::new(v.message).with_evidence(evidence)))
+        }
+    }
+}
+
+/// How far before a violation's window its evidence quotes the rooms' lifecycle (a hibernation is at least
+/// 10 s before the message it loses).
+const RUNTIME_CONTEXT: Duration = Duration::from_secs(20);
+
+/// The rooms' lifecycle in the trace from `from` to `to`: instances starting, hibernating, evicted, reset,
+/// sockets dropped.
+fn room_lines(report: &RunReport, from: Duration, to: Duration) -> Vec<String> {
+    report
+        .trace
+        .events()
+        .iter()
+        .filter(|e| e.at >= from && e.at <= to)
+        .filter_map(|e| match &e.kind {
+            EventKind::Log { target, text }
+                if target == "dosim::runtime"
+                    && text.starts_with("ChatRoom/")
+                    && [" starts", " hibernates ", " evicted", " reset", " drops "]
+                        .iter()
+                        .any(|w| text.contains(w)) =>
+            {
+                let node = e.node.map(|n| n.to_string()).unwrap_or_default();
+                Some(format!("{:>12.3?} {node} {text}", e.at))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// How many times a room hibernated with sockets in `report`'s trace (the runtime's
