@@ -188,8 +188,13 @@ impl Streams {
         self.next.set(n);
         let conn = ConnId { client: self.rpc.local_addr(), incarnation: self.rpc.incarnation(), n };
         let end = WebSocket::remote(self.sink(&conn));
-        let to_end = end.clone();
-        let deliver = Box::new(move |frame| to_end.receive(frame));
+        // Weakly: the client holds its end; when it drops it, the end drops the connection.
+        let to_end = end.downgrade();
+        let deliver = Box::new(move |frame| {
+            if let Some(end) = to_end.upgrade() {
+                end.receive(frame);
+            }
+        });
         self.insert(Self::session(conn.clone(), None, deliver, true));
         let streams = self.me.upgrade().expect("a live node's streams");
         PendingUpgrade { streams, conn, end: Some(end) }

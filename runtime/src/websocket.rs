@@ -251,6 +251,18 @@ impl PartialEq for WebSocket {
 
 impl Eq for WebSocket {}
 
+/// A [`WebSocket`] that does not keep its end alive (a client's session holds its end so: dropped by its
+/// holder, the end drops the connection).
+#[derive(Clone)]
+pub(crate) struct WeakWebSocket(Weak<End>);
+
+impl WeakWebSocket {
+    /// The end, if someone still holds it.
+    pub(crate) fn upgrade(&self) -> Option<WebSocket> {
+        self.0.upgrade().map(|end| WebSocket { end })
+    }
+}
+
 /// The two ends of a new connection (workers-rs `WebSocketPair`): the object keeps `server` and answers the
 /// request with `client` ([`Response::from_websocket`](crate::http::Response::from_websocket)).
 #[derive(Debug)]
@@ -294,6 +306,11 @@ impl WebSocket {
                 observer: RefCell::new(None),
             }),
         }
+    }
+
+    /// A handle that does not keep the end alive.
+    pub(crate) fn downgrade(&self) -> WeakWebSocket {
+        WeakWebSocket(Rc::downgrade(&self.end))
     }
 
     /// A fresh end whose peer is across the network, behind `sink` (a client's end of a session).
