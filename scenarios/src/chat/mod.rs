@@ -19,7 +19,8 @@
 //! - **partitions** (`partitions`): the front from a host (the sockets to that host's rooms drop: both ends
 //!   see 1006 after the peer timeout), or a host from the directory (its lease lapses: it is superseded, its
 //!   rooms' sockets drop, and the rooms move);
-//! - **crashes** (`crashes`): a host dies and restarts (its sockets drop; its rooms move).
+//! - **crashes** (`crashes`): a host dies and restarts (its sockets drop; its rooms move);
+//! - **code updates** (`code_updates`): a host's code is replaced; its rooms are reset and their sockets drop.
 //!
 //! Then the faults stop, every node restarts, the members stop sending and read for a settling time longer
 //! than a dead connection takes to be noticed, and each room's history is read. Checks ([`check_chat`]):
@@ -48,7 +49,7 @@ use dosim_sim::{
 };
 
 use crate::cluster::etcd::etcd_node;
-use crate::cluster::{cluster_node, storage_node};
+use crate::cluster::{cluster_node, storage_node, update_cluster_code_with};
 use crate::sim_host::{host_builder, HostNode};
 
 const ETCD: NodeId = NodeId(0);
@@ -125,6 +126,9 @@ pub struct Options {
     pub partitions: Vec<Cut>,
     /// Host crashes: (host, at, down for).
     pub crashes: Vec<(NodeId, Duration, Duration)>,
+    /// Code updates: (host, at). The old host resets its rooms (`Durable Object reset because its code was
+    /// updated.`), and their sockets drop.
+    pub code_updates: Vec<(NodeId, Duration)>,
 }
 
 fn maybe_rate(rng: &mut SimRng, lo: u64, hi: u64) -> Ratio {
@@ -193,7 +197,15 @@ impl Options {
             let at = Duration::from_millis(c.between(2_000, run_for.as_millis() as u64 - 5_000));
             vec![(host, at, Duration::from_millis(c.between(500, 5_000)))]
         };
+        let mut u = SimRng::substream(seed, "code-updates");
+        let code_updates = if u.below(3) == 0 {
+            let host = HOSTS[u.below(HOSTS.len() as u64) as usize];
+            vec![(host, Duration::from_millis(u.between(2_000, run_for.as_millis() as u64 - 2_000)))]
+        } else {
+            Vec::new()
+        };
         Options {
+            code_updates,
             net_loss,
             net_duplicate,
             net_reorder,
@@ -219,6 +231,8 @@ impl Options {
             .iter()
             .map(|(n, a, d)| format!("{n}@{}+{}ms", a.as_millis(), d.as_millis()))
             .collect();
+        let updates: Vec<String> =
+            self.code_updates.iter().map(|(n, a)| format!("{n}@{}ms", a.as_millis())).collect();
         RunOptions::new(seed)
             .with("net_loss", self.net_loss)
             .with("net_duplicate", self.net_duplicate)
@@ -232,6 +246,7 @@ impl Options {
             .with("evictions_ms", list(&evictions))
             .with("partitions", list(&self.partitions))
             .with("crashes", list(&crashes))
+            .with("code_updates", list(&updates))
     }
 
     fn network(&self) -> NetConfig {
@@ -464,7 +479,7 @@ async fn history(
 }
 
 /// Drives the seed's evictions, partitions and crashes; returns how many rooms were evicted.
-async fn faults(world: World, hosts: Vec<HostNode>, options: Options) -> usize {
+async fn faults(world: World, hosts: Vec<HostNode>, options: Options, room: Room) -> usize {
     let t0 = world.now();
     let evicted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -505,6 +520,18 @@ async fn faults(world: World, hosts: Vec<HostNode>, options: Options) -> usize {
             }
         }));
     }
+    for (host, at) in options.code_updates.clone() {
+        let world = world.clone();
+        let node = hosts[HOSTS.iter().position(|h| *h == host).expect("a host")].clone();
+        tasks.push(madsim::task::spawn(async move {
+            world.sleep((t0 + at).saturating_sub(world.now())).await;
+            let build: std::sync::Arc<dyn Fn() -> HostBuilder + Send + Sync> =
+                std::sync::Arc::new(move || build(room));
+            let update = update_cluster_code_with(&node, ETCD, &[STORAGE], ClusterRole::Host, build);
+            // A host that is down takes its update when it is back; the run does not wait past the timeout.
+            let _ = madsim::time::timeout(COMMAND_TIMEOUT, update).await;
+        }));
+    }
     for t in tasks {
         let _ = t.await;
     }
@@ -534,7 +561,7 @@ fn run_with(seed: Seed, options: &Options, room: Room) -> Result<RunReport, RunF
         let seen = seen.clone();
         move |world| async move {
             world.sleep(STARTUP).await;
-            let driver = madsim::task::spawn(faults(world.clone(), hosts.clone(), options.clone()));
+            let driver = madsim::task::spawn(faults(world.clone(), hosts.clone(), options.clone(), room));
             let plan = options.clone();
             // The members stamp their events with the world's time (the report's), from this start.
             let offset = world.now();

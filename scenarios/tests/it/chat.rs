@@ -28,6 +28,7 @@ fn calm(seed: Seed) -> Options {
     o.evictions.clear();
     o.partitions.clear();
     o.crashes.clear();
+    o.code_updates.clear();
     o.leave_per_mille = 0;
     o.run_for = Duration::from_secs(50);
     o.quiet = vec![(Duration::from_secs(15), Duration::from_secs(14))];
@@ -128,6 +129,20 @@ fn each_fault_reaches_the_sockets() {
     let r = pass(seed, &o);
     assert_eq!(r.faults.get(FaultKind::Crash), 3, "{}", r.faults);
     assert!(marks(&r, MARK_DROPPED) > 0, "the crashes dropped no connection");
+    // Each host's code is updated in turn: its rooms are reset, their sockets drop (1006), members rejoin.
+    let mut o = calm(seed);
+    o.quiet.clear();
+    o.code_updates =
+        HOSTS.iter().enumerate().map(|(i, h)| (*h, Duration::from_secs(3 + 14 * i as u64))).collect();
+    let r = pass(seed, &o);
+    let updated = r
+        .trace
+        .events()
+        .iter()
+        .filter(|e| matches!(&e.kind, dosim_sim::EventKind::Log { text, .. } if text.contains("reset: Durable Object reset because its code was updated.")))
+        .count();
+    assert!(updated > 0, "no room was reset by a code update");
+    assert!(marks(&r, MARK_DROPPED) > 0, "the code updates dropped no connection");
     // Evictions in a calm run: rooms are hibernated by force, members stay.
     let mut o = calm(seed);
     o.quiet.clear();
