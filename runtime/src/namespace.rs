@@ -248,7 +248,14 @@ impl Stub {
     pub async fn fetch(&self, request: Request) -> Result<Response, Error> {
         let bytes = request.size();
         match self.send(bytes, Call::Fetch(request)).await? {
-            Reply::Response(r) => Ok(r),
+            Reply::Response(mut r) => {
+                // A `101` answered on this host carries the object's own end: the caller now holds it.
+                if let Some(end) = r.take_websocket() {
+                    end.hand_over();
+                    r = r.with_websocket(end);
+                }
+                Ok(r)
+            }
             Reply::Rpc(_) => unreachable!("a fetch is answered with a response"),
         }
     }

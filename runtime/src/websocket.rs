@@ -199,6 +199,8 @@ struct End {
     peer: RefCell<Peer>,
     role: RefCell<Role>,
     used_in_response: Cell<bool>,
+    /// The response carrying the end reached the caller of `fetch`, who may accept it.
+    handed_over: Cell<bool>,
     sent_close: Cell<bool>,
     closed: Cell<bool>,
     events: RefCell<VecDeque<WebSocketEvent>>,
@@ -283,6 +285,7 @@ impl WebSocket {
                 peer: RefCell::new(peer),
                 role: RefCell::new(Role::Fresh(VecDeque::new())),
                 used_in_response: Cell::new(false),
+                handed_over: Cell::new(false),
                 sent_close: Cell::new(false),
                 closed: Cell::new(false),
                 events: RefCell::new(VecDeque::new()),
@@ -306,7 +309,7 @@ impl WebSocket {
     /// the object from hibernating: it is evicted after 70–140 s without events instead (spec §5.1), and
     /// the socket closes then. Accepting twice does nothing.
     pub fn accept(&self) -> Result<(), Error> {
-        if self.end.used_in_response.get() {
+        if self.end.used_in_response.get() && !self.end.handed_over.get() {
             return Err(Error::type_error(messages::WS_ACCEPT_USED_IN_RESPONSE));
         }
         let buffered = {
@@ -355,9 +358,9 @@ impl WebSocket {
             return Some(Error::new(messages::WS_ALREADY_ACCEPTED));
         }
         let pair_used = match &*self.end.peer.borrow() {
-            Peer::Local(peer) => peer.upgrade().is_some_and(|p| {
-                p.used_in_response.get() || !matches!(&*p.role.borrow(), Role::Fresh(_))
-            }),
+            Peer::Local(peer) => peer
+                .upgrade()
+                .is_some_and(|p| p.used_in_response.get() || !matches!(&*p.role.borrow(), Role::Fresh(_))),
             _ => false,
         };
         pair_used.then(|| Error::new(messages::WS_PAIR_USED))
@@ -376,6 +379,12 @@ impl WebSocket {
     /// Marks the end as put in a response (its pair may no longer be accepted, spec §5.2).
     pub(crate) fn mark_used_in_response(&self) {
         self.end.used_in_response.set(true);
+    }
+
+    /// The response carrying the end reached the caller of `fetch` on this host: the caller may accept it
+    /// (the object, which put it in the response, still may not).
+    pub(crate) fn hand_over(&self) {
+        self.end.handed_over.set(true);
     }
 
     /// Binds the end to a network session: what its peer sends goes to `sink`.

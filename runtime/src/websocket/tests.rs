@@ -63,7 +63,10 @@ fn sending_before_accepting_and_bad_close_arguments_are_the_spec_errors() {
     assert_eq!((e.kind(), e.message()), (ErrorKind::TypeError, messages::WS_NOT_ACCEPTED));
     pair.server.accept().unwrap();
     let e = pair.server.close(Some(1006), None).unwrap_err();
-    assert_eq!((e.kind(), e.message()), (ErrorKind::InvalidAccessError, "Invalid WebSocket close code: 1006."));
+    assert_eq!(
+        (e.kind(), e.message()),
+        (ErrorKind::InvalidAccessError, "Invalid WebSocket close code: 1006.")
+    );
     let e = pair.server.close(Some(1000), Some(&"r".repeat(124))).unwrap_err();
     assert_eq!((e.kind(), e.message()), (ErrorKind::SyntaxError, messages::WS_CLOSE_REASON_TOO_LONG));
     assert!(pair.server.close(Some(1000), Some(&"r".repeat(123))).is_ok());
@@ -89,7 +92,10 @@ fn a_message_over_32_mib_is_an_error_event_and_a_1009_close_for_the_sender() {
     );
     let client_saw = events(&pair.client);
     assert!(
-        matches!(&client_saw[..], [WebSocketEvent::Close(CloseEvent { code: CLOSE_TOO_BIG, was_clean: true, .. })]),
+        matches!(
+            &client_saw[..],
+            [WebSocketEvent::Close(CloseEvent { code: CLOSE_TOO_BIG, was_clean: true, .. })]
+        ),
         "{client_saw:?}"
     );
     // A message of exactly the limit is delivered.
@@ -130,7 +136,13 @@ fn accept_rules_follow_workerd() {
     assert_eq!(response.status(), 101);
     let e = pair.client.accept().unwrap_err();
     assert_eq!((e.kind(), e.message()), (ErrorKind::TypeError, messages::WS_ACCEPT_USED_IN_RESPONSE));
-    assert_eq!(pair.server.hibernation_refused().map(|e| e.message().to_string()).as_deref(), Some(messages::WS_PAIR_USED));
+    assert_eq!(
+        pair.server.hibernation_refused().map(|e| e.message().to_string()).as_deref(),
+        Some(messages::WS_PAIR_USED)
+    );
+    // Once the response reaches the caller (a stub's fetch on this host), the caller accepts the end.
+    pair.client.hand_over();
+    pair.client.accept().unwrap();
     // An accepted end cannot be made hibernatable, nor can its pair; accepting twice is no error.
     let pair = WebSocketPair::new().unwrap();
     pair.server.accept().unwrap();
