@@ -191,7 +191,11 @@ impl ObjectSockets {
         if distinct.len() > TAGS_PER_SOCKET_MAX {
             return Err(Error::new(messages::WS_TOO_MANY_TAGS));
         }
-        self.prune();
+        // Pruned only at the limit: pruning on every accept made accepting n sockets O(n²) (32,768 accepts
+        // took most of a minute). Closes remove their sockets as they arrive; the prune is a backstop.
+        if self.hibernatable.borrow().len() >= SOCKETS_PER_OBJECT_MAX {
+            self.prune();
+        }
         if self.hibernatable.borrow().len() >= SOCKETS_PER_OBJECT_MAX {
             return Err(Error::new(messages::WS_TOO_MANY_SOCKETS));
         }
@@ -279,7 +283,9 @@ impl Acceptor for ObjectSockets {
         let sink = self.events.borrow().clone();
         match sink {
             Some(sink) => sink(ws.clone(), event),
-            None => tracing::debug!(target: "dosim::runtime", "{} socket {n}: no handler; dropped", self.label),
+            None => {
+                tracing::debug!(target: "dosim::runtime", "{} socket {n}: no handler; dropped", self.label)
+            }
         }
     }
 }
@@ -306,7 +312,6 @@ impl SocketScope for ObjectSockets {
         self.unhibernatable.borrow_mut().push(ws.clone());
     }
 }
-
 
 /// An instance's socket output: each frame waits for the output gate as it was when the frame was sent,
 /// and frames leave in send order (spec §1.4, §5.2). A frame sent with nothing held and no lock pending
