@@ -382,7 +382,8 @@ pub mod messages {
     /// `accept()` after `acceptWebSocket()` (TypeError).
     pub const WS_ACCEPT_AFTER_HIBERNATION: &str = "Can't accept() WebSocket after enabling hibernation.";
     /// `accept()` on a socket used in a response (TypeError).
-    pub const WS_ACCEPT_USED_IN_RESPONSE: &str = "Can't accept() WebSocket that was already used in a response.";
+    pub const WS_ACCEPT_USED_IN_RESPONSE: &str =
+        "Can't accept() WebSocket that was already used in a response.";
     /// A close reason over 123 bytes (DOMException SyntaxError).
     pub const WS_CLOSE_REASON_TOO_LONG: &str =
         "WebSocket close reason must not be longer than 123 bytes when UTF-8 encoded.";

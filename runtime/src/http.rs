@@ -236,7 +236,12 @@ impl Response {
     /// end can no longer be accepted with `accept()` once this one is in a response.
     pub fn from_websocket(client: WebSocket) -> Result<Response, Error> {
         client.mark_used_in_response();
-        Ok(Response { status: 101, headers: Headers::new(), body: Vec::new(), websocket: Upgrade::of(client) })
+        Ok(Response {
+            status: 101,
+            headers: Headers::new(),
+            body: Vec::new(),
+            websocket: Upgrade::of(client),
+        })
     }
 
     /// The WebSocket end of a `101` response (workers-rs `Response::websocket`): the caller accepts it with

@@ -142,7 +142,10 @@ struct Scoped<T> {
 impl<T> std::future::Future for Scoped<T> {
     type Output = Result<T, Error>;
 
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
         let _scope = enter_scope(self.scope.clone());
         self.inner.as_mut().poll(cx)
     }
@@ -409,7 +412,11 @@ impl Instance {
         let eviction = &self.config.eviction;
         if let Some(idle) = self.sockets.idle_override() {
             // A non-hibernatable socket is open: 70–140 s without an event or a frame (spec §5.1).
-            let last = self.sockets.last_frame.get().map_or(self.last_activity.get(), |f| f.max(self.last_activity.get()));
+            let last = self
+                .sockets
+                .last_frame
+                .get()
+                .map_or(self.last_activity.get(), |f| f.max(self.last_activity.get()));
             return Some(last + idle);
         }
         let wait = if events.is_empty() { eviction.idle_timeout } else { eviction.wait_until_max };

@@ -55,25 +55,27 @@ mod world;
 pub mod prelude {
     pub use crate::env::Env;
     pub use crate::error::{Error, ErrorKind};
+    pub use crate::hibernation::WebSocketRequestResponsePair;
     pub use crate::http::{Headers, Method, Request, Response};
     pub use crate::id::{Jurisdiction, ObjectId};
     pub use crate::namespace::{ObjectNamespace, Stub, StubOptions};
     pub use crate::object::{AlarmInfo, DurableObject, Handlers};
-    pub use crate::hibernation::WebSocketRequestResponsePair;
     pub use crate::state::{AlarmRetry, State};
     pub use crate::storage::actor_cache::GetOptions;
     pub use crate::storage::kv::ListOptions;
     pub use crate::storage::sql::{Cursor, Raw, Row, SqlValue};
     pub use crate::storage::sqlite::WriteOptions;
     pub use crate::storage::{Sql, Storage, Transaction};
-    pub use crate::websocket::{CloseEvent, WebSocket, WebSocketEvent, WebSocketIncomingMessage, WebSocketPair};
+    pub use crate::websocket::{
+        CloseEvent, WebSocket, WebSocketEvent, WebSocketIncomingMessage, WebSocketPair,
+    };
 }
 
 /// WebSocket limits and close codes (spec §5.2).
 pub mod websockets {
     pub use crate::websocket::{
-        ATTACHMENT_SIZE_MAX, CLOSE_ABNORMAL, CLOSE_NORMAL, CLOSE_NO_STATUS, CLOSE_REASON_BYTES_MAX, CLOSE_TOO_BIG,
-        MESSAGE_SIZE_MAX,
+        ATTACHMENT_SIZE_MAX, CLOSE_ABNORMAL, CLOSE_NORMAL, CLOSE_NO_STATUS, CLOSE_REASON_BYTES_MAX,
+        CLOSE_TOO_BIG, MESSAGE_SIZE_MAX,
     };
 }
 

@@ -94,7 +94,13 @@ pub trait DurableObject: Sized + 'static {
     /// peer's code and reason with `was_clean`, or 1006 and `WebSocket disconnected without sending Close
     /// frame.` when the connection dropped. The runtime has already answered the Close frame. The default
     /// does nothing.
-    async fn websocket_close(&self, ws: WebSocket, code: u16, reason: String, was_clean: bool) -> Result<(), Error> {
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: u16,
+        reason: String,
+        was_clean: bool,
+    ) -> Result<(), Error> {
         let _ = (ws, code, reason, was_clean);
         Ok(())
     }
@@ -158,7 +164,11 @@ pub(crate) trait LiveObject {
     fn alarm(self: Rc<Self>, info: AlarmInfo) -> Option<LocalFuture<'static, Result<(), Error>>>;
     fn has_alarm(&self) -> bool;
     /// Runs the handler of a hibernatable socket's event.
-    fn websocket(self: Rc<Self>, ws: WebSocket, event: WebSocketEvent) -> LocalFuture<'static, Result<(), Error>>;
+    fn websocket(
+        self: Rc<Self>,
+        ws: WebSocket,
+        event: WebSocketEvent,
+    ) -> LocalFuture<'static, Result<(), Error>>;
     /// The object as `Any`, for [`downcast`] (the embedder's test hooks reach the typed object through it).
     fn as_any(self: Rc<Self>) -> Rc<dyn Any>;
 }
@@ -203,7 +213,11 @@ impl<T: DurableObject> LiveObject for Live<T> {
         T::HAS_ALARM
     }
 
-    fn websocket(self: Rc<Self>, ws: WebSocket, event: WebSocketEvent) -> LocalFuture<'static, Result<(), Error>> {
+    fn websocket(
+        self: Rc<Self>,
+        ws: WebSocket,
+        event: WebSocketEvent,
+    ) -> LocalFuture<'static, Result<(), Error>> {
         let object = self.object.clone();
         Box::pin(async move {
             match event {

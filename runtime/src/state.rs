@@ -9,9 +9,9 @@ use crate::error::{messages, Error};
 use crate::future::LocalFuture;
 use crate::hibernation::{ObjectSockets, WebSocketRequestResponsePair};
 use crate::id::ObjectId;
-use crate::websocket::WebSocket;
 use crate::storage::Storage;
 use crate::turn::critical_section;
+use crate::websocket::WebSocket;
 use crate::world::{Clock, Entropy};
 
 /// What a [`State`] asks of the live instance it belongs to. The instance implements it; the state holds it

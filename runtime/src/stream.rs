@@ -37,7 +37,6 @@ pub(crate) const RETRANSMIT: Duration = Duration::from_millis(500);
 /// How often a node looks at its sessions (heartbeats, retransmissions, timeouts).
 const TICK: Duration = Duration::from_millis(250);
 
-
 #[derive(Serialize, Deserialize)]
 enum Packet {
     Data { seq: u64, frame: Frame },

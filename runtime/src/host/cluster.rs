@@ -301,7 +301,11 @@ impl HostInner {
     /// Serves an object call that arrived from another node (or from this one): claims the object if this
     /// host does not own it yet, and runs the call on its instance.
     /// `from`: the calling node, `None` when the call came from this host itself.
-    pub(super) fn serve(self: Rc<Self>, body: Vec<u8>, from: Option<String>) -> LocalFuture<'static, ObjectReply> {
+    pub(super) fn serve(
+        self: Rc<Self>,
+        body: Vec<u8>,
+        from: Option<String>,
+    ) -> LocalFuture<'static, ObjectReply> {
         Box::pin(async move {
             match self.serve_call(body, from).await {
                 Ok(reply) => reply,

@@ -63,7 +63,8 @@ impl HostInner {
 
     /// Drops every socket of every object on this host (it shut down, or lost its objects).
     pub(super) fn drop_all_sockets(&self) {
-        let all: Vec<Rc<ObjectSockets>> = std::mem::take(&mut *self.sockets.borrow_mut()).into_values().collect();
+        let all: Vec<Rc<ObjectSockets>> =
+            std::mem::take(&mut *self.sockets.borrow_mut()).into_values().collect();
         for s in all {
             s.drop_all();
         }
@@ -71,7 +72,11 @@ impl HostInner {
 
     /// The instance socket events of object `id` go to: the live one, or a new one (it hibernated). `None`:
     /// this host may not run the object now.
-    async fn socket_instance(self: &Rc<Self>, class: &Rc<ClassEntry>, id: &ObjectId) -> Result<Option<Rc<Instance>>, Error> {
+    async fn socket_instance(
+        self: &Rc<Self>,
+        class: &Rc<ClassEntry>,
+        id: &ObjectId,
+    ) -> Result<Option<Rc<Instance>>, Error> {
         if self.closed.get() {
             return Ok(None);
         }
@@ -85,8 +90,12 @@ impl HostInner {
     /// timeout if one is set.
     fn deliver_socket_event(self: &Rc<Self>, instance: &Rc<Instance>, ws: WebSocket, event: WebSocketEvent) {
         let what = match &event {
-            WebSocketEvent::Message(m) => format!("websocket message on socket {} ({} bytes)", ws.accept_number(), m.len()),
-            WebSocketEvent::Close(c) => format!("websocket close on socket {} ({})", ws.accept_number(), c.code),
+            WebSocketEvent::Message(m) => {
+                format!("websocket message on socket {} ({} bytes)", ws.accept_number(), m.len())
+            }
+            WebSocketEvent::Close(c) => {
+                format!("websocket close on socket {} ({})", ws.accept_number(), c.code)
+            }
             WebSocketEvent::Error(_) => format!("websocket error on socket {}", ws.accept_number()),
         };
         let bytes = match &event {
