@@ -72,6 +72,10 @@ impl DurableObject for Room {
                 let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
                 self.state.accept_web_socket(&pair.server, &tags)?;
                 pair.server.serialize_attachment(&name)?;
+                // A message before the `101`: the caller finds it first on the socket.
+                if let Some(greeting) = request.headers().get("x-greet") {
+                    pair.server.send_with_str(greeting)?;
+                }
                 Response::from_websocket(pair.client)
             }
             "/plain" => {
@@ -103,6 +107,7 @@ impl DurableObject for Room {
                     name.unwrap_or_default()
                 ))?;
             }
+            "say" => ws.send_with_str(arg)?,
             "count" => {
                 let tag = (!arg.is_empty()).then_some(arg);
                 ws.send_with_str(self.state.get_web_sockets(tag).len().to_string())?;
@@ -141,7 +146,8 @@ impl DurableObject for Room {
         if self.state.get_tags(&ws)?.iter().any(|t| t == QUIET) {
             return Ok(());
         }
-        append(&self.state, "closes", (code, reason, was_clean)).await
+        append(&self.state, "closes", (code, reason, was_clean)).await?;
+        append(&self.state, "closed_at", self.state.now_ms()).await
     }
 
     async fn websocket_error(&self, _ws: WebSocket, error: Error) -> Result<(), Error> {
@@ -154,6 +160,9 @@ impl DurableObject for Room {
         });
         h.rpc("closes", async |r: &Room, (): ()| {
             Ok(r.state.storage().get::<Vec<(u16, String, bool)>>("closes").await?.unwrap_or_default())
+        });
+        h.rpc("closed_at", async |r: &Room, (): ()| {
+            Ok(r.state.storage().get::<Vec<i64>>("closed_at").await?.unwrap_or_default())
         });
         h.rpc("errors", async |r: &Room, (): ()| {
             Ok(r.state.storage().get::<Vec<String>>("errors").await?.unwrap_or_default())
@@ -207,10 +216,24 @@ fn fail(e: Error) -> Failure {
 /// Opens a socket to room `room` through a stub: `fetch /ws` with `Upgrade: websocket`; accepts the end the
 /// `101` carries.
 pub(crate) async fn connect(env: &Env, room: &str, tags: &str, name: &str) -> Result<WebSocket, Error> {
-    let request = Request::get("/ws")
+    connect_greeted(env, room, tags, name, None).await
+}
+
+/// [`connect`], the object sending `greeting` on the socket before it answers the upgrade.
+pub(crate) async fn connect_greeted(
+    env: &Env,
+    room: &str,
+    tags: &str,
+    name: &str,
+    greeting: Option<&str>,
+) -> Result<WebSocket, Error> {
+    let mut request = Request::get("/ws")
         .with_header("Upgrade", "websocket")
         .with_header("x-tags", tags)
         .with_header("x-name", name);
+    if let Some(g) = greeting {
+        request = request.with_header("x-greet", g);
+    }
     let response = env.durable_object("ROOM")?.get_by_name(room).fetch(request).await?;
     if response.status() != 101 {
         return Err(Error::new(format!("the upgrade was answered {}", response.status())));
@@ -245,7 +268,7 @@ async fn expect_close(ws: &WebSocket, within: Duration) -> Result<CloseEvent, Fa
     }
 }
 
-async fn rpc<A: serde::Serialize, R: serde::de::DeserializeOwned>(
+pub(crate) async fn rpc<A: serde::Serialize, R: serde::de::DeserializeOwned>(
     env: &Env,
     room: &str,
     method: &str,
@@ -254,7 +277,10 @@ async fn rpc<A: serde::Serialize, R: serde::de::DeserializeOwned>(
     env.durable_object("ROOM")?.get_by_name(room).call::<A, R>(method, args).await
 }
 
+/// Longer than the 10 s an idle object with only hibernatable sockets lives.
 const IDLE: Duration = Duration::from_secs(11);
+/// When the non-hibernatable test's client sends its one frame.
+const FRAME_AT: Duration = Duration::from_secs(60);
 
 // Two hibernatable sockets, then 11 s of silence: the instance is gone (hibernated), the sockets still open.
 // The next message re-runs the constructor (the in-memory counter starts again at 1, the stored count of
@@ -264,7 +290,12 @@ sim_test!(fn an_idle_object_hibernates_and_the_next_message_wakes_it_with_its_so
     sim(seed)?.run(|world| async move {
         with_host(&world, |host| async move {
             let env = host.env();
-            let alice = connect(&env, "r", "room,alice", "Alice").await.map_err(fail)?;
+            let alice = connect_greeted(&env, "r", "room,alice", "Alice", Some("welcome")).await.map_err(fail)?;
+            let greeting = next_within(&alice, Duration::from_secs(1)).await;
+            ensure!(
+                greeting == Some(WebSocketEvent::Message(WebSocketIncomingMessage::String("welcome".into()))),
+                "the message sent before the 101 is the first on the socket: {greeting:?}"
+            );
             let bob = connect(&env, "r", "room,bob", "Bob").await.map_err(fail)?;
             let first = ask(&alice, "echo:hi").await?;
             ensure!(first == "hi handled=1 constructions=1 name=Alice tags=room,alice", "{first}");
@@ -470,8 +501,9 @@ sim_test!(fn the_32769th_socket_is_refused(seed) {
     })
 });
 
-// A handler that sleeps past the hibernatable event timeout resets the object with the spec's error
-// (retryable, a reset: an RPC in flight gets it), and its sockets drop: the client sees 1006.
+// A handler that sleeps past the hibernatable event timeout (set before the object hibernated: the setting
+// outlives the instance) resets the object with the spec's error (retryable, a reset: an RPC in flight
+// gets it), and its sockets drop: the client sees 1006.
 sim_test!(fn a_handler_past_the_event_timeout_resets_the_object_and_drops_its_sockets(seed) {
     sim(seed)?.run(|world| async move {
         with_host(&world, |host| async move {
@@ -479,6 +511,9 @@ sim_test!(fn a_handler_past_the_event_timeout_resets_the_object_and_drops_its_so
             rpc::<_, ()>(&env, "r", "event_timeout", &1_000u64).await.map_err(fail)?;
             let ws = connect(&env, "r", "", "S").await.map_err(fail)?;
             ensure!(ask(&ws, "sleep:500").await? == "slept", "within the timeout");
+            // The timeout is the socket registry's: it outlives the instance that set it.
+            madsim::time::sleep(IDLE).await;
+            ensure!(host.live_instances() == 0, "hibernated");
             ws.send_with_str("sleep:5000").map_err(fail)?;
             let napping = rpc::<_, ()>(&env, "r", "nap", &3_000u64).await;
             let e = napping.expect_err("the reset cuts the nap off");
@@ -498,8 +533,9 @@ sim_test!(fn a_handler_past_the_event_timeout_resets_the_object_and_drops_its_so
     })
 });
 
-// A socket the object accepted with `accept()` keeps it from hibernating after 10 s; after 70–140 s without
-// events or frames the object is evicted and the socket drops (the client sees 1006).
+// A socket the object accepted with `accept()` keeps it from hibernating after 10 s; a frame on it is
+// activity; after 70–140 s without events or frames the object is evicted and the socket drops (the client
+// sees 1006).
 sim_test!(fn a_non_hibernatable_socket_holds_the_object_until_the_long_idle_eviction(seed) {
     sim(seed)?.run(|world| async move {
         with_host(&world, |host| async move {
@@ -517,17 +553,21 @@ sim_test!(fn a_non_hibernatable_socket_holds_the_object_until_the_long_idle_evic
             let start = madsim::time::Instant::now();
             madsim::time::sleep(IDLE).await;
             ensure!(host.live_instances() == 1, "not hibernated: a non-hibernatable socket is open");
+            // A frame is activity: sent at 60 s (before the earliest eviction), it moves the eviction.
+            madsim::time::sleep_until(start + FRAME_AT).await;
+            ensure!(host.live_instances() == 1, "not evicted within 60 s");
+            ws.send_with_str("still here").map_err(fail)?;
             let evicted = loop {
                 madsim::time::sleep(Duration::from_millis(250)).await;
                 if host.live_instances() == 0 {
-                    break start.elapsed();
+                    break start.elapsed() - FRAME_AT;
                 }
-                ensure!(start.elapsed() < Duration::from_secs(150), "never evicted");
+                ensure!(start.elapsed() < FRAME_AT + Duration::from_secs(150), "never evicted");
             };
-            dosim_sim::note("evicted after (ms)", evicted.as_millis());
+            dosim_sim::note("evicted after the last frame (ms)", evicted.as_millis());
             ensure!(
                 evicted >= Duration::from_secs(70) && evicted <= Duration::from_millis(140_250),
-                "evicted after {evicted:?}, not within 70–140 s"
+                "evicted {evicted:?} after the last frame, not within 70–140 s"
             );
             let close = expect_close(&ws, Duration::from_secs(1)).await?;
             ensure!(close.code == CLOSE_ABNORMAL && !close.was_clean, "the client sees 1006: {close:?}");
