@@ -313,12 +313,15 @@ impl SocketScope for ObjectSockets {
     }
 }
 
+/// A frame held behind the output gate: the wait it is released by, and what sends it.
+type HeldFrame = (GateWait, Box<dyn FnOnce()>);
+
 /// An instance's socket output: each frame waits for the output gate as it was when the frame was sent,
 /// and frames leave in send order (spec §1.4, §5.2). A frame sent with nothing held and no lock pending
 /// leaves at once.
 pub(crate) struct HeldOutput {
     output: OutputGate,
-    queue: RefCell<VecDeque<(GateWait, Box<dyn FnOnce()>)>>,
+    queue: RefCell<VecDeque<HeldFrame>>,
     draining: Cell<bool>,
 }
 
