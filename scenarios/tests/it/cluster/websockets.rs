@@ -74,7 +74,7 @@ async fn owner_of(from: &HostNode, name: &'static str) -> Result<Option<NodeId>,
     Ok(owner.and_then(|o| HOSTS.iter().copied().find(|n| addr_of(*n, CLUSTER_PORT) == o)))
 }
 
-fn host_at<'a>(hosts: &'a [HostNode], node: NodeId) -> &'a HostNode {
+fn host_at(hosts: &[HostNode], node: NodeId) -> &HostNode {
     &hosts[HOSTS.iter().position(|n| *n == node).expect("a host node")]
 }
 
@@ -104,14 +104,10 @@ async fn say(ws: &WebSocket, text: &str) -> Result<(), String> {
 
 /// Waits for `ws` to close; returns the close and when it came.
 async fn closed(ws: &WebSocket, within: Duration) -> Result<(CloseEvent, madsim::time::Instant), String> {
-    let deadline = madsim::time::Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(madsim::time::Instant::now());
-        match next_within(ws, left).await {
-            Some(WebSocketEvent::Close(c)) => return Ok((c, madsim::time::Instant::now())),
-            Some(other) => return Err(format!("expected a close, got {other:?}")),
-            None => return Err(format!("no close within {within:?}")),
-        }
+    match next_within(ws, within).await {
+        Some(WebSocketEvent::Close(c)) => Ok((c, madsim::time::Instant::now())),
+        Some(other) => Err(format!("expected a close, got {other:?}")),
+        None => Err(format!("no close within {within:?}")),
     }
 }
 
