@@ -19,9 +19,9 @@ use dosim_runtime::embed::{Clock, ClusterRole, Directory, LEASE_TTL_S};
 use dosim_runtime::error::messages;
 use dosim_runtime::prelude::*;
 use dosim_runtime::websockets::CLOSE_ABNORMAL;
-use dosim_scenarios::cluster::cluster_node;
 use dosim_scenarios::cluster::etcd::{etcd_addr, etcd_node, EtcdCoordinator};
 use dosim_scenarios::cluster::transport::{addr_of, CLUSTER_PORT};
+use dosim_scenarios::cluster::{cluster_node, cluster_node_without_dedup};
 use dosim_scenarios::sim_host::{HostNode, SimClock};
 use dosim_sim::net::NetConfig;
 use dosim_sim::{
@@ -46,16 +46,27 @@ struct Cluster {
 }
 
 fn cluster(seed: dosim_sim::Seed, network: Option<NetConfig>) -> Result<Cluster, dosim_sim::RunFailure> {
+    cluster_with(seed, network, true)
+}
+
+/// The cluster; `dedup: false` builds every node without deduplication (its sessions deliver frames as
+/// they arrive): the negative control.
+fn cluster_with(
+    seed: dosim_sim::Seed,
+    network: Option<NetConfig>,
+    dedup: bool,
+) -> Result<Cluster, dosim_sim::RunFailure> {
+    let node_of = if dedup { cluster_node } else { cluster_node_without_dedup };
     let mut b = Sim::builder().seed(seed).node(etcd_node(ETCD, "etcd"));
     if let Some(net) = network {
         b = b.network(net);
     }
-    let (config, front) = cluster_node(FRONT, "front", ETCD, &[], ClusterRole::Front, room_script);
+    let (config, front) = node_of(FRONT, "front", ETCD, &[], ClusterRole::Front, room_script);
     b = b.node(config);
     let mut hosts = Vec::new();
     for (i, node) in HOSTS.iter().enumerate() {
         let (config, host) =
-            cluster_node(*node, &format!("host-{}", i + 1), ETCD, &[], ClusterRole::Host, room_script);
+            node_of(*node, &format!("host-{}", i + 1), ETCD, &[], ClusterRole::Host, room_script);
         b = b.node(config);
         hosts.push(host);
     }
@@ -78,7 +89,8 @@ fn host_at(hosts: &[HostNode], node: NodeId) -> &HostNode {
     &hosts[HOSTS.iter().position(|n| *n == node).expect("a host node")]
 }
 
-/// Connects to room `name`, retrying while the network loses the upgrade (each try is a new socket).
+/// Connects to room `name`, retrying while the network loses the upgrade (each try is a new socket; a try
+/// whose call or answer was lost waits out the 30 s call timeout).
 async fn connect_retrying(env: &Env, name: &str, within: Duration) -> Result<WebSocket, String> {
     let start = madsim::time::Instant::now();
     loop {
@@ -172,14 +184,14 @@ fn faults_on_hop(report: &RunReport, a: NodeId, b: NodeId) -> (u64, u64, u64) {
 // each `say:i` at once, so the answers' order is the order the object received them), then a clean close.
 // The network's faults on the front ↔ owner hop during the exchange are counted from the trace, and the
 // owner's trace has the socket's messages and its clean close.
-sim_test!(fn messages_cross_a_hostile_network_in_order_and_once(seed) {
-    let Cluster { sim, front, hosts } = cluster(seed, Some(hostile()))?;
-    let report = sim.run(move |_world| async move {
+fn hostile_exchange(seed: dosim_sim::Seed, dedup: bool) -> Result<RunReport, dosim_sim::RunFailure> {
+    let Cluster { sim, front, hosts } = cluster_with(seed, Some(hostile()), dedup)?;
+    sim.run(move |_world| async move {
         let _hosts = hosts.clone();
         madsim::time::sleep(Duration::from_secs(3)).await;
         let got = front
             .run(|env| async move {
-                let ws = connect_retrying(&env, "r", Duration::from_secs(30)).await?;
+                let ws = connect_retrying(&env, "r", Duration::from_secs(90)).await?;
                 dosim_sim::note("ws", "start");
                 match next_within(&ws, Duration::from_secs(30)).await {
                     Some(WebSocketEvent::Message(WebSocketIncomingMessage::String(s))) if s == "welcome" => {}
@@ -210,7 +222,11 @@ sim_test!(fn messages_cross_a_hostile_network_in_order_and_once(seed) {
         let owner = owner_of(&front, "r").await?.ok_or_else(|| Failure::new("no owner"))?;
         dosim_sim::note("owner", owner);
         Ok(())
-    })?;
+    })
+}
+
+sim_test!(fn messages_cross_a_hostile_network_in_order_and_once(seed) {
+    let report = hostile_exchange(seed, true)?;
     let owner = report
         .trace
         .events()
@@ -388,3 +404,27 @@ sim_test!(fn an_owner_cut_off_from_the_directory_drops_its_hibernated_sockets(se
     assert_eq!(report.faults.get(FaultKind::Partition), 1, "one partition: the owner from the directory ({seed})");
     Ok(report)
 });
+
+// The negative control: nodes whose sessions deliver frames as they arrive (no reorder buffer, no
+// deduplication) lose the order, or double or drop an answer, on the same hostile network.
+#[test]
+fn negative_control_sessions_without_ordering_garble_the_exchange() {
+    let caught = (0..4u64)
+        .map(|i| dosim_sim::Seed(0x5e55_1000 + i))
+        .filter(|seed| match hostile_exchange(*seed, false) {
+            Err(f) => {
+                let f = f.to_string();
+                assert!(
+                    f.contains("out of order, lost or doubled")
+                        || f.contains(" answers: ")
+                        || f.contains("close")
+                        || f.contains("greeting"),
+                    "failed for another reason ({seed}): {f}"
+                );
+                true
+            }
+            Ok(_) => false,
+        })
+        .count();
+    assert!(caught > 0, "without ordering, no seed of 4 garbled the exchange");
+}
