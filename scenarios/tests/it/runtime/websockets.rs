@@ -19,9 +19,7 @@ use dosim_runtime::embed::{
 use dosim_runtime::error::messages;
 use dosim_runtime::prelude::*;
 use dosim_runtime::websockets::{CLOSE_ABNORMAL, CLOSE_TOO_BIG, MESSAGE_SIZE_MAX};
-use dosim_scenarios::sim_host::{
-    host_builder, host_node, on_node, HostNode, SimClock, SimEntropy, SimStorage,
-};
+use dosim_scenarios::sim_host::{host_builder, host_node, on_node, SimClock, SimEntropy, SimStorage};
 use dosim_sim::disk::{self, Durability};
 use dosim_sim::{ensure, sim_test, DiskConfig, Failure, LatencyRange, Sim, World};
 
@@ -665,24 +663,26 @@ fn power_cut_rounds(
         for i in 0..8 {
             let key = format!("k{i}");
             let k = key.clone();
-            let seen = run_client(&host, move |env| async move {
-                let ws = connect(&env, "r", QUIET, "P").await.map_err(|e| e.to_string())?;
-                ws.send_with_str(format!("put:{k}")).map_err(|e| e.to_string())?;
-                match next_within(&ws, Duration::from_secs(5)).await {
-                    Some(WebSocketEvent::Message(WebSocketIncomingMessage::String(s))) => Ok(s),
-                    other => Err(format!("{other:?}")),
-                }
-            })
-            .await?;
+            let seen = host
+                .run(move |env| async move {
+                    let ws = connect(&env, "r", QUIET, "P").await.map_err(|e| e.to_string())?;
+                    ws.send_with_str(format!("put:{k}")).map_err(|e| e.to_string())?;
+                    match next_within(&ws, Duration::from_secs(5)).await {
+                        Some(WebSocketEvent::Message(WebSocketIncomingMessage::String(s))) => Ok(s),
+                        other => Err(format!("{other:?}")),
+                    }
+                })
+                .await?;
             ensure!(seen.as_deref() == Ok(format!("stored {key}").as_str()), "round {i}: {seen:?}");
             // No simulated time passes between the client's receipt and the cut.
             world.power_cut(HOST).map_err(|e| Failure::new(e.to_string()))?;
             world.restart(HOST).map_err(|e| Failure::new(e.to_string()))?;
             let k = key.clone();
-            let stored = run_client(&host, move |env| async move {
-                rpc::<_, bool>(&env, "r", "has", &k).await.map_err(|e| e.to_string())
-            })
-            .await?;
+            let stored = host
+                .run(move |env| async move {
+                    rpc::<_, bool>(&env, "r", "has", &k).await.map_err(|e| e.to_string())
+                })
+                .await?;
             ensure!(stored.is_ok(), "round {i}: the read after restart: {stored:?}");
             if stored == Ok(false) {
                 lost += 1;
@@ -693,15 +693,6 @@ fn power_cut_rounds(
         dosim_sim::note("writes in flight at the cuts", in_flight);
         check(lost, in_flight)
     })
-}
-
-async fn run_client<F, Fut, T>(host: &HostNode, f: F) -> Result<T, Failure>
-where
-    F: FnOnce(Env) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
-    T: Send + 'static,
-{
-    host.run(f).await
 }
 
 // A `ws.send` after a write reaches the client only once the write is durable: cut the power the instant the
