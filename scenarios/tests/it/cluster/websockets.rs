@@ -4,6 +4,7 @@
 //! - On a hostile network (loss, duplication, reordering on every hop; the test counts those that hit the
 //!   front ↔ owner hop, which carries the session, from the trace) every message arrives, once, in order,
 //!   and the object's socket messages and the clean close are in the trace.
+//! - An object on another host hibernates with the socket open, and a message over the network wakes it.
 //! - A partition of the front from the owner: both ends see 1006 within the session's peer timeout.
 //! - A crash of the owner: the client sees 1006, reconnects, and reaches the object on another host.
 //! - The owner cut off from the directory (its lease lapses) drops its sockets, hibernated ones too: the
@@ -262,6 +263,47 @@ sim_test!(fn messages_cross_a_hostile_network_in_order_and_once(seed) {
     );
     println!("front <-> {owner}: {lost} lost, {duplicated} duplicated, {overtaken} delivered out of send order; {}", report.faults);
     Ok(report)
+});
+
+// A socket to an object on another host outlives the object's hibernation there: after 11 s idle the owner
+// has no instance, the client's socket is still open, and its next message wakes the object on the same
+// host (a new instance: the constructor ran again) and is answered.
+sim_test!(fn a_remote_object_hibernates_and_a_message_over_the_network_wakes_it(seed) {
+    let Cluster { sim, front, hosts } = cluster(seed, None)?;
+    sim.run(move |_world| async move {
+        madsim::time::sleep(Duration::from_secs(3)).await;
+        let (ready, connected) = madsim_tokio::sync::oneshot::channel::<()>();
+        let (go, woken) = madsim_tokio::sync::oneshot::channel::<()>();
+        let client = front.clone();
+        let conversation = madsim::task::spawn(async move {
+            client
+                .run(|env| async move {
+                    let ws = connect(&env, "h", "", "client").await.map_err(|e| e.to_string())?;
+                    say(&ws, "hello").await?;
+                    let _ = ready.send(());
+                    let _ = woken.await;
+                    if ws.is_closed() || !ws.take_events().is_empty() {
+                        return Err("the socket saw something while the object hibernated".to_string());
+                    }
+                    say(&ws, "again").await?;
+                    rpc::<_, u64>(&env, "h", "constructions", &()).await.map_err(|e| e.to_string())
+                })
+                .await
+        });
+        connected.await.map_err(|_| Failure::new("the client never connected"))?;
+        let owner = owner_of(&front, "h").await?.ok_or_else(|| Failure::new("no owner"))?;
+        let owner_host = host_at(&hosts, owner);
+        madsim::time::sleep(Duration::from_secs(11)).await;
+        let live = owner_host.run_on_host(|host| async move { host.live_instances() }).await?;
+        ensure!(live == 0, "the object hibernated on {owner}: {live} live");
+        let _ = go.send(());
+        let constructions = conversation.await.map_err(|e| Failure::new(e.to_string()))??.map_err(Failure::new)?;
+        ensure!(constructions == 2, "the message woke a new instance: {constructions} constructions");
+        let live = owner_host.run_on_host(|host| async move { host.live_instances() }).await?;
+        ensure!(live == 1, "the object runs again on {owner}: {live} live");
+        ensure!(owner_of(&front, "h").await? == Some(owner), "the same owner");
+        Ok(())
+    })
 });
 
 // A partition between the front and the owner: neither end hears the other, and each drops the connection
