@@ -191,7 +191,11 @@ impl ObjectSockets {
         if distinct.len() > TAGS_PER_SOCKET_MAX {
             return Err(Error::new(messages::WS_TOO_MANY_TAGS));
         }
-        self.prune();
+        // Pruned only at the limit: pruning on every accept made accepting n sockets O(n²) (32,768 accepts
+        // took most of a minute). Closes remove their sockets as they arrive; the prune is a backstop.
+        if self.hibernatable.borrow().len() >= SOCKETS_PER_OBJECT_MAX {
+            self.prune();
+        }
         if self.hibernatable.borrow().len() >= SOCKETS_PER_OBJECT_MAX {
             return Err(Error::new(messages::WS_TOO_MANY_SOCKETS));
         }
@@ -309,15 +313,15 @@ impl SocketScope for ObjectSockets {
     }
 }
 
-/// A frame's sending, deferred.
-type Deferred = Box<dyn FnOnce()>;
+/// A frame held behind the output gate: the wait it is released by, and what sends it.
+type HeldFrame = (GateWait, Box<dyn FnOnce()>);
 
 /// An instance's socket output: each frame waits for the output gate as it was when the frame was sent,
 /// and frames leave in send order (spec §1.4, §5.2). A frame sent with nothing held and no lock pending
 /// leaves at once.
 pub(crate) struct HeldOutput {
     output: OutputGate,
-    queue: RefCell<VecDeque<(GateWait, Deferred)>>,
+    queue: RefCell<VecDeque<HeldFrame>>,
     draining: Cell<bool>,
 }
 

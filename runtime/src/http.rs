@@ -255,7 +255,7 @@ impl Response {
     /// The response reached its caller: its WebSocket end is the caller's now, who may accept it.
     pub(crate) fn arrived(&self) {
         if let Some(ws) = self.websocket() {
-            ws.handed_over();
+            ws.hand_over();
         }
     }
 

@@ -269,6 +269,17 @@ impl Streams {
         }
         session.last_heard.set(Instant::now());
         match message.packet {
+            Packet::Data { seq, frame } if self.rpc.at_least_once() => {
+                // The negative control (a node without deduplication): every copy is delivered as it
+                // arrives, in arrival order, and the acknowledgement skips what has not arrived yet.
+                if matches!(frame, Frame::Close { .. }) {
+                    session.close_received.set(true);
+                }
+                session.expected.set(session.expected.get().max(seq + 1));
+                (session.deliver)(frame);
+                self.transmit(&session, Packet::Ack { upto: session.expected.get() });
+                self.end_if_done(&session);
+            }
             Packet::Data { seq, frame } => {
                 if seq >= session.expected.get() {
                     session.early.borrow_mut().insert(seq, frame);

@@ -199,6 +199,8 @@ struct End {
     peer: RefCell<Peer>,
     role: RefCell<Role>,
     used_in_response: Cell<bool>,
+    /// The response carrying the end reached the caller of `fetch`, who may accept it.
+    handed_over: Cell<bool>,
     sent_close: Cell<bool>,
     closed: Cell<bool>,
     events: RefCell<VecDeque<WebSocketEvent>>,
@@ -295,6 +297,7 @@ impl WebSocket {
                 peer: RefCell::new(peer),
                 role: RefCell::new(Role::Fresh(VecDeque::new())),
                 used_in_response: Cell::new(false),
+                handed_over: Cell::new(false),
                 sent_close: Cell::new(false),
                 closed: Cell::new(false),
                 events: RefCell::new(VecDeque::new()),
@@ -323,7 +326,7 @@ impl WebSocket {
     /// the object from hibernating: it is evicted after 70–140 s without events instead (spec §5.1), and
     /// the socket closes then. Accepting twice does nothing.
     pub fn accept(&self) -> Result<(), Error> {
-        if self.end.used_in_response.get() {
+        if self.end.used_in_response.get() && !self.end.handed_over.get() {
             return Err(Error::type_error(messages::WS_ACCEPT_USED_IN_RESPONSE));
         }
         let buffered = {
@@ -395,9 +398,10 @@ impl WebSocket {
         self.end.used_in_response.set(true);
     }
 
-    /// The response that carried the end reached its caller: the caller may accept it.
-    pub(crate) fn handed_over(&self) {
-        self.end.used_in_response.set(false);
+    /// The response carrying the end reached the caller of `fetch` on this host: the caller may accept it
+    /// (the object, which put it in the response, still may not).
+    pub(crate) fn hand_over(&self) {
+        self.end.handed_over.set(true);
     }
 
     /// Binds the end to a network session: what its peer sends goes to `sink`.

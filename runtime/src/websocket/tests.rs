@@ -140,6 +140,9 @@ fn accept_rules_follow_workerd() {
         pair.server.hibernation_refused().map(|e| e.message().to_string()).as_deref(),
         Some(messages::WS_PAIR_USED)
     );
+    // Once the response reaches the caller (a stub's fetch on this host), the caller accepts the end.
+    pair.client.hand_over();
+    pair.client.accept().unwrap();
     // An accepted end cannot be made hibernatable, nor can its pair; accepting twice is no error.
     let pair = WebSocketPair::new().unwrap();
     pair.server.accept().unwrap();

@@ -11,6 +11,7 @@ mod overload;
 mod resets;
 mod storage_gate;
 mod test_hooks;
+pub(crate) mod websockets;
 
 use dosim_runtime::embed::Migration;
 use dosim_sim::NodeId;
