@@ -191,8 +191,8 @@ impl ObjectSockets {
         if distinct.len() > TAGS_PER_SOCKET_MAX {
             return Err(Error::new(messages::WS_TOO_MANY_TAGS));
         }
-        // A closed socket normally leaves the registry with its close event; the sweep for any other is
-        // only needed at the limit (sweeping at every accept made n accepts O(n²)).
+        // Pruned only at the limit: pruning on every accept made accepting n sockets O(n²) (32,768 accepts
+        // took most of a minute). Closes remove their sockets as they arrive; the prune is a backstop.
         if self.hibernatable.borrow().len() >= SOCKETS_PER_OBJECT_MAX {
             self.prune();
         }
@@ -313,7 +313,7 @@ impl SocketScope for ObjectSockets {
     }
 }
 
-/// A frame waiting for the output gate: the wait, and what sends it.
+/// A frame held behind the output gate: the wait it is released by, and what sends it.
 type HeldFrame = (GateWait, Box<dyn FnOnce()>);
 
 /// An instance's socket output: each frame waits for the output gate as it was when the frame was sent,

@@ -252,6 +252,13 @@ impl Response {
         self.websocket.0.as_ref().and_then(|p| p.get())
     }
 
+    /// The response reached its caller: its WebSocket end is the caller's now, who may accept it.
+    pub(crate) fn arrived(&self) {
+        if let Some(ws) = self.websocket() {
+            ws.hand_over();
+        }
+    }
+
     /// Takes the WebSocket end out of this response.
     pub(crate) fn take_websocket(&mut self) -> Option<WebSocket> {
         std::mem::take(&mut self.websocket).0.and_then(|p| p.get())

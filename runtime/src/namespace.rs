@@ -249,10 +249,7 @@ impl Stub {
         let bytes = request.size();
         match self.send(bytes, Call::Fetch(request)).await? {
             Reply::Response(r) => {
-                // An end answered on this host is the object's own: the caller may accept it now.
-                if let Some(ws) = r.websocket() {
-                    ws.hand_to_caller();
-                }
+                r.arrived();
                 Ok(r)
             }
             Reply::Rpc(_) => unreachable!("a fetch is answered with a response"),

@@ -111,8 +111,9 @@ impl RpcNode {
         Self::start_with(transport, incarnation, false)
     }
 
-    /// [`RpcNode::start`] without deduplication: a duplicated request runs its handler again. Only for the
-    /// negative controls of tests that show deduplication is needed.
+    /// [`RpcNode::start`] without deduplication: a duplicated request runs its handler again, and the node's
+    /// WebSocket sessions deliver frames as they arrive (duplicated, reordered, with gaps). Only for the
+    /// negative controls of tests that show deduplication and ordering are needed.
     pub fn start_at_least_once(transport: Rc<dyn Transport>, incarnation: u64) -> Rc<RpcNode> {
         Self::start_with(transport, incarnation, true)
     }
@@ -137,6 +138,12 @@ impl RpcNode {
     /// This node's address.
     pub fn local_addr(&self) -> String {
         self.transport.local_addr()
+    }
+
+    /// Whether the node runs duplicates again ([`RpcNode::start_at_least_once`]); its WebSocket sessions
+    /// then deliver frames as they arrive, duplicates and all (the negative control of their ordering).
+    pub(crate) fn at_least_once(&self) -> bool {
+        self.at_least_once
     }
 
     /// This node's incarnation.

@@ -188,8 +188,13 @@ impl Streams {
         self.next.set(n);
         let conn = ConnId { client: self.rpc.local_addr(), incarnation: self.rpc.incarnation(), n };
         let end = WebSocket::remote(self.sink(&conn));
-        let to_end = end.clone();
-        let deliver = Box::new(move |frame| to_end.receive(frame));
+        // Weakly: the client holds its end; when it drops it, the end drops the connection.
+        let to_end = end.downgrade();
+        let deliver = Box::new(move |frame| {
+            if let Some(end) = to_end.upgrade() {
+                end.receive(frame);
+            }
+        });
         self.insert(Self::session(conn.clone(), None, deliver, true));
         let streams = self.me.upgrade().expect("a live node's streams");
         PendingUpgrade { streams, conn, end: Some(end) }
@@ -264,6 +269,17 @@ impl Streams {
         }
         session.last_heard.set(Instant::now());
         match message.packet {
+            Packet::Data { seq, frame } if self.rpc.at_least_once() => {
+                // The negative control (a node without deduplication): every copy is delivered as it
+                // arrives, in arrival order, and the acknowledgement skips what has not arrived yet.
+                if matches!(frame, Frame::Close { .. }) {
+                    session.close_received.set(true);
+                }
+                session.expected.set(session.expected.get().max(seq + 1));
+                (session.deliver)(frame);
+                self.transmit(&session, Packet::Ack { upto: session.expected.get() });
+                self.end_if_done(&session);
+            }
             Packet::Data { seq, frame } => {
                 if seq >= session.expected.get() {
                     session.early.borrow_mut().insert(seq, frame);

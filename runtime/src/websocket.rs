@@ -199,8 +199,8 @@ struct End {
     peer: RefCell<Peer>,
     role: RefCell<Role>,
     used_in_response: Cell<bool>,
-    /// The response carrying it reached the caller of a `fetch`, who may accept it.
-    handed_to_caller: Cell<bool>,
+    /// The response carrying the end reached the caller of `fetch`, who may accept it.
+    handed_over: Cell<bool>,
     sent_close: Cell<bool>,
     closed: Cell<bool>,
     events: RefCell<VecDeque<WebSocketEvent>>,
@@ -253,6 +253,18 @@ impl PartialEq for WebSocket {
 
 impl Eq for WebSocket {}
 
+/// A [`WebSocket`] that does not keep its end alive (a client's session holds its end so: dropped by its
+/// holder, the end drops the connection).
+#[derive(Clone)]
+pub(crate) struct WeakWebSocket(Weak<End>);
+
+impl WeakWebSocket {
+    /// The end, if someone still holds it.
+    pub(crate) fn upgrade(&self) -> Option<WebSocket> {
+        self.0.upgrade().map(|end| WebSocket { end })
+    }
+}
+
 /// The two ends of a new connection (workers-rs `WebSocketPair`): the object keeps `server` and answers the
 /// request with `client` ([`Response::from_websocket`](crate::http::Response::from_websocket)).
 #[derive(Debug)]
@@ -285,7 +297,7 @@ impl WebSocket {
                 peer: RefCell::new(peer),
                 role: RefCell::new(Role::Fresh(VecDeque::new())),
                 used_in_response: Cell::new(false),
-                handed_to_caller: Cell::new(false),
+                handed_over: Cell::new(false),
                 sent_close: Cell::new(false),
                 closed: Cell::new(false),
                 events: RefCell::new(VecDeque::new()),
@@ -299,6 +311,11 @@ impl WebSocket {
         }
     }
 
+    /// A handle that does not keep the end alive.
+    pub(crate) fn downgrade(&self) -> WeakWebSocket {
+        WeakWebSocket(Rc::downgrade(&self.end))
+    }
+
     /// A fresh end whose peer is across the network, behind `sink` (a client's end of a session).
     pub(crate) fn remote(sink: Rc<dyn FrameSink>) -> WebSocket {
         WebSocket::fresh(Peer::Remote(sink))
@@ -309,7 +326,7 @@ impl WebSocket {
     /// the object from hibernating: it is evicted after 70–140 s without events instead (spec §5.1), and
     /// the socket closes then. Accepting twice does nothing.
     pub fn accept(&self) -> Result<(), Error> {
-        if self.end.used_in_response.get() && !self.end.handed_to_caller.get() {
+        if self.end.used_in_response.get() && !self.end.handed_over.get() {
             return Err(Error::type_error(messages::WS_ACCEPT_USED_IN_RESPONSE));
         }
         let buffered = {
@@ -381,11 +398,10 @@ impl WebSocket {
         self.end.used_in_response.set(true);
     }
 
-    /// The response carrying the end reached the caller of a `fetch` on this host: the caller holds it as
-    /// workerd's caller holds a new WebSocket on the same connection, and may [`accept`](WebSocket::accept)
-    /// it. (Its pair stays used: the object may still not accept the other end.)
-    pub(crate) fn hand_to_caller(&self) {
-        self.end.handed_to_caller.set(true);
+    /// The response carrying the end reached the caller of `fetch` on this host: the caller may accept it
+    /// (the object, which put it in the response, still may not).
+    pub(crate) fn hand_over(&self) {
+        self.end.handed_over.set(true);
     }
 
     /// Binds the end to a network session: what its peer sends goes to `sink`.

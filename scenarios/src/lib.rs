@@ -9,6 +9,8 @@ pub mod bank;
 pub mod builtin;
 #[cfg(madsim)]
 pub mod campaign;
+#[cfg(madsim)]
+pub mod chat;
 pub mod check;
 #[cfg(madsim)]
 pub mod cluster;
@@ -153,6 +155,20 @@ pub fn all() -> Vec<Scenario> {
             options: object_cluster::options,
             #[cfg(madsim)]
             negative_control: Some(object_cluster::run_negative_control),
+        },
+        Scenario {
+            name: "chat-room",
+            summary: "chat rooms on hibernatable WebSockets on a cluster of 3 hosts, with quiet windows in which \
+                      the rooms hibernate, evictions, partitions (front from host: sockets drop; host from \
+                      directory: superseded), crashes and message loss; checks that every acknowledged message \
+                      reached every member that stayed connected, once, in the sender's order, and is in the \
+                      room's history (negative control: a room that keeps its members in memory)",
+            #[cfg(madsim)]
+            run: chat::run,
+            #[cfg(madsim)]
+            options: chat::options,
+            #[cfg(madsim)]
+            negative_control: Some(chat::run_negative_control),
         },
         kit_scenario!(Partition, "partition", "counters on a cluster of 3 hosts whose hops are partitioned (host from directory, front from host, host from storage node); linearizability, no lost write, single activation"),
         kit_scenario!(Eviction, "eviction", "counters on one host whose idle objects are evicted often; linearizability, no lost write (negative control: a write-behind counter)"),

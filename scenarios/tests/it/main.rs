@@ -13,6 +13,8 @@
 //!   `LocalWorld` has no madsim executor and its code is the same in both builds).
 
 #[cfg(madsim)]
+mod chat;
+#[cfg(madsim)]
 mod cli;
 #[cfg(madsim)]
 mod cluster;

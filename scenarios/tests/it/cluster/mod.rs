@@ -13,6 +13,7 @@ mod network;
 mod objects;
 mod rpc;
 mod storage;
+mod websockets;
 
 /// The directory (the simulated etcd).
 pub(crate) const ETCD: NodeId = NodeId(0);

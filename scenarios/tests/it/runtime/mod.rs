@@ -11,7 +11,7 @@ mod overload;
 mod resets;
 mod storage_gate;
 mod test_hooks;
-mod websockets;
+pub(crate) mod websockets;
 
 use dosim_runtime::embed::Migration;
 use dosim_sim::NodeId;
