@@ -382,3 +382,51 @@ async fn drain(held: Weak<HeldOutput>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::websocket::WebSocketPair;
+    use crate::world::ManualClock;
+
+    fn registry() -> Rc<ObjectSockets> {
+        ObjectSockets::new(Rc::from("Room/0"), Arc::new(ManualClock::new(1_000)), 0.5)
+    }
+
+    #[test]
+    fn the_auto_response_pair_keeps_both_sides_and_the_registry_answers_with_it() {
+        let pair = WebSocketRequestResponsePair::new("ping", "pong").unwrap();
+        assert_eq!((pair.request(), pair.response()), ("ping", "pong"));
+        let sockets = registry();
+        assert_eq!(sockets.auto_response(), None);
+        sockets.set_auto_response(Some(pair.clone()));
+        assert_eq!(sockets.auto_response(), Some(pair));
+        // Answered here, with the clock's time, and never handed to the object.
+        let ws = WebSocketPair::new().unwrap();
+        sockets.accept(&ws.server, &[]).unwrap();
+        let handed = Rc::new(Cell::new(0));
+        let count = handed.clone();
+        sockets.set_event_sink(Rc::new(move |_, _| count.set(count.get() + 1)));
+        ws.client.accept().unwrap();
+        ws.client.send_with_str("ping").unwrap();
+        assert_eq!(
+            ws.client.take_events(),
+            vec![WebSocketEvent::Message(WebSocketIncomingMessage::String("pong".into()))]
+        );
+        assert_eq!(ws.server.auto_response_timestamp(), Some(1_000));
+        assert_eq!(handed.get(), 0, "the object was not woken");
+        ws.client.send_with_str("pin").unwrap();
+        assert_eq!(handed.get(), 1, "anything else goes to the object");
+        sockets.set_auto_response(None);
+        ws.client.send_with_str("ping").unwrap();
+        assert_eq!(handed.get(), 2, "removed: a ping is a message like any other");
+    }
+
+    #[test]
+    fn the_non_hibernatable_idle_time_is_within_70_to_140_seconds() {
+        for (jitter, expected) in [(0.0, 70), (0.5, 105), (1.0, 140), (7.0, 140)] {
+            let s = ObjectSockets::new(Rc::from("Room/0"), Arc::new(ManualClock::new(0)), jitter);
+            assert_eq!(s.unhibernatable_idle, Duration::from_secs(expected), "jitter {jitter}");
+        }
+    }
+}
