@@ -410,8 +410,6 @@ async fn client(
             madsim::time::sleep(REJOIN_DELAY + Duration::from_millis(rng.below(400))).await;
         }
     }
-    // Stopped between members: nothing to read.
-    let _ = end;
 }
 
 /// Every client, on the front; returns the log.
