@@ -261,6 +261,15 @@ sim_test!(fn messages_cross_a_hostile_network_in_order_and_once(seed) {
         logs.iter().any(|l| l.contains(" closed 1000 \"bye\" clean=true")),
         "the owner's trace has the clean close ({seed})"
     );
+    // Both Close frames exchanged and acknowledged: a session ends quietly (on a lossy hop the last ack may
+    // be lost, and the other side then learns it from the reset its retransmission gets).
+    let ended = report
+        .trace
+        .events()
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::Log { text, .. } if text.starts_with("ws ") && text.ends_with(" ended cleanly")))
+        .count();
+    assert!(ended >= 1, "no session ended cleanly after the clean close ({seed})");
     println!("front <-> {owner}: {lost} lost, {duplicated} duplicated, {overtaken} delivered out of send order; {}", report.faults);
     Ok(report)
 });
@@ -407,6 +416,46 @@ sim_test!(fn a_crashed_owner_drops_the_socket_and_the_client_reconnects_elsewher
 // The owner is cut off from the directory while the object hibernates (its socket held by the host, no
 // instance): the lease lapses, the host gives its objects up and drops their sockets, and the client sees
 // 1006 well before a peer timeout could have dropped it (the front still hears the owner).
+// A crashed owner that restarts at once does not know the connection: the client's next ping reaches the
+// new incarnation, which answers with a reset, and the client sees 1006 within a heartbeat or two of the
+// restart, long before the peer timeout would tell it.
+sim_test!(fn a_restarted_owner_resets_the_connections_it_forgot(seed) {
+    let Cluster { sim, front, hosts } = cluster(seed, None)?;
+    let report = sim.run(move |world| async move {
+        let _hosts = hosts.clone();
+        madsim::time::sleep(Duration::from_secs(3)).await;
+        let (ready, connected) = madsim_tokio::sync::oneshot::channel::<()>();
+        let client = front.clone();
+        let conversation = madsim::task::spawn(async move {
+            client
+                .run(|env| async move {
+                    let ws = connect(&env, "r", "", "client").await.map_err(|e| e.to_string())?;
+                    say(&ws, "before").await?;
+                    let _ = ready.send(());
+                    closed(&ws, PEER_TIMEOUT + Duration::from_secs(10)).await
+                })
+                .await
+        });
+        connected.await.map_err(|_| Failure::new("the client never connected"))?;
+        let owner = owner_of(&front, "r").await?.ok_or_else(|| Failure::new("no owner"))?;
+        world.crash(owner)?;
+        madsim::time::sleep(Duration::from_secs(1)).await;
+        world.restart(owner)?;
+        let restarted = madsim::time::Instant::now();
+        let (close, at) = conversation.await.map_err(|e| Failure::new(e.to_string()))??.map_err(Failure::new)?;
+        ensure!(is_dropped(&close), "the client sees 1006: {close:?}");
+        ensure!(
+            at.saturating_duration_since(restarted) <= Duration::from_secs(3),
+            "the reset reached the client {:?} after the restart (the peer timeout is {PEER_TIMEOUT:?})",
+            at.saturating_duration_since(restarted)
+        );
+        Ok(())
+    })?;
+    assert_eq!(report.faults.get(FaultKind::Crash), 1, "one crash: the owner ({seed})");
+    assert_eq!(report.faults.get(FaultKind::Restart), 1, "one restart: the owner ({seed})");
+    Ok(report)
+});
+
 sim_test!(fn an_owner_cut_off_from_the_directory_drops_its_hibernated_sockets(seed) {
     let Cluster { sim, front, hosts } = cluster(seed, None)?;
     let report = sim.run(move |world| async move {
