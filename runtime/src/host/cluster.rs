@@ -247,7 +247,9 @@ impl HostInner {
                         return match outcome {
                             Outcome::Response(mut r) => {
                                 if let Some(upgrade) = upgrade {
-                                    // Answered on this host: the response carries the object's pair itself.
+                                    // Another host's 101 carries no end across the network: the caller's end is
+                                    // the connection it opened. (Answered on this host, the response carries
+                                    // the object's pair itself, and the opened connection is abandoned.)
                                     if r.status() == 101 && !local && r.websocket().is_none() {
                                         r = r.with_websocket(upgrade.connected(&to));
                                     }
