@@ -118,6 +118,25 @@ impl RoomCore {
         Ok(Some(Response::ok(lines.join("\n"))))
     }
 
+    /// A member's message `msg <id> <text>`: appended to the history, sent to every other open socket of
+    /// `members`, and acknowledged to its sender, all in this turn (so behind the output gate). Anything
+    /// else is ignored.
+    fn relay(
+        &self,
+        ws: &WebSocket,
+        message: WebSocketIncomingMessage,
+        members: Vec<WebSocket>,
+    ) -> Result<(), Error> {
+        let WebSocketIncomingMessage::String(text) = message else { return Ok(()) };
+        let Some((id, body)) = parse_message(&text) else { return Ok(()) };
+        let sender = self.append(ws, id, body)?;
+        let line = format!("from {sender} {id} {body}");
+        for member in members.iter().filter(|m| *m != ws && !m.is_closed()) {
+            member.send_with_str(line.clone())?;
+        }
+        ws.send_with_str(format!("ack {id}"))
+    }
+
     /// Appends a message to the history; returns its sender's name (the socket's attachment).
     fn append(&self, ws: &WebSocket, id: i64, text: &str) -> Result<String, Error> {
         let sender: String =
@@ -160,16 +179,7 @@ impl DurableObject for ChatRoom {
     }
 
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<(), Error> {
-        let WebSocketIncomingMessage::String(text) = message else { return Ok(()) };
-        let Some((id, body)) = parse_message(&text) else { return Ok(()) };
-        let sender = self.core.append(&ws, id, body)?;
-        let line = format!("from {sender} {id} {body}");
-        for member in self.core.state.get_web_sockets(None) {
-            if member != ws {
-                member.send_with_str(line.clone())?;
-            }
-        }
-        ws.send_with_str(format!("ack {id}"))
+        self.core.relay(&ws, message, self.core.state.get_web_sockets(None))
     }
 
     async fn websocket_close(
@@ -206,15 +216,8 @@ impl DurableObject for InMemoryChatRoom {
     }
 
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<(), Error> {
-        let WebSocketIncomingMessage::String(text) = message else { return Ok(()) };
-        let Some((id, body)) = parse_message(&text) else { return Ok(()) };
-        let sender = self.core.append(&ws, id, body)?;
-        let line = format!("from {sender} {id} {body}");
         let members = self.members.borrow().clone();
-        for member in members.iter().filter(|m| **m != ws && !m.is_closed()) {
-            member.send_with_str(line.clone())?;
-        }
-        ws.send_with_str(format!("ack {id}"))
+        self.core.relay(&ws, message, members)
     }
 
     async fn websocket_close(

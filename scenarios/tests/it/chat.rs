@@ -35,6 +35,21 @@ fn calm(seed: Seed) -> Options {
     o
 }
 
+/// Each host cut in turn for 12 s (past the peer timeout and the lease), 14 s apart: from the front
+/// (`front`) or from the directory.
+fn each_host_cut(front: bool) -> Vec<Cut> {
+    HOSTS
+        .iter()
+        .enumerate()
+        .map(|(i, h)| Cut {
+            front,
+            host: *h,
+            at: Duration::from_secs(3 + 14 * i as u64),
+            lasts: Duration::from_secs(12),
+        })
+        .collect()
+}
+
 fn marks(r: &RunReport, mark: &str) -> u64 {
     r.sometimes.get(mark).copied().unwrap_or(0)
 }
@@ -87,16 +102,7 @@ fn each_fault_reaches_the_sockets() {
     // the sockets on that front → host hop drop, and both ends see 1006.
     let mut o = calm(seed);
     o.quiet.clear();
-    o.partitions = HOSTS
-        .iter()
-        .enumerate()
-        .map(|(i, h)| Cut {
-            front: true,
-            host: *h,
-            at: Duration::from_secs(3 + 14 * i as u64),
-            lasts: Duration::from_secs(12),
-        })
-        .collect();
+    o.partitions = each_host_cut(true);
     let r = pass(seed, &o);
     assert_eq!(r.faults.get(FaultKind::Partition), 3, "{}", r.faults);
     assert!(marks(&r, MARK_DROPPED) > 0, "the front → host cuts dropped no connection");
@@ -104,16 +110,7 @@ fn each_fault_reaches_the_sockets() {
     // sockets at once (its runtime logs "drops N sockets").
     let mut o = calm(seed);
     o.quiet.clear();
-    o.partitions = HOSTS
-        .iter()
-        .enumerate()
-        .map(|(i, h)| Cut {
-            front: false,
-            host: *h,
-            at: Duration::from_secs(3 + 14 * i as u64),
-            lasts: Duration::from_secs(12),
-        })
-        .collect();
+    o.partitions = each_host_cut(false);
     let r = pass(seed, &o);
     let superseded = r.trace.events().iter().filter(|e| matches!(&e.kind, dosim_sim::EventKind::Log { text, .. } if text.contains(" drops ") && text.ends_with(" sockets"))).count();
     assert!(superseded > 0, "no superseded host dropped its sockets");

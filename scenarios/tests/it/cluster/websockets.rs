@@ -413,9 +413,6 @@ sim_test!(fn a_crashed_owner_drops_the_socket_and_the_client_reconnects_elsewher
     Ok(report)
 });
 
-// The owner is cut off from the directory while the object hibernates (its socket held by the host, no
-// instance): the lease lapses, the host gives its objects up and drops their sockets, and the client sees
-// 1006 well before a peer timeout could have dropped it (the front still hears the owner).
 // A crashed owner that restarts at once does not know the connection: the client's next ping reaches the
 // new incarnation, which answers with a reset, and the client sees 1006 within a heartbeat or two of the
 // restart, long before the peer timeout would tell it.
@@ -456,6 +453,9 @@ sim_test!(fn a_restarted_owner_resets_the_connections_it_forgot(seed) {
     Ok(report)
 });
 
+// The owner is cut off from the directory while the object hibernates (its socket held by the host, no
+// instance): the lease lapses, the host gives its objects up and drops their sockets, and the client sees
+// 1006 well before a peer timeout could have dropped it (the front still hears the owner).
 sim_test!(fn an_owner_cut_off_from_the_directory_drops_its_hibernated_sockets(seed) {
     let Cluster { sim, front, hosts } = cluster(seed, None)?;
     let report = sim.run(move |world| async move {

@@ -40,7 +40,7 @@ fn sqlite_probe() -> HostBuilder {
 /// [`SimStorage`] with the durability wait removed: `COMMIT` counts as durable when it returns, as on a disk
 /// with [`Durability::AtCall`]. The negative control of the output gate on the SQLite backend.
 #[derive(Debug, Default)]
-struct NoDurabilityWait;
+pub(crate) struct NoDurabilityWait;
 
 impl StorageProvider for NoDurabilityWait {
     fn object_database(&self, namespace_uid: &str, id: &ObjectId) -> DatabaseLocation {
@@ -82,7 +82,7 @@ const SYNC_OUTLIVES_THE_TURN: LatencyRange =
     LatencyRange::new(Duration::from_millis(5), Duration::from_millis(10));
 
 /// The host's disk: an operation is durable only once its latency has elapsed, and syncs are slow.
-fn slow_sync_disk() -> DiskConfig {
+pub(crate) fn slow_sync_disk() -> DiskConfig {
     DiskConfig {
         durability: Durability::AfterLatency,
         sync_latency: SYNC_OUTLIVES_THE_TURN,

@@ -13,16 +13,15 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dosim_runtime::embed::{
-    Clock, DatabaseLocation, DurabilityWait, DurableOnReturn, Host, HostBuilder, StorageProvider, StoreLink,
-};
+use dosim_runtime::embed::{Clock, Host, HostBuilder};
 use dosim_runtime::error::messages;
 use dosim_runtime::prelude::*;
 use dosim_runtime::websockets::{CLOSE_ABNORMAL, CLOSE_TOO_BIG, MESSAGE_SIZE_MAX};
-use dosim_scenarios::sim_host::{host_builder, host_node, on_node, SimClock, SimEntropy, SimStorage};
-use dosim_sim::disk::{self, Durability};
-use dosim_sim::{ensure, sim_test, DiskConfig, Failure, LatencyRange, Sim, World};
+use dosim_scenarios::sim_host::{host_builder, host_node, on_node, SimClock, SimEntropy};
+use dosim_sim::disk;
+use dosim_sim::{ensure, sim_test, DiskConfig, Failure, Sim, World};
 
+use super::output_gate::{slow_sync_disk, NoDurabilityWait};
 use crate::{sqlite_class, HOST};
 
 /// The test object: a room of sockets. `fetch /ws` accepts a hibernatable socket (tags from `x-tags`, its
@@ -604,32 +603,6 @@ sim_test!(fn closes_reach_the_handler_clean_or_dropped(seed) {
     })
 });
 
-/// [`SimStorage`] with the durability wait removed (as in `output_gate`): the negative control.
-#[derive(Debug, Default)]
-struct NoDurabilityWait;
-
-impl StorageProvider for NoDurabilityWait {
-    fn object_database(&self, namespace_uid: &str, id: &ObjectId) -> DatabaseLocation {
-        SimStorage.object_database(namespace_uid, id)
-    }
-
-    fn alarm_index(&self) -> DatabaseLocation {
-        SimStorage.alarm_index()
-    }
-
-    fn durability(&self) -> Arc<dyn DurabilityWait> {
-        Arc::new(DurableOnReturn)
-    }
-
-    fn delete_namespace(&self, namespace_uid: &str) -> Result<(), Error> {
-        SimStorage.delete_namespace(namespace_uid)
-    }
-
-    fn kv_link(&self) -> Option<Arc<dyn StoreLink>> {
-        SimStorage.kv_link()
-    }
-}
-
 fn room_without_durability_wait() -> HostBuilder {
     Host::builder("worker")
         .storage(NoDurabilityWait)
@@ -638,15 +611,6 @@ fn room_without_durability_wait() -> HostBuilder {
         .class::<Room>("Room")
         .binding("ROOM", "Room")
         .migration(sqlite_class("v1", "Room"))
-}
-
-/// Disk syncs of 5–10 ms, durable only once done: a commit outlives the turn that made it.
-fn slow_sync_disk() -> DiskConfig {
-    DiskConfig {
-        durability: Durability::AfterLatency,
-        sync_latency: LatencyRange::new(Duration::from_millis(5), Duration::from_millis(10)),
-        ..DiskConfig::default()
-    }
 }
 
 /// Eight rounds of: connect, send `put:k<i>`, and the instant the client has `stored k<i>`, cut the host's
